@@ -1,0 +1,1 @@
+//! facefleet-aws (work in progress).

@@ -1,0 +1,1 @@
+//! facefleet-embedded (work in progress).

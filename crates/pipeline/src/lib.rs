@@ -1,0 +1,1 @@
+//! facefleet-pipeline (work in progress).

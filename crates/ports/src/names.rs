@@ -1,0 +1,92 @@
+//! Resource names derived from one prefix, as the course named them.
+
+/// The names of every resource of one deployment. Each is derived from the
+/// prefix and can be overridden field by field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The prefix everything is named from (default `facefleet`).
+    pub prefix: String,
+    /// Uploaded images: `<prefix>-in-bucket`.
+    pub in_bucket: String,
+    /// Results, key = image stem, body = name: `<prefix>-out-bucket`.
+    pub out_bucket: String,
+    /// Enrolled people (the gallery): `<prefix>-gallery`.
+    pub gallery_bucket: String,
+    /// Requests: `<prefix>-req-queue`.
+    pub req_queue: String,
+    /// Responses: `<prefix>-resp-queue`.
+    pub resp_queue: String,
+    /// Dead letters of the request queue: `<prefix>-req-dlq`.
+    pub req_dlq: String,
+    /// Uploaded videos: `<prefix>-input`.
+    pub video_input: String,
+    /// Frames split from videos: `<prefix>-stage-1`.
+    pub video_stage1: String,
+    /// Per-frame and per-video results: `<prefix>-output`.
+    pub video_output: String,
+    /// Name of the web-tier instance: `web-instance`.
+    pub web_instance: String,
+    /// Prefix of worker names: `app-tier-instance` (workers are `<this>-<n>`).
+    pub worker_prefix: String,
+}
+
+impl Names {
+    /// The default prefix.
+    pub const DEFAULT_PREFIX: &'static str = "facefleet";
+
+    /// All names derived from `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            in_bucket: format!("{prefix}-in-bucket"),
+            out_bucket: format!("{prefix}-out-bucket"),
+            gallery_bucket: format!("{prefix}-gallery"),
+            req_queue: format!("{prefix}-req-queue"),
+            resp_queue: format!("{prefix}-resp-queue"),
+            req_dlq: format!("{prefix}-req-dlq"),
+            video_input: format!("{prefix}-input"),
+            video_stage1: format!("{prefix}-stage-1"),
+            video_output: format!("{prefix}-output"),
+            web_instance: "web-instance".to_string(),
+            worker_prefix: "app-tier-instance".to_string(),
+        }
+    }
+
+    /// Name of worker number `n`: `app-tier-instance-<n>`.
+    pub fn worker(&self, n: usize) -> String {
+        format!("{}-{n}", self.worker_prefix)
+    }
+
+    /// The worker number in a name like `app-tier-instance-7`, if it is one
+    /// of ours.
+    pub fn worker_number(&self, name: &str) -> Option<usize> {
+        name.strip_prefix(&self.worker_prefix)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_PREFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Names;
+
+    #[test]
+    fn course_names() {
+        let n = Names::new("cse546");
+        assert_eq!(n.in_bucket, "cse546-in-bucket");
+        assert_eq!(n.out_bucket, "cse546-out-bucket");
+        assert_eq!(n.req_queue, "cse546-req-queue");
+        assert_eq!(n.resp_queue, "cse546-resp-queue");
+        assert_eq!(n.video_stage1, "cse546-stage-1");
+        assert_eq!(n.worker(3), "app-tier-instance-3");
+        assert_eq!(n.worker_number("app-tier-instance-12"), Some(12));
+        assert_eq!(n.worker_number("web-instance"), None);
+    }
+}

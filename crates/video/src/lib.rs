@@ -1,0 +1,1 @@
+//! facefleet-video (work in progress).
