@@ -1,3 +1,3 @@
 //! facefleet's face model (work in progress: see the model issue).
 mod types;
-pub use types::{BoundingBox, Embedding, Face, Landmarks};
+pub use types::{BoundingBox, Embedding, Face, Landmarks, RecognizerKind};

@@ -68,3 +68,57 @@ impl Embedding {
         self.0.len()
     }
 }
+
+/// Which embedding network a model (and a gallery) uses. Embeddings of
+/// different recognizers are not comparable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecognizerKind {
+    /// MobileFaceNet, 192-d, 112x112 ArcFace-aligned input (default).
+    #[serde(rename = "mobilefacenet")]
+    MobileFaceNet,
+    /// dlib's ResNet, 128-d, 150x150 dlib face chip.
+    #[serde(rename = "dlib-resnet")]
+    DlibResnet,
+}
+
+impl RecognizerKind {
+    /// Stable name used in flags, logs and serialised galleries.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecognizerKind::MobileFaceNet => "mobilefacenet",
+            RecognizerKind::DlibResnet => "dlib-resnet",
+        }
+    }
+    /// Embedding dimension.
+    pub fn dim(self) -> usize {
+        match self {
+            RecognizerKind::MobileFaceNet => 192,
+            RecognizerKind::DlibResnet => 128,
+        }
+    }
+}
+
+impl Default for RecognizerKind {
+    fn default() -> Self {
+        RecognizerKind::MobileFaceNet
+    }
+}
+
+impl std::fmt::Display for RecognizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for RecognizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mobilefacenet" => Ok(RecognizerKind::MobileFaceNet),
+            "dlib-resnet" | "dlib" => Ok(RecognizerKind::DlibResnet),
+            other => Err(format!(
+                "unknown recognizer `{other}` (expected `mobilefacenet` or `dlib-resnet`)"
+            )),
+        }
+    }
+}
