@@ -1,3 +1,10 @@
-//! facefleet's face model (work in progress: see the model issue).
+//! facefleet's face model (work in progress: networks being integrated).
+mod error;
+mod gallery;
+mod image_io;
 mod types;
+pub mod weights;
+pub use error::ModelError;
+pub use gallery::{default_threshold, Gallery, Match};
+pub use image_io::{decode_image, DecodeLimits};
 pub use types::{BoundingBox, Embedding, Face, Landmarks, RecognizerKind};
