@@ -1,0 +1,96 @@
+//! A client of a running stack: `facefleet enroll --url` and
+//! `facefleet recognize --url`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+fn part(path: &Path) -> anyhow::Result<reqwest::multipart::Part> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string();
+    Ok(reqwest::multipart::Part::bytes(bytes).file_name(name))
+}
+
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn check(resp: reqwest::Response) -> anyhow::Result<String> {
+    let status = resp.status();
+    let body = resp.text().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {}", body.trim());
+    Ok(body)
+}
+
+/// Enrolls `images` as `name` (`POST /v1/people/{name}/faces`); returns the
+/// server's JSON answer.
+pub async fn enroll(client: &reqwest::Client, url: &str, name: &str, images: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(!images.is_empty(), "no images to enroll for {name}");
+    let mut form = reqwest::multipart::Form::new();
+    for img in images {
+        form = form.part("image", part(img)?);
+    }
+    let url = format!("{}/v1/people/{}/faces", url.trim_end_matches('/'), percent_encode(name));
+    let body = check(client.post(url).multipart(form).send().await?).await?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Groups the images of `dir` by the labels CSV (`Image,Results`): name →
+/// image paths. Images without a label are skipped.
+pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+    let labels = crate::loadgen::read_labels(labels)?;
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for img in crate::loadgen::list_images(dir)? {
+        let stem = img.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if let Some(name) = labels.get(stem) {
+            out.entry(name.clone()).or_default().push(img);
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "no image of {} has a label", dir.display());
+    Ok(out)
+}
+
+/// Enrolls every labelled image of `dir`, one request per person (at most
+/// 20 photos per request); returns (people, faces) enrolled.
+pub async fn enroll_labelled(client: &reqwest::Client, url: &str, dir: &Path, labels: &Path) -> anyhow::Result<(usize, usize)> {
+    let groups = group_by_label(dir, labels)?;
+    let mut faces = 0;
+    for (name, images) in &groups {
+        for chunk in images.chunks(20) {
+            enroll(client, url, name, chunk).await.with_context(|| format!("enrolling {name}"))?;
+            faces += chunk.len();
+        }
+    }
+    Ok((groups.len(), faces))
+}
+
+/// Recognises one image: with `json`, `POST /v1/recognize` (all faces);
+/// otherwise `POST /` (`<stem>:<name>`).
+pub async fn recognize(client: &reqwest::Client, url: &str, image: &Path, json: bool) -> anyhow::Result<String> {
+    let base = url.trim_end_matches('/');
+    if json {
+        let form = reqwest::multipart::Form::new().part("image", part(image)?);
+        check(client.post(format!("{base}/v1/recognize")).multipart(form).send().await?).await
+    } else {
+        let form = reqwest::multipart::Form::new().part("inputFile", part(image)?);
+        Ok(check(client.post(format!("{base}/")).multipart(form).send().await?).await?.trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(super::percent_encode("Jean Luc/x"), "Jean%20Luc%2Fx");
+        assert_eq!(super::percent_encode("Paul"), "Paul");
+    }
+}
