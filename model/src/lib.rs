@@ -14,3 +14,5 @@ pub use gallery::{default_threshold, Gallery, Match};
 pub use image_io::{decode_image, DecodeLimits};
 pub use types::{BoundingBox, Embedding, Face, Landmarks, RecognizerKind};
 pub use recognizer::{load_recognizer, Recognizer};
+pub mod mtcnn;
+pub use mtcnn::{DetectParams, Mtcnn};

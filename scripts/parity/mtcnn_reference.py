@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Run the reference MTCNN (facenet-pytorch 2.6.0 under PyTorch) and write model/tests/golden/mtcnn.json.
 
-Usage: python scripts/parity/mtcnn_reference.py [--shared ../shared] [--out model/tests/golden/mtcnn.json]
+Usage (from the repository root):
+    /tmp/ref-venv/bin/python scripts/parity/mtcnn_reference.py [--shared ../shared] \
+        [--out model/tests/golden/mtcnn.json]
 
 Needs a separate environment with the reference stack, e.g.:
     python3 -m venv /tmp/ref-venv
@@ -14,15 +16,25 @@ For every image (paths relative to the shared dir) the golden file holds what
 `facenet_pytorch.models.utils.detect_face.detect_face` returns with MTCNN's
 defaults (min_face_size 20, thresholds [0.6, 0.7, 0.7], factor 0.709): boxes
 [x1, y1, x2, y2], score and 5 landmarks [[x, y] x 5], in the order
-`detect_face` returns them (its final NMS order: best score first). Images are
-decoded with PIL and converted to RGB.
+`detect_face` returns them (its final NMS order: best score first), twice:
+
+* `faces`: on the exact RGB pixels the Rust `image` crate decodes (dumped by
+  `cargo run -p facefleet-model --example mtcnn_bench -- --dump-rgb`), so that
+  the Rust test compares the detectors on identical input; `rgb_fnv1a64` is a
+  checksum of those pixels (the test checks that its decoder still agrees);
+* `faces_pil`: on PIL's decode (`Image.open(p).convert("RGB")`, libjpeg-turbo),
+  i.e. what a Python user of facenet-pytorch gets. JPEG decoders differ by a
+  few grey levels (`pil_vs_rust_decode_max_abs_diff`), which moves boxes and
+  landmarks by up to a few pixels.
 """
 
 import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -45,6 +57,21 @@ IMAGES = [
 ]
 
 
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def rust_decoded(paths):
+    """Decode `paths` with the Rust image crate (via the mtcnn_bench example)."""
+    out = tempfile.mkdtemp(prefix="facefleet-rgb-")
+    subprocess.run(["cargo", "run", "--quiet", "-p", "facefleet-model", "--example", "mtcnn_bench", "--",
+                    "--runs", "1", "--dump-rgb", out, *paths], check=True, stdout=subprocess.DEVNULL)
+    return [open(os.path.join(out, f"{i}.rgb"), "rb").read() for i in range(len(paths))]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -58,21 +85,33 @@ def main():
 
     torch.set_num_threads(1)
     mtcnn = MTCNN(device="cpu")
-    entries = []
-    for rel in IMAGES:
-        path = os.path.join(args.shared, rel)
-        img = Image.open(path).convert("RGB")
+
+    def detect(img):
         with torch.no_grad():
             boxes, points = detect_face(img, mtcnn.min_face_size, mtcnn.pnet, mtcnn.rnet, mtcnn.onet,
                                         mtcnn.thresholds, mtcnn.factor, "cpu")
         boxes, points = np.asarray(boxes[0], dtype=np.float64), np.asarray(points[0], dtype=np.float64)
-        faces = [{
-            "box": [float(v) for v in b[:4]],
+        return [{
+            "box": [round(float(v), 4) for v in b[:4]],
             "score": float(b[4]),
-            "landmarks": [[float(x), float(y)] for x, y in p],
+            "landmarks": [[round(float(x), 4), round(float(y), 4)] for x, y in p],
         } for b, p in zip(boxes, points)]
-        print(f"{rel}: {img.size[0]}x{img.size[1]}, {len(faces)} face(s)", file=sys.stderr)
-        entries.append({"image": rel, "width": img.size[0], "height": img.size[1], "faces": faces})
+
+    paths = [os.path.abspath(os.path.join(args.shared, rel)) for rel in IMAGES]
+    rust_rgb = rust_decoded(paths)
+    entries = []
+    for rel, path, raw in zip(IMAGES, paths, rust_rgb):
+        pil = Image.open(path).convert("RGB")
+        w, h = pil.size
+        rust = np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
+        diff = np.abs(np.asarray(pil).astype(int) - rust.astype(int))
+        faces = detect(Image.fromarray(rust))
+        faces_pil = detect(pil)
+        print(f"{rel}: {w}x{h}, {len(faces)} face(s) ({len(faces_pil)} with PIL's decode), "
+              f"decode max |diff| {diff.max()}", file=sys.stderr)
+        entries.append({"image": rel, "width": w, "height": h, "rgb_fnv1a64": f"{fnv1a64(raw):016x}",
+                        "pil_vs_rust_decode_max_abs_diff": int(diff.max()),
+                        "faces": faces, "faces_pil": faces_pil})
 
     # A flat grey picture: the reference finds no face (checked here, asserted in Rust).
     with torch.no_grad():
@@ -84,7 +123,7 @@ def main():
     golden = {
         "reference": f"facenet-pytorch {metadata.version('facenet-pytorch')} "
                      f"detect_face, torch {torch.__version__}, numpy {np.__version__}, "
-                     f"Pillow {Image.__version__} (decode: PIL, convert RGB), CPU, 1 thread",
+                     f"Pillow {Image.__version__}, CPU, 1 thread",
         "generated_by": "scripts/parity/mtcnn_reference.py",
         "generated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "params": {"min_face_size": mtcnn.min_face_size, "thresholds": mtcnn.thresholds,
@@ -92,9 +131,19 @@ def main():
         "images": entries,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    # one face per line: faces are swapped for placeholders, dumped compactly
+    compact = {}
+    for e in entries:
+        for key in ("faces", "faces_pil"):
+            for i, f in enumerate(e[key]):
+                tag = f"@face{len(compact)}@"
+                compact[tag] = json.dumps(f)
+                e[key][i] = tag
+    text = json.dumps(golden, indent=1)
+    for tag, face in compact.items():
+        text = text.replace(f'"{tag}"', face)
     with open(args.out, "w") as fh:
-        json.dump(golden, fh, indent=1)
-        fh.write("\n")
+        fh.write(text + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -1,0 +1,316 @@
+//! MTCNN face detection (Zhang et al. 2016) reproducing facenet-pytorch
+//! 2.6.0's `detect_face`: image pyramid with area resampling, P-Net with
+//! per-scale NMS 0.5 then NMS 0.7, R-Net on 24x24 crops with NMS 0.7, O-Net
+//! on 48x48 crops with landmarks and a final "Min" NMS 0.7.
+//!
+//! Weights: `model/weights/mtcnn.safetensors`, converted from the PyPI
+//! package facenet-pytorch 2.6.0 (MIT) by `scripts/weights/mtcnn.py`.
+
+mod boxes;
+mod nets;
+mod resample;
+
+use boxes::{bbreg, crop_region, nms_min, nms_union, pnet_reg, rerec, Candidate};
+use candle_core::{Device, Error, Result, Tensor};
+use candle_nn::VarBuilder;
+use nets::{ONet, PNet, RNet};
+use resample::{downscale, resample_normalized_chw, Plane, Region};
+
+use crate::{BoundingBox, Face};
+
+/// Detection parameters (defaults are facenet-pytorch's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectParams {
+    /// Smallest face side searched for, in pixels of the (possibly
+    /// downscaled, see `max_side`) detection image. Default 20; must be >= 8
+    /// (smaller values upsample the image a lot and cost time and memory).
+    pub min_face_size: f32,
+    /// Score thresholds of P-, R- and O-Net. Default `[0.6, 0.7, 0.7]`.
+    pub thresholds: [f32; 3],
+    /// Ratio between pyramid levels, in (0, 1). Default 0.709.
+    pub scale_factor: f32,
+    /// Images whose longer side exceeds this are area-downscaled to it for
+    /// detection; boxes and landmarks are mapped back to original pixel
+    /// coordinates. Default 640; must be >= 12.
+    pub max_side: u32,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self { min_face_size: 20.0, thresholds: [0.6, 0.7, 0.7], scale_factor: 0.709, max_side: 640 }
+    }
+}
+
+impl DetectParams {
+    fn validate(&self) -> Result<()> {
+        if !(self.min_face_size.is_finite() && self.min_face_size >= 8.0) {
+            return Err(Error::Msg(format!("min_face_size must be >= 8, got {}", self.min_face_size)));
+        }
+        if !(self.scale_factor > 0.0 && self.scale_factor < 1.0) {
+            return Err(Error::Msg(format!("scale_factor must be in (0, 1), got {}", self.scale_factor)));
+        }
+        if self.thresholds.iter().any(|t| !t.is_finite()) {
+            return Err(Error::Msg(format!("thresholds must be finite, got {:?}", self.thresholds)));
+        }
+        if self.max_side < 12 {
+            return Err(Error::Msg(format!("max_side must be >= 12, got {}", self.max_side)));
+        }
+        Ok(())
+    }
+}
+
+/// The value a Python float literal written like `v` has: facenet-pytorch
+/// computes the pyramid in f64 from decimal constants (0.709, not the f32
+/// nearest to it widened to f64).
+fn as_python_float(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+/// The MTCNN detector: P-, R- and O-Net on one device. `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Mtcnn {
+    pnet: PNet,
+    rnet: RNet,
+    onet: ONet,
+    device: Device,
+}
+
+impl Mtcnn {
+    /// Loads the three networks from `vb`, rooted at the safetensors file
+    /// (tensors `pnet.*`, `rnet.*`, `onet.*`).
+    pub fn load(vb: VarBuilder, device: &Device) -> Result<Self> {
+        Ok(Self {
+            pnet: PNet::load(vb.pp("pnet"))?,
+            rnet: RNet::load(vb.pp("rnet"))?,
+            onet: ONet::load(vb.pp("onet"))?,
+            device: device.clone(),
+        })
+    }
+
+    /// Detects faces in `img`. Faces come best first (descending O-Net
+    /// score, the order of facenet-pytorch's final NMS), with boxes and
+    /// landmarks in `img`'s pixel coordinates. No face (or an image too
+    /// small to hold one) gives an empty vector.
+    pub fn detect(&self, img: &image::RgbImage, params: &DetectParams) -> Result<Vec<Face>> {
+        params.validate()?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let src = Plane { width: w, height: h, data: img.as_raw().as_slice() };
+        let max_side = params.max_side as usize;
+        let longer = w.max(h);
+        if longer <= max_side {
+            return self.detect_plane(&src, params);
+        }
+        let ratio = max_side as f64 / longer as f64;
+        let dw = ((w as f64 * ratio).round() as usize).clamp(1, max_side);
+        let dh = ((h as f64 * ratio).round() as usize).clamp(1, max_side);
+        let small_data = downscale(&src, dw, dh);
+        let small = Plane { width: dw, height: dh, data: small_data.as_slice() };
+        let (sx, sy) = (w as f32 / dw as f32, h as f32 / dh as f32);
+        let mut faces = self.detect_plane(&small, params)?;
+        for f in &mut faces {
+            f.bbox = BoundingBox { x1: f.bbox.x1 * sx, y1: f.bbox.y1 * sy, x2: f.bbox.x2 * sx, y2: f.bbox.y2 * sy };
+            for p in &mut f.landmarks {
+                *p = [p[0] * sx, p[1] * sy];
+            }
+        }
+        Ok(faces)
+    }
+
+    fn detect_plane<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, params: &DetectParams) -> Result<Vec<Face>> {
+        let cands = self.stage_pnet(img, params)?;
+        if cands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cands = self.stage_rnet(img, cands, params.thresholds[1])?;
+        if cands.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.stage_onet(img, cands, params.thresholds[2])
+    }
+
+    /// Pyramid scales exactly as `detect_face` computes them (f64).
+    fn scales(width: usize, height: usize, params: &DetectParams) -> Vec<f64> {
+        let m = 12.0 / as_python_float(params.min_face_size);
+        let factor = as_python_float(params.scale_factor);
+        let mut minl = width.min(height) as f64 * m;
+        let mut scale = m;
+        let mut scales = Vec::new();
+        while minl >= 12.0 {
+            scales.push(scale);
+            scale *= factor;
+            minl *= factor;
+        }
+        scales
+    }
+
+    fn stage_pnet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, params: &DetectParams) -> Result<Vec<Candidate>> {
+        let (w, h) = (img.width, img.height);
+        let full = Region { x0: 0, y0: 0, w, h };
+        let mut picked = Vec::new();
+        let mut input = Vec::new();
+        for scale in Self::scales(w, h, params) {
+            let hs = (h as f64 * scale + 1.0) as usize;
+            let ws = (w as f64 * scale + 1.0) as usize;
+            input.clear();
+            resample_normalized_chw(img, full, ws, hs, &mut input);
+            let x = Tensor::from_slice(&input, (1, 3, hs, ws), &self.device)?;
+            let out = self.pnet.forward(&x)?;
+            let (_, _, oh, ow) = out.dims4()?;
+            let out = out.flatten_all()?.to_vec1::<f32>()?;
+            let cands = pnet_candidates(&out, ow, oh, scale as f32, params.thresholds[0]);
+            picked.extend(nms_union(&cands, 0.5).into_iter().map(|i| cands[i]));
+        }
+        let mut cands: Vec<Candidate> = nms_union(&picked, 0.7).into_iter().map(|i| picked[i]).collect();
+        for c in &mut cands {
+            pnet_reg(c);
+            rerec(c);
+        }
+        Ok(cands)
+    }
+
+    /// Crops every candidate (skipping those facenet-pytorch cannot crop),
+    /// area-resamples it to `size x size` and batches the crops.
+    fn crops<T: Copy + Into<f32>>(
+        &self,
+        img: &Plane<'_, T>,
+        cands: Vec<Candidate>,
+        size: usize,
+    ) -> Result<(Vec<Candidate>, Option<Tensor>)> {
+        let mut data = Vec::with_capacity(cands.len() * 3 * size * size);
+        let mut kept = Vec::with_capacity(cands.len());
+        for c in cands {
+            if let Some(r) = crop_region(&c, img.width, img.height) {
+                resample_normalized_chw(img, r, size, size, &mut data);
+                kept.push(c);
+            }
+        }
+        if kept.is_empty() {
+            return Ok((kept, None));
+        }
+        let n = kept.len();
+        Ok((kept, Some(Tensor::from_vec(data, (n, 3, size, size), &self.device)?)))
+    }
+
+    fn stage_rnet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Candidate>> {
+        let (cands, batch) = self.crops(img, cands, 24)?;
+        let Some(batch) = batch else { return Ok(Vec::new()) };
+        let (reg, prob) = self.rnet.forward(&batch)?;
+        let reg = reg.to_vec2::<f32>()?;
+        let prob = prob.to_vec2::<f32>()?;
+        let passed: Vec<Candidate> = cands
+            .iter()
+            .zip(reg.iter().zip(&prob))
+            .filter(|(_, (_, p))| p[1] > threshold)
+            .map(|(c, (r, p))| Candidate { b: c.b, score: p[1], reg: [r[0], r[1], r[2], r[3]] })
+            .collect();
+        let mut out: Vec<Candidate> = nms_union(&passed, 0.7).into_iter().map(|i| passed[i]).collect();
+        for c in &mut out {
+            bbreg(c);
+            rerec(c);
+        }
+        Ok(out)
+    }
+
+    fn stage_onet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Face>> {
+        let (cands, batch) = self.crops(img, cands, 48)?;
+        let Some(batch) = batch else { return Ok(Vec::new()) };
+        let (reg, pts, prob) = self.onet.forward(&batch)?;
+        let reg = reg.to_vec2::<f32>()?;
+        let pts = pts.to_vec2::<f32>()?;
+        let prob = prob.to_vec2::<f32>()?;
+        let mut passed = Vec::new();
+        let mut marks = Vec::new();
+        for (i, c) in cands.iter().enumerate() {
+            if prob[i][1] <= threshold {
+                continue;
+            }
+            let mut c = Candidate { b: c.b, score: prob[i][1], reg: [reg[i][0], reg[i][1], reg[i][2], reg[i][3]] };
+            // Landmarks relative to the (pre-regression) box, with +1 sizes.
+            let bw = c.b[2] - c.b[0] + 1.0;
+            let bh = c.b[3] - c.b[1] + 1.0;
+            let mut lm = [[0f32; 2]; 5];
+            for (k, p) in lm.iter_mut().enumerate() {
+                *p = [bw * pts[i][k] + c.b[0] - 1.0, bh * pts[i][5 + k] + c.b[1] - 1.0];
+            }
+            bbreg(&mut c);
+            passed.push(c);
+            marks.push(lm);
+        }
+        Ok(nms_min(&passed, 0.7)
+            .into_iter()
+            .map(|i| {
+                let c = &passed[i];
+                Face {
+                    bbox: BoundingBox { x1: c.b[0], y1: c.b[1], x2: c.b[2], y2: c.b[3] },
+                    score: c.score,
+                    landmarks: marks[i],
+                }
+            })
+            .collect())
+    }
+}
+
+/// `generateBoundingBox` + the P-Net softmax: every output cell whose face
+/// probability is >= `threshold`, in row-major order, as a 12x12 window
+/// mapped back to detection-image pixels. `out` is the P-Net output
+/// `(1, 6, oh, ow)` flattened (2 logits, 4 regression channels).
+fn pnet_candidates(out: &[f32], ow: usize, oh: usize, scale: f32, threshold: f32) -> Vec<Candidate> {
+    let plane = ow * oh;
+    let mut cands = Vec::new();
+    for y in 0..oh {
+        for x in 0..ow {
+            let i = y * ow + x;
+            let (a, b) = (out[i], out[plane + i]);
+            let m = a.max(b);
+            let (ea, eb) = ((a - m).exp(), (b - m).exp());
+            let p = eb / (ea + eb);
+            if p >= threshold {
+                let (fx, fy) = (x as f32, y as f32);
+                cands.push(Candidate {
+                    b: [
+                        ((2.0 * fx + 1.0) / scale).floor(),
+                        ((2.0 * fy + 1.0) / scale).floor(),
+                        ((2.0 * fx + 12.0) / scale).floor(),
+                        ((2.0 * fy + 12.0) / scale).floor(),
+                    ],
+                    score: p,
+                    reg: [out[2 * plane + i], out[3 * plane + i], out[4 * plane + i], out[5 * plane + i]],
+                });
+            }
+        }
+    }
+    cands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_matches_facenet_pytorch() {
+        // facenet-pytorch on 250x250 with the defaults: 0.6 * 0.709^k, k = 0..7.
+        let s = Mtcnn::scales(250, 250, &DetectParams::default());
+        assert_eq!(s.len(), 8);
+        assert_eq!(s[0], 0.6);
+        assert_eq!(s[1], 0.6 * 0.709);
+        assert!(Mtcnn::scales(11, 400, &DetectParams::default()).is_empty());
+        assert_eq!(as_python_float(0.709), 0.709f64);
+    }
+
+    #[test]
+    fn bad_params_are_rejected() {
+        let bad = [
+            DetectParams { min_face_size: 0.0, ..Default::default() },
+            DetectParams { scale_factor: 1.0, ..Default::default() },
+            DetectParams { max_side: 0, ..Default::default() },
+            DetectParams { thresholds: [f32::NAN, 0.7, 0.7], ..Default::default() },
+        ];
+        for p in bad {
+            assert!(p.validate().is_err(), "{p:?}");
+        }
+        assert!(DetectParams::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,136 @@
+//! Area ("box filter") resampling exactly as PyTorch's
+//! `F.interpolate(mode="area")`, i.e. `adaptive_avg_pool2d`: output cell `i`
+//! of `n_out` averages input rows `floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out)`
+//! (and likewise columns); the f32 window sum is divided by the window height,
+//! then by its width (measured against torch 2.2 on channels-last input).
+
+/// An RGB image as interleaved (HWC) samples of type `T` (`u8` for decoded
+/// images, `f32` for an already downscaled working copy).
+#[derive(Debug, Clone, Copy)]
+pub struct Plane<'a, T> {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height * width * 3` samples, row-major, RGB interleaved.
+    pub data: &'a [T],
+}
+
+/// A rectangle `[x0, x0 + w) x [y0, y0 + h)` inside a [`Plane`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Left column.
+    pub x0: usize,
+    /// Top row.
+    pub y0: usize,
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+}
+
+/// Input rows (or columns) `[start, end)` averaged into output cell `i`.
+#[inline]
+fn window(i: usize, n_out: usize, n_in: usize) -> (usize, usize) {
+    let start = (i * n_in) / n_out;
+    let end = ((i + 1) * n_in).div_ceil(n_out);
+    (start, end)
+}
+
+/// Area-resamples `region` of `src` to `out_w x out_h` and hands every output
+/// pixel's three channel values to `store(y, x, [r, g, b])`.
+///
+/// `region` must be non-empty and inside `src`; `out_w`, `out_h` must be > 0.
+pub fn area_resample<T, F>(src: &Plane<'_, T>, region: Region, out_w: usize, out_h: usize, mut store: F)
+where
+    T: Copy + Into<f32>,
+    F: FnMut(usize, usize, [f32; 3]),
+{
+    debug_assert!(region.w > 0 && region.h > 0 && out_w > 0 && out_h > 0);
+    debug_assert!(region.x0 + region.w <= src.width && region.y0 + region.h <= src.height);
+    let cols: Vec<(usize, usize)> = (0..out_w).map(|j| window(j, out_w, region.w)).collect();
+    let stride = src.width * 3;
+    for oy in 0..out_h {
+        let (h0, h1) = window(oy, out_h, region.h);
+        let kh = (h1 - h0) as f32;
+        for (ox, &(w0, w1)) in cols.iter().enumerate() {
+            let kw = (w1 - w0) as f32;
+            let mut sum = [0f32; 3];
+            for iy in h0..h1 {
+                let row = (region.y0 + iy) * stride;
+                for ix in w0..w1 {
+                    let p = row + (region.x0 + ix) * 3;
+                    sum[0] += src.data[p].into();
+                    sum[1] += src.data[p + 1].into();
+                    sum[2] += src.data[p + 2].into();
+                }
+            }
+            store(oy, ox, [sum[0] / kh / kw, sum[1] / kh / kw, sum[2] / kh / kw]);
+        }
+    }
+}
+
+/// MTCNN's input normalisation `(x - 127.5) * 0.0078125`.
+#[inline]
+pub fn normalize(v: f32) -> f32 {
+    (v - 127.5) * 0.0078125
+}
+
+/// Area-resamples `region` of `src` to `out_w x out_h` and appends it,
+/// normalised, in CHW order to `dst` (one network input of a batch).
+pub fn resample_normalized_chw<T: Copy + Into<f32>>(
+    src: &Plane<'_, T>,
+    region: Region,
+    out_w: usize,
+    out_h: usize,
+    dst: &mut Vec<f32>,
+) {
+    let base = dst.len();
+    let plane = out_w * out_h;
+    dst.resize(base + 3 * plane, 0.0);
+    let out = &mut dst[base..];
+    area_resample(src, region, out_w, out_h, |y, x, px| {
+        let i = y * out_w + x;
+        out[i] = normalize(px[0]);
+        out[plane + i] = normalize(px[1]);
+        out[2 * plane + i] = normalize(px[2]);
+    });
+}
+
+/// Area-downscales a whole image to `out_w x out_h`, keeping the result in
+/// f32 (no rounding back to u8): returns the HWC samples.
+pub fn downscale<T: Copy + Into<f32>>(src: &Plane<'_, T>, out_w: usize, out_h: usize) -> Vec<f32> {
+    let mut data = vec![0f32; out_w * out_h * 3];
+    let region = Region { x0: 0, y0: 0, w: src.width, h: src.height };
+    area_resample(src, region, out_w, out_h, |y, x, px| {
+        let p = (y * out_w + x) * 3;
+        data[p..p + 3].copy_from_slice(&px);
+    });
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_input_like_adaptive_pooling() {
+        // 5 -> 3: [0,2) [1,4) [3,5)
+        assert_eq!(window(0, 3, 5), (0, 2));
+        assert_eq!(window(1, 3, 5), (1, 4));
+        assert_eq!(window(2, 3, 5), (3, 5));
+        // upsampling 2 -> 4: each output cell reads one input cell
+        assert_eq!((0..4).map(|i| window(i, 4, 2)).collect::<Vec<_>>(), vec![(0, 1), (0, 1), (1, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn area_resample_averages_windows() {
+        // 2x2 image, channel r = 0,10,20,30 -> 1x1 = mean 15
+        let data: Vec<u8> = vec![0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32];
+        let src = Plane { width: 2, height: 2, data: &data };
+        assert_eq!(downscale(&src, 1, 1), vec![15.0, 16.0, 17.0]);
+        let mut chw = Vec::new();
+        resample_normalized_chw(&src, Region { x0: 1, y0: 0, w: 1, h: 2 }, 1, 1, &mut chw);
+        assert_eq!(chw, vec![normalize(20.0), normalize(21.0), normalize(22.0)]);
+    }
+}
