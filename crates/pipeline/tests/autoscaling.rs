@@ -1,0 +1,66 @@
+//! The autoscaler loop with an in-process fleet: 0 → max → 0, never past
+//! max, no job interrupted.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use facefleet_pipeline::autoscaler::{run, ScalePolicy};
+use facefleet_pipeline::protocol::{Mode, Request};
+use facefleet_ports::Fleet;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scales_zero_to_max_to_zero_without_interrupting_jobs() {
+    let (mut dep, store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    let engine = Arc::new(FakeEngine { delay: Duration::from_millis(30), ..Default::default() });
+    let fleet = Arc::new(FakeFleet::new(dep.clone(), engine.clone()));
+    dep.fleet = Some(fleet.clone());
+    let policy = ScalePolicy { max_instances: 5, poll: Duration::from_millis(50), scale_in_delay: Duration::from_millis(100), per_worker: 1 };
+    let stop = CancellationToken::new();
+    let scaler = tokio::spawn(run(dep.clone(), policy, stop.clone(), Duration::from_secs(5)));
+
+    // Idle: nothing runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fleet.list().await.unwrap().is_empty());
+    assert_eq!(fleet.launches.load(Ordering::SeqCst), 0);
+
+    // A burst of 200 requests.
+    for i in 0..200 {
+        let key = format!("img_{i}.png");
+        dep.store.put(&dep.names.in_bucket, &key, Bytes::from(png(7, 8, 8))).await.unwrap();
+        let body = serde_json::to_string(&Request { request_id: format!("r{i}"), key, mode: Mode::Name }).unwrap();
+        dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    }
+    let mut saw_max = false;
+    loop {
+        let active = fleet.list().await.unwrap().iter().filter(|i| i.state.is_active()).count();
+        assert!(active <= 5, "{active} instances");
+        saw_max |= active == 5;
+        if store.keys(&dep.names.out_bucket).len() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_max, "the fleet never reached max");
+    // Drained: back to zero.
+    loop {
+        if fleet.list().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fleet.peak.load(Ordering::SeqCst), 5);
+    // Every request answered exactly once, none received twice (no job was
+    // interrupted by a scale-in).
+    assert_eq!(queue.bodies(&dep.names.resp_queue).len(), 200);
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 200);
+    assert!(queue.receives.lock().unwrap().values().all(|&n| n == 1));
+    stop.cancel();
+    scaler.await.unwrap().unwrap();
+}

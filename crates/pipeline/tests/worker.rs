@@ -1,0 +1,202 @@
+//! The worker: ack after durable, idempotent retries, error answers instead
+//! of hangs, dead-lettering, gallery reloads, graceful stop.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use facefleet_pipeline::protocol::{DeadLetter, ErrorKind, Mode, Outcome, Request, Response};
+use facefleet_pipeline::worker::{Handled, Worker};
+
+async fn put_image(dep: &facefleet_pipeline::Deployment, key: &str, bytes: Vec<u8>) {
+    dep.store.put(&dep.names.in_bucket, key, Bytes::from(bytes)).await.unwrap();
+}
+
+async fn send_request(dep: &facefleet_pipeline::Deployment, id: &str, key: &str) {
+    let body = serde_json::to_string(&Request { request_id: id.into(), key: key.into(), mode: Mode::Name }).unwrap();
+    dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+}
+
+async fn receive_one(dep: &facefleet_pipeline::Deployment, queue: &str) -> facefleet_ports::Message {
+    for _ in 0..100 {
+        let mut m = dep.queue.receive(queue, 1, Duration::from_millis(100), Some(Duration::from_secs(30))).await.unwrap();
+        if let Some(m) = m.pop() {
+            return m;
+        }
+    }
+    panic!("no message on {queue}");
+}
+
+fn responses(queue: &MemQueue, name: &str) -> Vec<Response> {
+    queue.bodies(name).iter().map(|b| serde_json::from_str(b).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn acknowledges_only_after_the_result_is_durable() {
+    let (dep, store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    put_image(&dep, "a.png", png(7, 8, 8)).await;
+    send_request(&dep, "r1", "a.png").await;
+    let engine = Arc::new(FakeEngine::default());
+    let mut w = Worker::new(dep.clone(), engine, test_worker_config());
+
+    // The output bucket is failing: no response, the request stays.
+    *store.fail_puts_to.lock().unwrap() = Some(dep.names.out_bucket.clone());
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert!(matches!(w.handle(m).await, Handled::Retry(_)));
+    assert!(responses(&queue, &dep.names.resp_queue).is_empty());
+    assert_eq!(queue.bodies(&dep.names.req_queue).len(), 1);
+
+    // The bucket recovers: answered, written, deleted.
+    *store.fail_puts_to.lock().unwrap() = None;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert_eq!(w.handle(m).await, Handled::Answered);
+    assert_eq!(store.object(&dep.names.out_bucket, "a").as_deref(), Some(&b"Paul"[..]));
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].request_id, "r1");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_ack_rewrites_the_same_single_object() {
+    let (dep, store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    put_image(&dep, "b.png", png(7, 8, 8)).await;
+    send_request(&dep, "r2", "b.png").await;
+    let mut w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    // The delete is lost (as if the worker died right after answering).
+    queue.fail_deletes.lock().unwrap().insert(dep.names.req_queue.clone(), 1);
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert_eq!(w.handle(m.clone()).await, Handled::Answered);
+    dep.queue.change_visibility(&dep.names.req_queue, &m.receipt, Duration::ZERO).await.unwrap();
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert_eq!(m.receive_count, 2);
+    assert_eq!(w.handle(m).await, Handled::Answered);
+    assert_eq!(store.keys(&dep.names.out_bucket), vec!["b".to_string()]);
+    assert_eq!(store.object(&dep.names.out_bucket, "b").as_deref(), Some(&b"Paul"[..]));
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    // Two identical responses; the web tier drops the duplicate.
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0], r[1]);
+}
+
+#[tokio::test]
+async fn undecodable_or_missing_images_are_answered_with_an_error_at_once() {
+    let (dep, store, queue) = memory_deployment().await;
+    put_image(&dep, "junk.jpg", b"\xff\xd8\xff garbage".to_vec()).await;
+    send_request(&dep, "r3", "junk.jpg").await;
+    send_request(&dep, "r4", "missing.jpg").await;
+    let engine = Arc::new(FakeEngine::default());
+    let mut w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    for _ in 0..2 {
+        let m = receive_one(&dep, &dep.names.req_queue).await;
+        assert_eq!(m.receive_count, 1);
+        assert!(matches!(w.handle(m).await, Handled::Failed(_)));
+    }
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    assert!(store.keys(&dep.names.out_bucket).is_empty());
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert_eq!(r.len(), 2);
+    for resp in r {
+        match resp.result {
+            Outcome::Err(e) => assert_eq!(e.kind, ErrorKind::BadInput),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 1, "the missing image never reaches the model");
+}
+
+#[tokio::test]
+async fn a_request_that_keeps_failing_is_dead_lettered_and_answered_with_an_error() {
+    let (dep, _store, queue) = memory_deployment().await;
+    put_image(&dep, "bad.png", png(99, 8, 8)).await;
+    send_request(&dep, "r5", "bad.png").await;
+    let engine = Arc::new(FakeEngine { fail_red: Some(99), ..Default::default() });
+    let mut w = Worker::new(dep.clone(), engine, test_worker_config());
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let m = receive_one(&dep, &dep.names.req_queue).await;
+        outcomes.push(w.handle(m).await);
+    }
+    assert!(matches!(outcomes[0], Handled::Retry(_)));
+    assert!(matches!(outcomes[1], Handled::Retry(_)));
+    assert!(matches!(&outcomes[2], Handled::Failed(m) if m.contains("injected model failure")), "{outcomes:?}");
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    let dl: Vec<DeadLetter> = queue.bodies(&dep.names.req_dlq).iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(dl.len(), 1);
+    assert!(dl[0].error.contains("injected model failure"));
+    assert_eq!(dl[0].receive_count, 3);
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert!(matches!(&r[0].result, Outcome::Err(e) if e.kind == ErrorKind::Failed));
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_dead_lettered_without_crashing() {
+    let (dep, _store, queue) = memory_deployment().await;
+    dep.queue.send(&dep.names.req_queue, "this is not json").await.unwrap();
+    dep.queue.send(&dep.names.req_queue, r#"{"key": "no id"}"#).await.unwrap();
+    enroll_direct(&dep, "Paul", 7).await;
+    put_image(&dep, "ok.png", png(7, 8, 8)).await;
+    send_request(&dep, "r6", "ok.png").await;
+    let (stop, task) = spawn_worker(&dep, Arc::new(FakeEngine::default()));
+    for _ in 0..200 {
+        if queue.bodies(&dep.names.req_queue).is_empty() && queue.bodies(&dep.names.resp_queue).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    let dl: Vec<DeadLetter> = queue.bodies(&dep.names.req_dlq).iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(dl.len(), 2);
+    assert!(dl.iter().any(|d| d.body == "this is not json" && d.error.contains("malformed")));
+    assert_eq!(responses(&queue, &dep.names.resp_queue)[0].request_id, "r6");
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_worker_finishes_the_job_in_hand() {
+    let (dep, store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    put_image(&dep, "slow.png", png(7, 8, 8)).await;
+    send_request(&dep, "r7", "slow.png").await;
+    let engine = Arc::new(FakeEngine { delay: Duration::from_millis(600), ..Default::default() });
+    let (stop, task) = spawn_worker(&dep, engine.clone());
+    while engine.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(store.object(&dep.names.out_bucket, "slow").as_deref(), Some(&b"Paul"[..]));
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    assert_eq!(responses(&queue, &dep.names.resp_queue).len(), 1);
+}
+
+#[tokio::test]
+async fn gallery_changes_are_picked_up_without_a_restart() {
+    let (dep, _store, queue) = memory_deployment().await;
+    put_image(&dep, "g.png", png(5, 8, 8)).await;
+    let mut w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    send_request(&dep, "g1", "g.png").await;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    w.handle(m).await;
+    enroll_direct(&dep, "Zoe", 5).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    send_request(&dep, "g2", "g.png").await;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    w.handle(m).await;
+    let names: Vec<String> = responses(&queue, &dep.names.resp_queue)
+        .into_iter()
+        .map(|r| match r.result {
+            Outcome::Ok(rec) => rec.name,
+            Outcome::Err(e) => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(names, vec!["Unknown".to_string(), "Zoe".to_string()]);
+}
