@@ -7,14 +7,16 @@
 //! package facenet-pytorch 2.6.0 (MIT) by `scripts/weights/mtcnn.py`.
 
 mod boxes;
+mod layers;
 mod nets;
 mod resample;
 
 use boxes::{bbreg, crop_region, nms_min, nms_union, pnet_reg, rerec, Candidate};
-use candle_core::{Device, Error, Result, Tensor};
+use candle_core::{Device, Error, Result};
 use candle_nn::VarBuilder;
+use layers::{softmax2, Act};
 use nets::{ONet, PNet, RNet};
-use resample::{downscale, resample_normalized_chw, Plane, Region};
+use resample::{downscale, resample_normalized_hwc, Plane, Region};
 
 use crate::{BoundingBox, Face};
 
@@ -77,7 +79,8 @@ pub struct Mtcnn {
 
 impl Mtcnn {
     /// Loads the three networks from `vb`, rooted at the safetensors file
-    /// (tensors `pnet.*`, `rnet.*`, `onet.*`).
+    /// (tensors `pnet.*`, `rnet.*`, `onet.*`). The matmuls run on `vb`'s
+    /// device, which should be `device`.
     pub fn load(vb: VarBuilder, device: &Device) -> Result<Self> {
         Ok(Self {
             pnet: PNet::load(vb.pp("pnet"))?,
@@ -119,6 +122,11 @@ impl Mtcnn {
         Ok(faces)
     }
 
+    /// The device the detector was loaded for.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn detect_plane<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, params: &DetectParams) -> Result<Vec<Face>> {
         let cands = self.stage_pnet(img, params)?;
         if cands.is_empty() {
@@ -150,17 +158,13 @@ impl Mtcnn {
         let (w, h) = (img.width, img.height);
         let full = Region { x0: 0, y0: 0, w, h };
         let mut picked = Vec::new();
-        let mut input = Vec::new();
         for scale in Self::scales(w, h, params) {
             let hs = (h as f64 * scale + 1.0) as usize;
             let ws = (w as f64 * scale + 1.0) as usize;
-            input.clear();
-            resample_normalized_chw(img, full, ws, hs, &mut input);
-            let x = Tensor::from_slice(&input, (1, 3, hs, ws), &self.device)?;
-            let out = self.pnet.forward(&x)?;
-            let (_, _, oh, ow) = out.dims4()?;
-            let out = out.flatten_all()?.to_vec1::<f32>()?;
-            let cands = pnet_candidates(&out, ow, oh, scale as f32, params.thresholds[0]);
+            let mut input = Vec::with_capacity(hs * ws * 3);
+            resample_normalized_hwc(img, full, ws, hs, &mut input);
+            let out = self.pnet.forward(&Act { n: 1, h: hs, w: ws, c: 3, data: input })?;
+            let cands = pnet_candidates(&out, scale as f32, params.thresholds[0]);
             picked.extend(nms_union(&cands, 0.5).into_iter().map(|i| cands[i]));
         }
         let mut cands: Vec<Candidate> = nms_union(&picked, 0.7).into_iter().map(|i| picked[i]).collect();
@@ -174,37 +178,34 @@ impl Mtcnn {
     /// Crops every candidate (skipping those facenet-pytorch cannot crop),
     /// area-resamples it to `size x size` and batches the crops.
     fn crops<T: Copy + Into<f32>>(
-        &self,
         img: &Plane<'_, T>,
         cands: Vec<Candidate>,
         size: usize,
-    ) -> Result<(Vec<Candidate>, Option<Tensor>)> {
+    ) -> (Vec<Candidate>, Option<Act>) {
         let mut data = Vec::with_capacity(cands.len() * 3 * size * size);
         let mut kept = Vec::with_capacity(cands.len());
         for c in cands {
             if let Some(r) = crop_region(&c, img.width, img.height) {
-                resample_normalized_chw(img, r, size, size, &mut data);
+                resample_normalized_hwc(img, r, size, size, &mut data);
                 kept.push(c);
             }
         }
         if kept.is_empty() {
-            return Ok((kept, None));
+            return (kept, None);
         }
         let n = kept.len();
-        Ok((kept, Some(Tensor::from_vec(data, (n, 3, size, size), &self.device)?)))
+        (kept, Some(Act { n, h: size, w: size, c: 3, data }))
     }
 
     fn stage_rnet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Candidate>> {
-        let (cands, batch) = self.crops(img, cands, 24)?;
+        let (cands, batch) = Self::crops(img, cands, 24);
         let Some(batch) = batch else { return Ok(Vec::new()) };
-        let (reg, prob) = self.rnet.forward(&batch)?;
-        let reg = reg.to_vec2::<f32>()?;
-        let prob = prob.to_vec2::<f32>()?;
+        let out = self.rnet.forward(&batch)?;
         let passed: Vec<Candidate> = cands
             .iter()
-            .zip(reg.iter().zip(&prob))
-            .filter(|(_, (_, p))| p[1] > threshold)
-            .map(|(c, (r, p))| Candidate { b: c.b, score: p[1], reg: [r[0], r[1], r[2], r[3]] })
+            .zip(&out)
+            .filter(|(_, o)| o.score > threshold)
+            .map(|(c, o)| Candidate { b: c.b, score: o.score, reg: o.reg })
             .collect();
         let mut out: Vec<Candidate> = nms_union(&passed, 0.7).into_iter().map(|i| passed[i]).collect();
         for c in &mut out {
@@ -215,25 +216,22 @@ impl Mtcnn {
     }
 
     fn stage_onet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Face>> {
-        let (cands, batch) = self.crops(img, cands, 48)?;
+        let (cands, batch) = Self::crops(img, cands, 48);
         let Some(batch) = batch else { return Ok(Vec::new()) };
-        let (reg, pts, prob) = self.onet.forward(&batch)?;
-        let reg = reg.to_vec2::<f32>()?;
-        let pts = pts.to_vec2::<f32>()?;
-        let prob = prob.to_vec2::<f32>()?;
+        let out = self.onet.forward(&batch)?;
         let mut passed = Vec::new();
         let mut marks = Vec::new();
-        for (i, c) in cands.iter().enumerate() {
-            if prob[i][1] <= threshold {
+        for (c, o) in cands.iter().zip(&out) {
+            if o.score <= threshold {
                 continue;
             }
-            let mut c = Candidate { b: c.b, score: prob[i][1], reg: [reg[i][0], reg[i][1], reg[i][2], reg[i][3]] };
+            let mut c = Candidate { b: c.b, score: o.score, reg: o.reg };
             // Landmarks relative to the (pre-regression) box, with +1 sizes.
             let bw = c.b[2] - c.b[0] + 1.0;
             let bh = c.b[3] - c.b[1] + 1.0;
             let mut lm = [[0f32; 2]; 5];
             for (k, p) in lm.iter_mut().enumerate() {
-                *p = [bw * pts[i][k] + c.b[0] - 1.0, bh * pts[i][5 + k] + c.b[1] - 1.0];
+                *p = [bw * o.points[k] + c.b[0] - 1.0, bh * o.points[5 + k] + c.b[1] - 1.0];
             }
             bbreg(&mut c);
             passed.push(c);
@@ -255,18 +253,14 @@ impl Mtcnn {
 
 /// `generateBoundingBox` + the P-Net softmax: every output cell whose face
 /// probability is >= `threshold`, in row-major order, as a 12x12 window
-/// mapped back to detection-image pixels. `out` is the P-Net output
-/// `(1, 6, oh, ow)` flattened (2 logits, 4 regression channels).
-fn pnet_candidates(out: &[f32], ow: usize, oh: usize, scale: f32, threshold: f32) -> Vec<Candidate> {
-    let plane = ow * oh;
+/// mapped back to detection-image pixels. `out` is the P-Net output map
+/// (2 logits, 4 regression channels per cell).
+fn pnet_candidates(out: &Act, scale: f32, threshold: f32) -> Vec<Candidate> {
     let mut cands = Vec::new();
-    for y in 0..oh {
-        for x in 0..ow {
-            let i = y * ow + x;
-            let (a, b) = (out[i], out[plane + i]);
-            let m = a.max(b);
-            let (ea, eb) = ((a - m).exp(), (b - m).exp());
-            let p = eb / (ea + eb);
+    for y in 0..out.h {
+        for x in 0..out.w {
+            let v = &out.data[(y * out.w + x) * 6..][..6];
+            let p = softmax2(v[0], v[1]);
             if p >= threshold {
                 let (fx, fy) = (x as f32, y as f32);
                 cands.push(Candidate {
@@ -277,7 +271,7 @@ fn pnet_candidates(out: &[f32], ow: usize, oh: usize, scale: f32, threshold: f32
                         ((2.0 * fy + 12.0) / scale).floor(),
                     ],
                     score: p,
-                    reg: [out[2 * plane + i], out[3 * plane + i], out[4 * plane + i], out[5 * plane + i]],
+                    reg: [v[2], v[3], v[4], v[5]],
                 });
             }
         }

@@ -1,101 +1,70 @@
-//! The three MTCNN networks (P-Net, R-Net, O-Net) in candle, laid out like
+//! The three MTCNN networks (P-Net, R-Net, O-Net), laid out like
 //! facenet-pytorch's `PNet` / `RNet` / `ONet` so that its state-dict names
-//! load unchanged (`pnet.conv1.weight`, `rnet.dense4.bias`, ...).
+//! load unchanged (`pnet.conv1.weight`, `rnet.dense4.bias`, ...). They run
+//! on NHWC activations (see [`super::layers`]).
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
-/// A PReLU with one slope per channel (dimension 1 of the input).
-#[derive(Debug, Clone)]
-struct PRelu {
-    /// Slopes shaped to broadcast over dimension 1 (`(1, C, 1, 1)` or `(1, C)`).
-    slope: Tensor,
+use super::layers::{max_pool_ceil, softmax2, Act, Conv, Dense};
+
+/// Output of R-Net for one crop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RnetOut {
+    /// Face probability.
+    pub score: f32,
+    /// Box regression `[dx1, dy1, dx2, dy2]`.
+    pub reg: [f32; 4],
 }
 
-impl PRelu {
-    fn load(vb: VarBuilder, channels: usize, spatial: bool) -> Result<Self> {
-        let w = vb.get(channels, "weight")?;
-        let slope = if spatial { w.reshape((1, channels, 1, 1))? } else { w.reshape((1, channels))? };
-        Ok(Self { slope })
-    }
+/// Output of O-Net for one crop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnetOut {
+    /// Face probability.
+    pub score: f32,
+    /// Box regression `[dx1, dy1, dx2, dy2]`.
+    pub reg: [f32; 4],
+    /// Landmarks relative to the box: 5 x, then 5 y.
+    pub points: [f32; 10],
 }
 
-impl Module for PRelu {
-    /// `x` where `x > 0`, `slope * x` elsewhere (exactly, like `nn.PReLU`).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.maximum(0f32)?.add(&x.minimum(0f32)?.broadcast_mul(&self.slope)?)
-    }
-}
-
-fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Conv2d> {
-    candle_nn::conv2d(cin, cout, k, Conv2dConfig::default(), vb)
-}
-
-/// `nn.MaxPool2d(k, s, ceil_mode=True)` (no padding): the input is padded
-/// on the bottom/right with -inf so that the last, partial window exists.
-fn max_pool_ceil(x: &Tensor, k: usize, s: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let out = |len: usize| (len.saturating_sub(k)).div_ceil(s) + 1;
-    let (need_h, need_w) = ((out(h) - 1) * s + k, (out(w) - 1) * s + k);
-    let mut x = x.clone();
-    if need_h > h {
-        let pad = Tensor::full(f32::NEG_INFINITY, (n, c, need_h - h, w), x.device())?;
-        x = Tensor::cat(&[&x, &pad], 2)?;
-    }
-    if need_w > w {
-        let pad = Tensor::full(f32::NEG_INFINITY, (n, c, need_h, need_w - w), x.device())?;
-        x = Tensor::cat(&[&x, &pad], 3)?;
-    }
-    x.max_pool2d_with_stride(k, s)
-}
-
-/// R-/O-Net flatten: facenet-pytorch permutes NCHW to (N, W, H, C) before
-/// flattening (a leftover of the Caffe/TensorFlow weight layout).
-fn flatten_whc(x: &Tensor) -> Result<Tensor> {
-    x.permute((0, 3, 2, 1))?.contiguous()?.flatten_from(1)
+fn conv(vb: &VarBuilder, name: &str, prelu: Option<&str>, cin: usize, cout: usize, k: usize) -> Result<Conv> {
+    Conv::load(vb.pp(name), prelu.map(|p| vb.pp(p)), cin, cout, k)
 }
 
 /// Proposal network: fully convolutional, run on every pyramid level.
 #[derive(Debug, Clone)]
 pub struct PNet {
-    conv1: Conv2d,
-    prelu1: PRelu,
-    conv2: Conv2d,
-    prelu2: PRelu,
-    conv3: Conv2d,
-    prelu3: PRelu,
+    conv1: Conv,
+    conv2: Conv,
+    conv3: Conv,
     /// conv4_1 (2 face/non-face logits) and conv4_2 (4 box offsets) fused
     /// into one 1x1 convolution with 6 outputs: logits first.
-    conv4: Conv2d,
+    conv4: Conv,
 }
 
 impl PNet {
     /// Loads `conv1..conv4_2`, `prelu1..3` from `vb` (rooted at `pnet`).
     pub fn load(vb: VarBuilder) -> Result<Self> {
-        let w = Tensor::cat(
-            &[vb.get((2, 32, 1, 1), "conv4_1.weight")?, vb.get((4, 32, 1, 1), "conv4_2.weight")?],
-            0,
-        )?;
-        let b = Tensor::cat(&[vb.get(2, "conv4_1.bias")?, vb.get(4, "conv4_2.bias")?], 0)?;
+        let w = Tensor::cat(&[vb.get((2, 32, 1, 1), "conv4_1.weight")?, vb.get((4, 32, 1, 1), "conv4_2.weight")?], 0)?;
+        let mut bias = vb.get(2, "conv4_1.bias")?.to_vec1::<f32>()?;
+        bias.extend(vb.get(4, "conv4_2.bias")?.to_vec1::<f32>()?);
         Ok(Self {
-            conv1: conv(vb.pp("conv1"), 3, 10, 3)?,
-            prelu1: PRelu::load(vb.pp("prelu1"), 10, true)?,
-            conv2: conv(vb.pp("conv2"), 10, 16, 3)?,
-            prelu2: PRelu::load(vb.pp("prelu2"), 16, true)?,
-            conv3: conv(vb.pp("conv3"), 16, 32, 3)?,
-            prelu3: PRelu::load(vb.pp("prelu3"), 32, true)?,
-            conv4: Conv2d::new(w, Some(b), Conv2dConfig::default()),
+            conv1: conv(&vb, "conv1", Some("prelu1"), 3, 10, 3)?,
+            conv2: conv(&vb, "conv2", Some("prelu2"), 10, 16, 3)?,
+            conv3: conv(&vb, "conv3", Some("prelu3"), 16, 32, 3)?,
+            conv4: Conv::from_parts(w, bias, None)?,
         })
     }
 
-    /// `x`: `(1, 3, H, W)` normalised image, H, W >= 12. Returns
-    /// `(1, 6, H', W')`: channels 0..2 are the face/non-face logits (not yet
-    /// softmaxed), 2..6 the box regression.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
-        let x = max_pool_ceil(&x, 2, 2)?;
-        let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
-        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
+    /// `x`: one normalised image (NHWC, `n == 1`, h, w >= 12). Returns the
+    /// `(1, h', w', 6)` map: channels 0..2 face/non-face logits (not
+    /// softmaxed), 2..6 box regression.
+    pub fn forward(&self, x: &Act) -> Result<Act> {
+        let x = self.conv1.forward(x)?;
+        let x = max_pool_ceil(&x, 2, 2);
+        let x = self.conv2.forward(&x)?;
+        let x = self.conv3.forward(&x)?;
         self.conv4.forward(&x)
     }
 }
@@ -103,98 +72,99 @@ impl PNet {
 /// Refinement network on 24x24 crops.
 #[derive(Debug, Clone)]
 pub struct RNet {
-    conv1: Conv2d,
-    prelu1: PRelu,
-    conv2: Conv2d,
-    prelu2: PRelu,
-    conv3: Conv2d,
-    prelu3: PRelu,
-    dense4: Linear,
-    prelu4: PRelu,
-    dense5_1: Linear,
-    dense5_2: Linear,
+    conv1: Conv,
+    conv2: Conv,
+    conv3: Conv,
+    dense4: Dense,
+    dense5_1: Dense,
+    dense5_2: Dense,
 }
 
 impl RNet {
     /// Loads the layers from `vb` (rooted at `rnet`).
     pub fn load(vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv1: conv(vb.pp("conv1"), 3, 28, 3)?,
-            prelu1: PRelu::load(vb.pp("prelu1"), 28, true)?,
-            conv2: conv(vb.pp("conv2"), 28, 48, 3)?,
-            prelu2: PRelu::load(vb.pp("prelu2"), 48, true)?,
-            conv3: conv(vb.pp("conv3"), 48, 64, 2)?,
-            prelu3: PRelu::load(vb.pp("prelu3"), 64, true)?,
-            dense4: candle_nn::linear(576, 128, vb.pp("dense4"))?,
-            prelu4: PRelu::load(vb.pp("prelu4"), 128, false)?,
-            dense5_1: candle_nn::linear(128, 2, vb.pp("dense5_1"))?,
-            dense5_2: candle_nn::linear(128, 4, vb.pp("dense5_2"))?,
+            conv1: conv(&vb, "conv1", Some("prelu1"), 3, 28, 3)?,
+            conv2: conv(&vb, "conv2", Some("prelu2"), 28, 48, 3)?,
+            conv3: conv(&vb, "conv3", Some("prelu3"), 48, 64, 2)?,
+            dense4: Dense::load_after_conv(vb.pp("dense4"), Some(vb.pp("prelu4")), (3, 3, 64), 128)?,
+            dense5_1: Dense::load(vb.pp("dense5_1"), None, 128, 2)?,
+            dense5_2: Dense::load(vb.pp("dense5_2"), None, 128, 4)?,
         })
     }
 
-    /// `x`: `(N, 3, 24, 24)`. Returns `(box regression (N, 4), face probability (N, 2))`.
-    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
-        let x = max_pool_ceil(&x, 3, 2)?;
-        let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
-        let x = max_pool_ceil(&x, 3, 2)?;
-        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
-        let x = self.prelu4.forward(&self.dense4.forward(&flatten_whc(&x)?)?)?;
-        let prob = candle_nn::ops::softmax_last_dim(&self.dense5_1.forward(&x)?)?;
-        Ok((self.dense5_2.forward(&x)?, prob))
+    /// `x`: `n` normalised 24x24 crops (NHWC).
+    pub fn forward(&self, x: &Act) -> Result<Vec<RnetOut>> {
+        let x = self.conv1.forward(x)?;
+        let x = max_pool_ceil(&x, 3, 2);
+        let x = self.conv2.forward(&x)?;
+        let x = max_pool_ceil(&x, 3, 2);
+        let x = self.conv3.forward(&x)?;
+        let n = x.n;
+        let x = self.dense4.forward(x.data, n)?;
+        let logits = self.dense5_1.forward(x.clone(), n)?;
+        let reg = self.dense5_2.forward(x, n)?;
+        Ok((0..n)
+            .map(|i| RnetOut {
+                score: softmax2(logits[2 * i], logits[2 * i + 1]),
+                reg: [reg[4 * i], reg[4 * i + 1], reg[4 * i + 2], reg[4 * i + 3]],
+            })
+            .collect())
     }
 }
 
 /// Output network on 48x48 crops, with landmarks.
 #[derive(Debug, Clone)]
 pub struct ONet {
-    conv1: Conv2d,
-    prelu1: PRelu,
-    conv2: Conv2d,
-    prelu2: PRelu,
-    conv3: Conv2d,
-    prelu3: PRelu,
-    conv4: Conv2d,
-    prelu4: PRelu,
-    dense5: Linear,
-    prelu5: PRelu,
-    dense6_1: Linear,
-    dense6_2: Linear,
-    dense6_3: Linear,
+    conv1: Conv,
+    conv2: Conv,
+    conv3: Conv,
+    conv4: Conv,
+    dense5: Dense,
+    dense6_1: Dense,
+    dense6_2: Dense,
+    dense6_3: Dense,
 }
 
 impl ONet {
     /// Loads the layers from `vb` (rooted at `onet`).
     pub fn load(vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv1: conv(vb.pp("conv1"), 3, 32, 3)?,
-            prelu1: PRelu::load(vb.pp("prelu1"), 32, true)?,
-            conv2: conv(vb.pp("conv2"), 32, 64, 3)?,
-            prelu2: PRelu::load(vb.pp("prelu2"), 64, true)?,
-            conv3: conv(vb.pp("conv3"), 64, 64, 3)?,
-            prelu3: PRelu::load(vb.pp("prelu3"), 64, true)?,
-            conv4: conv(vb.pp("conv4"), 64, 128, 2)?,
-            prelu4: PRelu::load(vb.pp("prelu4"), 128, true)?,
-            dense5: candle_nn::linear(1152, 256, vb.pp("dense5"))?,
-            prelu5: PRelu::load(vb.pp("prelu5"), 256, false)?,
-            dense6_1: candle_nn::linear(256, 2, vb.pp("dense6_1"))?,
-            dense6_2: candle_nn::linear(256, 4, vb.pp("dense6_2"))?,
-            dense6_3: candle_nn::linear(256, 10, vb.pp("dense6_3"))?,
+            conv1: conv(&vb, "conv1", Some("prelu1"), 3, 32, 3)?,
+            conv2: conv(&vb, "conv2", Some("prelu2"), 32, 64, 3)?,
+            conv3: conv(&vb, "conv3", Some("prelu3"), 64, 64, 3)?,
+            conv4: conv(&vb, "conv4", Some("prelu4"), 64, 128, 2)?,
+            dense5: Dense::load_after_conv(vb.pp("dense5"), Some(vb.pp("prelu5")), (3, 3, 128), 256)?,
+            dense6_1: Dense::load(vb.pp("dense6_1"), None, 256, 2)?,
+            dense6_2: Dense::load(vb.pp("dense6_2"), None, 256, 4)?,
+            dense6_3: Dense::load(vb.pp("dense6_3"), None, 256, 10)?,
         })
     }
 
-    /// `x`: `(N, 3, 48, 48)`. Returns `(box regression (N, 4), landmarks
-    /// (N, 10): 5 x then 5 y, relative to the box, face probability (N, 2))`.
-    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let x = self.prelu1.forward(&self.conv1.forward(x)?)?;
-        let x = max_pool_ceil(&x, 3, 2)?;
-        let x = self.prelu2.forward(&self.conv2.forward(&x)?)?;
-        let x = max_pool_ceil(&x, 3, 2)?;
-        let x = self.prelu3.forward(&self.conv3.forward(&x)?)?;
-        let x = max_pool_ceil(&x, 2, 2)?;
-        let x = self.prelu4.forward(&self.conv4.forward(&x)?)?;
-        let x = self.prelu5.forward(&self.dense5.forward(&flatten_whc(&x)?)?)?;
-        let prob = candle_nn::ops::softmax_last_dim(&self.dense6_1.forward(&x)?)?;
-        Ok((self.dense6_2.forward(&x)?, self.dense6_3.forward(&x)?, prob))
+    /// `x`: `n` normalised 48x48 crops (NHWC).
+    pub fn forward(&self, x: &Act) -> Result<Vec<OnetOut>> {
+        let x = self.conv1.forward(x)?;
+        let x = max_pool_ceil(&x, 3, 2);
+        let x = self.conv2.forward(&x)?;
+        let x = max_pool_ceil(&x, 3, 2);
+        let x = self.conv3.forward(&x)?;
+        let x = max_pool_ceil(&x, 2, 2);
+        let x = self.conv4.forward(&x)?;
+        let n = x.n;
+        let x = self.dense5.forward(x.data, n)?;
+        let logits = self.dense6_1.forward(x.clone(), n)?;
+        let reg = self.dense6_2.forward(x.clone(), n)?;
+        let pts = self.dense6_3.forward(x, n)?;
+        Ok((0..n)
+            .map(|i| {
+                let mut points = [0f32; 10];
+                points.copy_from_slice(&pts[10 * i..10 * i + 10]);
+                OnetOut {
+                    score: softmax2(logits[2 * i], logits[2 * i + 1]),
+                    reg: [reg[4 * i], reg[4 * i + 1], reg[4 * i + 2], reg[4 * i + 3]],
+                    points,
+                }
+            })
+            .collect())
     }
 }

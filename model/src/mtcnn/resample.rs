@@ -77,8 +77,8 @@ pub fn normalize(v: f32) -> f32 {
 }
 
 /// Area-resamples `region` of `src` to `out_w x out_h` and appends it,
-/// normalised, in CHW order to `dst` (one network input of a batch).
-pub fn resample_normalized_chw<T: Copy + Into<f32>>(
+/// normalised, in HWC order to `dst` (one network input of an NHWC batch).
+pub fn resample_normalized_hwc<T: Copy + Into<f32>>(
     src: &Plane<'_, T>,
     region: Region,
     out_w: usize,
@@ -86,14 +86,13 @@ pub fn resample_normalized_chw<T: Copy + Into<f32>>(
     dst: &mut Vec<f32>,
 ) {
     let base = dst.len();
-    let plane = out_w * out_h;
-    dst.resize(base + 3 * plane, 0.0);
+    dst.resize(base + 3 * out_w * out_h, 0.0);
     let out = &mut dst[base..];
     area_resample(src, region, out_w, out_h, |y, x, px| {
-        let i = y * out_w + x;
+        let i = (y * out_w + x) * 3;
         out[i] = normalize(px[0]);
-        out[plane + i] = normalize(px[1]);
-        out[2 * plane + i] = normalize(px[2]);
+        out[i + 1] = normalize(px[1]);
+        out[i + 2] = normalize(px[2]);
     });
 }
 
@@ -129,8 +128,8 @@ mod tests {
         let data: Vec<u8> = vec![0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32];
         let src = Plane { width: 2, height: 2, data: &data };
         assert_eq!(downscale(&src, 1, 1), vec![15.0, 16.0, 17.0]);
-        let mut chw = Vec::new();
-        resample_normalized_chw(&src, Region { x0: 1, y0: 0, w: 1, h: 2 }, 1, 1, &mut chw);
-        assert_eq!(chw, vec![normalize(20.0), normalize(21.0), normalize(22.0)]);
+        let mut hwc = vec![7.0];
+        resample_normalized_hwc(&src, Region { x0: 1, y0: 0, w: 1, h: 2 }, 1, 1, &mut hwc);
+        assert_eq!(hwc, vec![7.0, normalize(20.0), normalize(21.0), normalize(22.0)]);
     }
 }
