@@ -1,0 +1,371 @@
+//! The embedded-mode trigger: S3-style notifications on one machine.
+//!
+//! [`spawn_trigger`] polls `<prefix>-input` and `<prefix>-stage-1` in the
+//! object store and, for every new object, builds the same [`S3Event`]
+//! ([`crate::event::object_created`]) that S3 would send and hands it to the
+//! same handlers the Lambda functions run, at most `concurrency` at a time
+//! per function (default 5, the course's minimum Lambda concurrency).
+//!
+//! Handled objects are remembered durably as marker objects in the state
+//! bucket (`<prefix>-video-trigger`, keys `split/<input key>` and
+//! `recognize/<frame key>`, body: the object's size), written only after
+//! the handler finished. So a restart neither reprocesses finished work nor
+//! loses work that was in progress (it is redone; the handlers are
+//! idempotent). An object re-uploaded with a different size is processed
+//! again. An invocation that fails with a retryable error is retried with
+//! exponential backoff, at most `max_attempts` times; then the failure is
+//! recorded (`<stem>.error`) and the object is marked done: no retry storm.
+//!
+//! [`S3Event`]: aws_lambda_events::event::s3::S3Event
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use facefleet_ports::{Names, ObjectStore};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::event::object_created;
+use crate::ffmpeg::Ffmpeg;
+use crate::keys::{parse_frame_key, video_stem};
+use crate::recognize::{FrameRecognizer, RecognizeHandler};
+use crate::split::{SplitConfig, SplitHandler};
+use crate::{metrics, VideoError};
+
+/// Settings of the local trigger.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// Most invocations running at once, per function (default 5).
+    pub concurrency: usize,
+    /// Pause between two scans of the buckets (default 500 ms).
+    pub poll_interval: Duration,
+    /// Attempts of an invocation that keeps failing with a retryable error
+    /// before its failure is recorded (default 3).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled for each further one
+    /// (default 1 s).
+    pub retry_backoff: Duration,
+    /// Settings of the splitter.
+    pub split: SplitConfig,
+    /// The ffmpeg binary (found by [`Ffmpeg::locate`] when `None`).
+    pub ffmpeg: Option<PathBuf>,
+    /// Bucket of the markers (`<prefix>-video-trigger` when `None`).
+    pub state_bucket: Option<String>,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 5,
+            poll_interval: Duration::from_millis(500),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            split: SplitConfig::default(),
+            ffmpeg: None,
+            state_bucket: None,
+        }
+    }
+}
+
+/// The two functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Function {
+    Split,
+    Recognize,
+}
+
+impl Function {
+    fn marker_prefix(self) -> &'static str {
+        match self {
+            Function::Split => "split/",
+            Function::Recognize => "recognize/",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Function::Split => metrics::SPLIT,
+            Function::Recognize => metrics::RECOGNIZE,
+        }
+    }
+}
+
+/// Counters of a running trigger.
+#[derive(Debug, Default)]
+pub struct TriggerStats {
+    split_running: AtomicUsize,
+    split_max: AtomicUsize,
+    split_done: AtomicUsize,
+    recognize_running: AtomicUsize,
+    recognize_max: AtomicUsize,
+    recognize_done: AtomicUsize,
+}
+
+impl TriggerStats {
+    fn counters(&self, f: Function) -> (&AtomicUsize, &AtomicUsize, &AtomicUsize) {
+        match f {
+            Function::Split => (&self.split_running, &self.split_max, &self.split_done),
+            Function::Recognize => (&self.recognize_running, &self.recognize_max, &self.recognize_done),
+        }
+    }
+    /// Most video-splitting invocations seen running at once.
+    pub fn split_max_concurrency(&self) -> usize {
+        self.split_max.load(Ordering::SeqCst)
+    }
+    /// Most face-recognition invocations seen running at once.
+    pub fn recognize_max_concurrency(&self) -> usize {
+        self.recognize_max.load(Ordering::SeqCst)
+    }
+    /// Finished video-splitting invocations.
+    pub fn split_invocations(&self) -> usize {
+        self.split_done.load(Ordering::SeqCst)
+    }
+    /// Finished face-recognition invocations.
+    pub fn recognize_invocations(&self) -> usize {
+        self.recognize_done.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Handled objects and the size they had.
+    done: HashMap<(Function, String), u64>,
+    in_flight: HashSet<(Function, String)>,
+    /// Failed attempts and when the next may start.
+    retries: HashMap<(Function, String), (u32, Instant)>,
+}
+
+struct Shared<R: FrameRecognizer> {
+    store: Arc<dyn ObjectStore>,
+    names: Names,
+    state_bucket: String,
+    config: TriggerConfig,
+    split: SplitHandler,
+    recognize: RecognizeHandler<R>,
+    split_slots: Semaphore,
+    recognize_slots: Semaphore,
+    state: Mutex<State>,
+    wake: Notify,
+    stats: Arc<TriggerStats>,
+}
+
+/// A running local trigger.
+pub struct Trigger {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    stats: Arc<TriggerStats>,
+}
+
+impl Trigger {
+    /// Counters (concurrency reached, invocations).
+    pub fn stats(&self) -> Arc<TriggerStats> {
+        self.stats.clone()
+    }
+
+    /// Stops scanning, lets the running invocations finish, and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, abandoning running invocations (they are redone after
+    /// a restart: their markers were not written).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the local trigger: creates the buckets, loads the markers, and
+/// spawns the polling task. `recognizer` is the face model (e.g.
+/// [`crate::ModelRecognizer`]).
+pub async fn spawn_trigger<R: FrameRecognizer>(
+    store: Arc<dyn ObjectStore>,
+    names: Names,
+    recognizer: Arc<R>,
+    config: TriggerConfig,
+) -> Result<Trigger, VideoError> {
+    let ffmpeg = Ffmpeg::locate(config.ffmpeg.as_deref())?;
+    let state_bucket = config.state_bucket.clone().unwrap_or_else(|| format!("{}-video-trigger", names.prefix));
+    for bucket in [&names.video_input, &names.video_stage1, &names.video_output, &names.gallery_bucket, &state_bucket]
+    {
+        store.create_bucket(bucket).await?;
+    }
+    let mut state = State::default();
+    for meta in store.list_all(&state_bucket, "").await? {
+        let body = store.get(&state_bucket, &meta.key).await?;
+        let size = String::from_utf8_lossy(&body).trim().parse::<u64>().unwrap_or(u64::MAX);
+        for f in [Function::Split, Function::Recognize] {
+            if let Some(key) = meta.key.strip_prefix(f.marker_prefix()) {
+                state.done.insert((f, key.to_string()), size);
+            }
+        }
+    }
+    tracing::info!(
+        ffmpeg = %ffmpeg.path().display(), concurrency = config.concurrency, remembered = state.done.len(),
+        input = names.video_input, "local video trigger started"
+    );
+    let concurrency = config.concurrency.max(1);
+    let stats = Arc::new(TriggerStats::default());
+    let shared = Arc::new(Shared {
+        split: SplitHandler::new(store.clone(), names.clone(), ffmpeg, config.split.clone()),
+        recognize: RecognizeHandler::new(store.clone(), names.clone(), recognizer),
+        store,
+        names,
+        state_bucket,
+        config,
+        split_slots: Semaphore::new(concurrency),
+        recognize_slots: Semaphore::new(concurrency),
+        state: Mutex::new(state),
+        wake: Notify::new(),
+        stats: stats.clone(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(shared, stop_rx));
+    Ok(Trigger { task, stop, stats })
+}
+
+async fn run<R: FrameRecognizer>(shared: Arc<Shared<R>>, mut stop: watch::Receiver<bool>) {
+    let mut jobs = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        for (f, bucket) in
+            [(Function::Split, &shared.names.video_input), (Function::Recognize, &shared.names.video_stage1)]
+        {
+            if let Err(e) = scan(&shared, f, bucket, &mut jobs).await {
+                tracing::warn!(bucket, error = %e, "local video trigger: scan failed");
+            }
+        }
+        while jobs.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = shared.wake.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while jobs.join_next().await.is_some() {}
+    tracing::info!("local video trigger stopped");
+}
+
+async fn scan<R: FrameRecognizer>(
+    shared: &Arc<Shared<R>>,
+    f: Function,
+    bucket: &str,
+    jobs: &mut JoinSet<()>,
+) -> Result<(), VideoError> {
+    let listed = shared.store.list_all(bucket, "").await?;
+    let now = Instant::now();
+    let mut state = shared.state.lock().expect("trigger state lock");
+    for meta in listed {
+        if f == Function::Recognize && parse_frame_key(&meta.key).is_none() {
+            continue;
+        }
+        let id = (f, meta.key.clone());
+        if state.done.get(&id) == Some(&meta.size) || state.in_flight.contains(&id) {
+            continue;
+        }
+        if state.retries.get(&id).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
+        state.in_flight.insert(id);
+        let shared = shared.clone();
+        let bucket = bucket.to_string();
+        jobs.spawn(async move { invoke(shared, f, bucket, meta.key, meta.size).await });
+    }
+    Ok(())
+}
+
+async fn invoke<R: FrameRecognizer>(shared: Arc<Shared<R>>, f: Function, bucket: String, key: String, size: u64) {
+    let slots = match f {
+        Function::Split => &shared.split_slots,
+        Function::Recognize => &shared.recognize_slots,
+    };
+    let _permit = slots.acquire().await.expect("semaphore never closed");
+    let (running, max, done) = shared.stats.counters(f);
+    let now_running = running.fetch_add(1, Ordering::SeqCst) + 1;
+    max.fetch_max(now_running, Ordering::SeqCst);
+    metrics::in_flight(f.name(), now_running);
+    tracing::debug!(function = f.name(), key, concurrency = now_running, "invocation start");
+
+    let event = object_created(&bucket, &key, size);
+    let result = match f {
+        Function::Split => shared.split.handle(&event).await,
+        Function::Recognize => shared.recognize.handle(&event).await,
+    };
+    let left = running.fetch_sub(1, Ordering::SeqCst) - 1;
+    metrics::in_flight(f.name(), left);
+    done.fetch_add(1, Ordering::SeqCst);
+
+    let id = (f, key.clone());
+    let finished = match result {
+        Ok(_) => true,
+        Err(e) => {
+            let attempts = {
+                let mut state = shared.state.lock().expect("trigger state lock");
+                let entry = state.retries.entry(id.clone()).or_insert((0, Instant::now()));
+                entry.0 += 1;
+                let backoff = shared.config.retry_backoff * 2u32.saturating_pow(entry.0 - 1);
+                entry.1 = Instant::now() + backoff;
+                entry.0
+            };
+            if attempts >= shared.config.max_attempts {
+                let reason = format!("gave up after {attempts} attempts: {e}");
+                let recorded = match f {
+                    Function::Split => shared.split.record_failure(&key, reason).await,
+                    Function::Recognize => shared.recognize.record_failure(&key, reason).await,
+                };
+                match recorded {
+                    Ok(_) => true,
+                    Err(e2) => {
+                        tracing::error!(key, error = %e2, "cannot record the failure; will retry");
+                        false
+                    }
+                }
+            } else {
+                tracing::warn!(function = f.name(), key, attempts, error = %e, "invocation failed; will retry");
+                false
+            }
+        }
+    };
+    if f == Function::Split && finished {
+        // The splitter replaced this video's frames: forget that the old
+        // ones were recognised, or identical new frames would be skipped.
+        if let Err(e) = forget_frames(&shared, video_stem(&key)).await {
+            tracing::warn!(key, error = %e, "cannot reset the frame markers; will split again");
+            shared.state.lock().expect("trigger state lock").in_flight.remove(&id);
+            return;
+        }
+        shared.wake.notify_one();
+    }
+    if finished {
+        let marker = format!("{}{}", f.marker_prefix(), key);
+        match shared.store.put(&shared.state_bucket, &marker, Bytes::from(size.to_string())).await {
+            Ok(()) => {
+                let mut state = shared.state.lock().expect("trigger state lock");
+                state.done.insert(id.clone(), size);
+                state.retries.remove(&id);
+            }
+            Err(e) => tracing::warn!(key, error = %e, "cannot write the trigger marker; the object will be handled again"),
+        }
+    }
+    shared.state.lock().expect("trigger state lock").in_flight.remove(&id);
+}
+
+/// Drops the recognition markers of the frames of `stem`, durably.
+async fn forget_frames<R: FrameRecognizer>(shared: &Shared<R>, stem: &str) -> Result<(), VideoError> {
+    let of_stem = |frame_key: &str| parse_frame_key(frame_key).is_some_and(|(s, _)| s == stem);
+    let prefix = format!("{}{stem}/", Function::Recognize.marker_prefix());
+    for meta in shared.store.list_all(&shared.state_bucket, &prefix).await? {
+        let frame = &meta.key[Function::Recognize.marker_prefix().len()..];
+        if of_stem(frame) {
+            shared.store.delete(&shared.state_bucket, &meta.key).await?;
+        }
+    }
+    let mut state = shared.state.lock().expect("trigger state lock");
+    state.done.retain(|(f, k), _| !(*f == Function::Recognize && of_stem(k)));
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The face-recognition handler: a frame in stage-1 → names in the output
+//! bucket; the video's person once all its frames are done.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::event::s3::S3Event;
+use bytes::Bytes;
+use facefleet_ports::{Names, ObjectStore};
+
+use crate::event::objects;
+use crate::gallery::{GalleryCache, GalleryEntry};
+use crate::keys;
+use crate::{metrics, Manifest, Outcome, VideoError, UNKNOWN};
+
+/// Why a frame could not be recognised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecognizeError {
+    /// The frame is unusable (not decodable): recorded, not retried.
+    #[error("{0}")]
+    BadFrame(String),
+    /// The model failed; another attempt may succeed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Recognises the faces of one frame. Implemented by
+/// [`crate::ModelRecognizer`] with the real model; tests use doubles.
+///
+/// The methods are synchronous and may be CPU-heavy: the handler calls them
+/// from `tokio::task::spawn_blocking`.
+pub trait FrameRecognizer: Send + Sync + 'static {
+    /// The recognizer's ready-to-match form of a gallery.
+    type Gallery: Send + Sync + 'static;
+
+    /// Name of the recognizer (gallery entries of another are ignored).
+    fn recognizer(&self) -> String;
+
+    /// Builds a gallery from the stored entries (all of this recognizer).
+    fn build_gallery(&self, entries: &[GalleryEntry]) -> Result<Self::Gallery, RecognizeError>;
+
+    /// The faces of the encoded image `frame`, largest first: `Some(name)`
+    /// for a face matching an enrolled person, `None` for a stranger.
+    /// Empty when there is no face.
+    fn recognize(&self, frame: &[u8], gallery: &Self::Gallery) -> Result<Vec<Option<String>>, RecognizeError>;
+}
+
+/// Recognises the frames of `<prefix>-stage-1` into `<prefix>-output`.
+pub struct RecognizeHandler<R: FrameRecognizer> {
+    store: Arc<dyn ObjectStore>,
+    names: Names,
+    recognizer: Arc<R>,
+    gallery: GalleryCache<R>,
+}
+
+impl<R: FrameRecognizer> RecognizeHandler<R> {
+    /// A handler reading frames and the gallery through `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, names: Names, recognizer: Arc<R>) -> Self {
+        let gallery = GalleryCache::new(&names.gallery_bucket);
+        Self { store, names, recognizer, gallery }
+    }
+
+    /// Handles every record of an S3 event, logging and recording metrics
+    /// for each. Returns the outcomes, or the first error that calls for a
+    /// retry (after handling the other records; handling is idempotent).
+    pub async fn handle(&self, event: &S3Event) -> Result<Vec<Outcome>, VideoError> {
+        let mut outcomes = Vec::new();
+        let mut first_error = None;
+        for object in objects(event) {
+            let start = Instant::now();
+            let (key, result) = match object {
+                Ok(o) => {
+                    let r = self.recognize_object(&o.bucket, &o.key).await;
+                    (o.key, r)
+                }
+                Err(e) => (String::new(), Ok(Outcome::Ignored { reason: e.to_string() })),
+            };
+            metrics::record(metrics::RECOGNIZE, &key, start.elapsed(), &result);
+            match result {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Recognises the frame `bucket`/`key` (`<stem>/output-NN.jpg`), writes
+    /// `<stem>/output-NN.txt` (or `.error`), then completes the video if
+    /// this was its last frame.
+    pub async fn recognize_object(&self, bucket: &str, key: &str) -> Result<Outcome, VideoError> {
+        if bucket != self.names.video_stage1 {
+            return Ok(Outcome::Ignored { reason: format!("bucket `{bucket}` is not the stage-1 bucket") });
+        }
+        let Some((stem, index)) = keys::parse_frame_key(key) else {
+            return Ok(Outcome::Ignored { reason: "not a frame (`<stem>/output-NN.jpg`)".into() });
+        };
+        let frame = match self.store.get(bucket, key).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(Outcome::Ignored { reason: "the frame no longer exists".into() }),
+            Err(e) => return Err(e.into()),
+        };
+        let gallery = self.gallery.current(&*self.store, &self.recognizer).await?;
+        let recognizer = self.recognizer.clone();
+        let result = tokio::task::spawn_blocking(move || recognizer.recognize(&frame, &gallery))
+            .await
+            .map_err(|e| VideoError::Model(format!("recognition task failed: {e}")))?;
+        let out = &self.names.video_output;
+        let (names, failure) = match result {
+            Ok(faces) => {
+                let names: Vec<String> =
+                    faces.into_iter().map(|n| n.unwrap_or_else(|| UNKNOWN.to_string())).collect();
+                let body = names.join("\n");
+                self.store.put(out, &keys::frame_result_key(stem, index), Bytes::from(body)).await?;
+                (names, None)
+            }
+            Err(RecognizeError::BadFrame(reason)) => {
+                let reason = format!("frame {index} unusable: {reason}");
+                self.store.put(out, &keys::frame_error_key(stem, index), Bytes::from(reason.clone())).await?;
+                (Vec::new(), Some(reason))
+            }
+            Err(RecognizeError::Failed(reason)) => return Err(VideoError::Model(reason)),
+        };
+        let video_result = self.complete_video(stem).await?;
+        Ok(match failure {
+            Some(reason) => Outcome::Failed { stem: stem.to_string(), reason },
+            None => Outcome::Recognized { stem: stem.to_string(), index, names, video_result },
+        })
+    }
+
+    /// Records that the frame `key` could not be recognised (used by the
+    /// local trigger after its last retry), then completes the video if
+    /// this was its last frame.
+    pub async fn record_failure(&self, key: &str, reason: String) -> Result<Outcome, VideoError> {
+        let Some((stem, index)) = keys::parse_frame_key(key) else {
+            return Ok(Outcome::Ignored { reason: "not a frame".into() });
+        };
+        let out = &self.names.video_output;
+        self.store.put(out, &keys::frame_error_key(stem, index), Bytes::from(reason.clone())).await?;
+        self.complete_video(stem).await?;
+        Ok(Outcome::Failed { stem: stem.to_string(), reason })
+    }
+
+    /// If every frame of the video has a result, writes `<stem>.txt` (the
+    /// most frequent known name, `Unknown` if none) — or `<stem>.error`
+    /// when no frame could be recognised — unless it already exists.
+    /// Returns what this call wrote.
+    async fn complete_video(&self, stem: &str) -> Result<Option<String>, VideoError> {
+        let manifest = match self.store.get(&self.names.video_stage1, &keys::manifest_key(stem)).await {
+            Ok(b) => serde_json::from_slice::<Manifest>(&b)
+                .map_err(|e| VideoError::Corrupt(format!("manifest of `{stem}` unreadable: {e}")))?,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(stem, "frame without manifest: cannot tell whether the video is complete");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let out = &self.names.video_output;
+        let prefix = keys::frame_results_prefix(stem);
+        let listed = self.store.list_all(out, &prefix).await?;
+        let mut results: HashMap<usize, String> = HashMap::new();
+        let mut failed: BTreeSet<usize> = BTreeSet::new();
+        for meta in &listed {
+            let file = format!("output-{}", &meta.key[prefix.len()..]);
+            if let Some(i) = keys::parse_frame_result_file(&file) {
+                if file.ends_with(".txt") {
+                    results.insert(i, meta.key.clone());
+                } else {
+                    failed.insert(i);
+                }
+            }
+        }
+        let done = (0..manifest.frames).filter(|i| results.contains_key(i) || failed.contains(i)).count();
+        if done < manifest.frames {
+            return Ok(None);
+        }
+        let result_key = keys::video_result_key(stem);
+        let error_key = keys::video_error_key(stem);
+        if self.store.head(out, &result_key).await?.is_some() || self.store.head(out, &error_key).await?.is_some() {
+            return Ok(None);
+        }
+        let mut frames: Vec<Vec<String>> = Vec::with_capacity(manifest.frames);
+        for i in 0..manifest.frames {
+            if let Some(k) = results.get(&i) {
+                let body = match self.store.get(out, k).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let text = String::from_utf8_lossy(&body);
+                frames.push(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect());
+            }
+        }
+        let (key, body) = if frames.is_empty() {
+            (error_key, format!("none of the {} frames could be recognised", manifest.frames))
+        } else {
+            (result_key, most_frequent_known(&frames))
+        };
+        if self.store.put_if_absent(out, &key, Bytes::from(body.clone())).await? {
+            Ok(Some(body))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The known name seen most often over all faces of all frames (ties: the
+/// one seen first); `Unknown` if there is none.
+pub fn most_frequent_known(frames: &[Vec<String>]) -> String {
+    let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut order = 0;
+    for name in frames.iter().flatten() {
+        if name.is_empty() || name == UNKNOWN {
+            continue;
+        }
+        let e = counts.entry(name.as_str()).or_insert((0, order));
+        e.0 += 1;
+        order += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)))
+        .map_or_else(|| UNKNOWN.to_string(), |(n, _)| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn majority_of_known_names() {
+        assert_eq!(most_frequent_known(&[]), "Unknown");
+        assert_eq!(most_frequent_known(&[f(&[]), f(&["Unknown"])]), "Unknown");
+        assert_eq!(most_frequent_known(&[f(&["Bob"]), f(&["Unknown", "Ann"]), f(&["Ann"])]), "Ann");
+        // Ties go to the name seen first.
+        assert_eq!(most_frequent_known(&[f(&["Bob"]), f(&["Ann"])]), "Bob");
+        assert_eq!(most_frequent_known(&[f(&["Unknown"]), f(&["Unknown"]), f(&["Zed"])]), "Zed");
+    }
+}

@@ -1,0 +1,198 @@
+//! Helpers shared by the video tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use facefleet_embedded::FsObjectStore;
+use facefleet_ports::{ListPage, Names, ObjectMeta, ObjectStore, Result as PortResult};
+use facefleet_video::{FrameRecognizer, GalleryEntry, RecognizeError};
+
+/// `../shared/datasets/cse546/videos` (or `$FACEFLEET_SHARED_DIR/...`);
+/// panics with a clear message when missing.
+pub fn videos_dir() -> PathBuf {
+    let shared = std::env::var_os("FACEFLEET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let dir = shared.join("datasets/cse546/videos");
+    assert!(
+        dir.join("test_0.mp4").is_file(),
+        "the course videos are missing: expected {} (set FACEFLEET_SHARED_DIR to the folder holding datasets/)",
+        dir.display()
+    );
+    dir
+}
+
+/// The 8 course videos: (stem, path, labelled person).
+pub fn course_videos() -> Vec<(String, PathBuf, String)> {
+    let dir = videos_dir();
+    let labels = std::fs::read_to_string(dir.join("labels.csv")).expect("videos/labels.csv");
+    let out: Vec<(String, PathBuf, String)> = labels
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(stem, name)| (stem.to_string(), dir.join(format!("{stem}.mp4")), name.trim().to_string()))
+        .collect();
+    assert_eq!(out.len(), 8, "videos/labels.csv should name 8 videos");
+    for (_, p, _) in &out {
+        assert!(p.is_file(), "missing video {}", p.display());
+    }
+    out
+}
+
+/// The ffmpeg binary ($FACEFLEET_FFMPEG, as `scripts/test` sets it, or
+/// PATH); panics with a clear message when missing.
+pub fn ffmpeg() -> facefleet_video::Ffmpeg {
+    facefleet_video::Ffmpeg::locate(None).unwrap_or_else(|e| {
+        panic!("{e}: run the tests through scripts/test, which sets FACEFLEET_FFMPEG to imageio-ffmpeg's static ffmpeg")
+    })
+}
+
+/// A fresh data dir and the embedded object store on it.
+pub fn fs_store() -> (tempfile::TempDir, Arc<FsObjectStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsObjectStore::new(dir.path()).unwrap());
+    (dir, store)
+}
+
+/// Creates the video buckets of `names`.
+pub async fn create_buckets(store: &dyn ObjectStore, names: &Names) {
+    for b in [&names.video_input, &names.video_stage1, &names.video_output, &names.gallery_bucket] {
+        store.create_bucket(b).await.unwrap();
+    }
+}
+
+/// Test double of the face model: every JPEG frame shows one face, which
+/// is the first enrolled person (or a stranger when nobody is enrolled);
+/// with `faces = false`, no frame has a face. Anything that is not a JPEG
+/// is a bad frame. Counts its calls.
+pub struct FakeRecognizer {
+    pub faces: bool,
+    pub calls: AtomicUsize,
+}
+
+impl FakeRecognizer {
+    pub fn new() -> Self {
+        Self { faces: true, calls: AtomicUsize::new(0) }
+    }
+    pub fn faceless() -> Self {
+        Self { faces: false, calls: AtomicUsize::new(0) }
+    }
+}
+
+impl FrameRecognizer for FakeRecognizer {
+    type Gallery = Vec<String>;
+    fn recognizer(&self) -> String {
+        "fake".into()
+    }
+    fn build_gallery(&self, entries: &[GalleryEntry]) -> Result<Vec<String>, RecognizeError> {
+        Ok(entries.iter().map(|e| e.name.clone()).collect())
+    }
+    fn recognize(&self, frame: &[u8], gallery: &Vec<String>) -> Result<Vec<Option<String>>, RecognizeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !frame.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            return Err(RecognizeError::BadFrame("not a JPEG".into()));
+        }
+        // Some work, so that invocations overlap as real ones do.
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(if self.faces { vec![gallery.first().cloned()] } else { vec![] })
+    }
+}
+
+/// Enrolls `name` in the gallery bucket with the fake recognizer.
+pub async fn enroll_fake(store: &dyn ObjectStore, names: &Names, name: &str) {
+    let entry = GalleryEntry { name: name.into(), recognizer: "fake".into(), embedding: vec![1.0] };
+    store
+        .put(
+            &names.gallery_bucket,
+            &facefleet_video::gallery::entry_key(name, "1"),
+            Bytes::from(serde_json::to_vec(&entry).unwrap()),
+        )
+        .await
+        .unwrap();
+}
+
+/// Reads an object as text, `None` if missing.
+pub async fn text(store: &dyn ObjectStore, bucket: &str, key: &str) -> Option<String> {
+    match store.get(bucket, key).await {
+        Ok(b) => Some(String::from_utf8(b.to_vec()).unwrap()),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => panic!("get {bucket}/{key}: {e}"),
+    }
+}
+
+/// Waits until `<stem>.txt` or `<stem>.error` exists in the output bucket;
+/// returns (result, error). Polls: the trigger works in the background.
+pub async fn wait_result(store: &dyn ObjectStore, names: &Names, stem: &str) -> (Option<String>, Option<String>) {
+    loop {
+        let r = text(store, &names.video_output, &format!("{stem}.txt")).await;
+        let e = text(store, &names.video_output, &format!("{stem}.error")).await;
+        if r.is_some() || e.is_some() {
+            return (r, e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An object store that counts `get` calls and can pretend objects are
+/// larger than they are (to test size limits without 2 GB of data).
+pub struct SpyStore {
+    pub inner: Arc<dyn ObjectStore>,
+    pub gets: AtomicUsize,
+    pub fake_sizes: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
+}
+
+impl SpyStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner, gets: AtomicUsize::new(0), fake_sizes: Default::default() }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for SpyStore {
+    async fn create_bucket(&self, bucket: &str) -> PortResult<()> {
+        self.inner.create_bucket(bucket).await
+    }
+    async fn bucket_exists(&self, bucket: &str) -> PortResult<bool> {
+        self.inner.bucket_exists(bucket).await
+    }
+    async fn put(&self, bucket: &str, key: &str, body: Bytes) -> PortResult<()> {
+        self.inner.put(bucket, key, body).await
+    }
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> PortResult<bool> {
+        self.inner.put_if_absent(bucket, key, body).await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> PortResult<Bytes> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(bucket, key).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> PortResult<Option<ObjectMeta>> {
+        let meta = self.inner.head(bucket, key).await?;
+        let fake = self.fake_sizes.lock().unwrap().get(&(bucket.to_string(), key.to_string())).copied();
+        Ok(meta.map(|m| ObjectMeta { size: fake.unwrap_or(m.size), ..m }))
+    }
+    async fn list(&self, bucket: &str, prefix: &str, token: Option<String>, max: usize) -> PortResult<ListPage> {
+        self.inner.list(bucket, prefix, token, max).await
+    }
+    async fn delete(&self, bucket: &str, key: &str) -> PortResult<()> {
+        self.inner.delete(bucket, key).await
+    }
+}
+
+/// Writes a video without any face (ffmpeg's test pattern) to `path`.
+pub async fn make_faceless_video(path: &Path) {
+    let ff = ffmpeg();
+    ff.run([
+        "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+        "testsrc=duration=2:size=640x360:rate=24", "-pix_fmt", "yuv420p", "-c:v", "mpeg4",
+    ]
+    .iter()
+    .map(std::ffi::OsString::from)
+    .chain([path.as_os_str().to_os_string()]))
+    .await
+    .expect("ffmpeg makes a test pattern video");
+}
