@@ -143,6 +143,11 @@ impl Gallery {
                 "no embeddings given for {name:?}"
             )));
         }
+        self.insert_rows(name, rows)
+    }
+
+    /// Appends unit-length rows (a multiple of `dim` floats) to `name`.
+    fn insert_rows(&mut self, name: &str, rows: Vec<f32>) -> Result<()> {
         let person = match self.index.get(name) {
             Some(&p) => p,
             None => {
@@ -153,9 +158,9 @@ impl Gallery {
                 p
             }
         };
+        let count = rows.len() / self.dim();
         self.rows.extend_from_slice(&rows);
-        self.owners
-            .extend(std::iter::repeat_n(person, embeddings.len()));
+        self.owners.extend(std::iter::repeat_n(person, count));
         Ok(())
     }
 
@@ -355,12 +360,21 @@ impl Gallery {
             if gallery.contains(&p.name) {
                 return Err(bad(format!("person {:?} listed twice", p.name)));
             }
-            let embeddings: Vec<Embedding> = (0..p.count)
-                .map(|_| Embedding(floats.by_ref().take(header.dim).collect()))
-                .collect();
-            gallery
-                .enroll(&p.name, embeddings)
-                .map_err(|e| bad(format!("person {:?}: {e}", p.name)))?;
+            validate_name(&p.name).map_err(|e| bad(e.to_string()))?;
+            let rows: Vec<f32> = floats.by_ref().take(p.count * header.dim).collect();
+            for row in rows.chunks_exact(header.dim) {
+                let norm = dot(row, row);
+                if !norm.is_finite() || (norm - 1.0).abs() > 1e-3 {
+                    return Err(bad(format!(
+                        "person {:?}: embedding is not unit length (corrupt data)",
+                        p.name
+                    )));
+                }
+            }
+            if p.count == 0 {
+                return Err(bad(format!("person {:?} has no embeddings", p.name)));
+            }
+            gallery.insert_rows(&p.name, rows)?;
         }
         Ok(gallery)
     }

@@ -28,7 +28,7 @@ pub fn recognizer_file(kind: RecognizerKind) -> &'static str {
 
 /// The weights compiled into this build, by file name.
 const EMBEDDED: &[(&str, &[u8])] = &[
-    // TODO(mtcnn): (MTCNN_FILE, include_bytes!("../weights/mtcnn.safetensors")),
+    (MTCNN_FILE, include_bytes!("../weights/mtcnn.safetensors")),
     (
         "mobilefacenet.safetensors",
         include_bytes!("../weights/mobilefacenet.safetensors"),

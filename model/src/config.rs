@@ -1,0 +1,66 @@
+//! Model configuration.
+
+use std::path::{Path, PathBuf};
+
+use crate::{DetectParams, RecognizerKind};
+
+/// Environment variable naming a folder of weight files that replaces the
+/// embedded weights (see [`ModelConfig::weights_dir`]).
+pub const WEIGHTS_DIR_ENV: &str = "FACEFLEET_WEIGHTS_DIR";
+
+/// How to build a [`crate::FaceModel`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The embedding network (default MobileFaceNet). Galleries remember the
+    /// recognizer they were built with and refuse the other one.
+    pub recognizer: RecognizerKind,
+    /// Folder holding `mtcnn.safetensors`, `mobilefacenet.safetensors`,
+    /// `dlib_resnet.safetensors` to use instead of the weights embedded in
+    /// the binary. `None`: the folder named by the `FACEFLEET_WEIGHTS_DIR`
+    /// environment variable when it is set (and not empty), else the
+    /// embedded weights.
+    pub weights_dir: Option<PathBuf>,
+    /// Face detector parameters.
+    pub detect: DetectParams,
+    /// Similarity threshold overriding the gallery's own (`None`: use the
+    /// threshold stored in the gallery, by default the recognizer's
+    /// [`crate::default_threshold`]).
+    pub threshold: Option<f32>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            recognizer: RecognizerKind::default(),
+            weights_dir: None,
+            detect: DetectParams::default(),
+            threshold: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The default configuration with another recognizer.
+    pub fn with_recognizer(recognizer: RecognizerKind) -> Self {
+        ModelConfig {
+            recognizer,
+            ..ModelConfig::default()
+        }
+    }
+
+    /// The folder weights are read from: [`ModelConfig::weights_dir`], else
+    /// `$FACEFLEET_WEIGHTS_DIR`, else `None` (embedded weights).
+    pub fn effective_weights_dir(&self) -> Option<PathBuf> {
+        self.weights_dir.clone().or_else(|| {
+            std::env::var_os(WEIGHTS_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// Sets [`ModelConfig::weights_dir`].
+    pub fn with_weights_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.weights_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+}

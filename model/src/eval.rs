@@ -1,0 +1,320 @@
+//! Accuracy evaluation on a folder of people (the `eval_lfw` example and the
+//! accuracy tests use it).
+//!
+//! The folder holds one sub-folder per person with their photos
+//! (`Person/Person_0001.jpg`, ... as in `lfw-dev`). Each photo is decoded,
+//! its largest face embedded (exactly what [`crate::FaceModel::recognize`]
+//! does), and the embeddings are then matched in different protocols:
+//!
+//! * **closed set**: enroll each person's first photo, query the others;
+//!   top-1 accuracy = share of queries whose nearest person is right.
+//! * **open set**: enroll only half of the people (two folds: even, then
+//!   odd positions in name order); a query of an enrolled person counts as
+//!   correct when it is answered with their name, a query of a left-out
+//!   person when it is answered Unknown.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+use crate::{decode_image, DecodeLimits, Embedding, FaceModel, Gallery, RecognizerKind};
+
+/// Environment variable naming the shared folder that holds `datasets/`.
+pub const SHARED_DIR_ENV: &str = "FACEFLEET_SHARED_DIR";
+
+/// The shared data folder: `$FACEFLEET_SHARED_DIR`, else `<workspace>/../shared`
+/// (as seen from this crate's source tree). Errors with a clear message
+/// when the folder does not exist.
+pub fn shared_dir() -> Result<PathBuf> {
+    let dir = match std::env::var_os(SHARED_DIR_ENV).filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    };
+    if !dir.is_dir() {
+        return Err(ModelError::io(
+            &dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("shared data folder not found; set {SHARED_DIR_ENV} to the folder holding datasets/"),
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// A shared dataset folder (`datasets/<name>` under [`shared_dir`]), or a clear error.
+pub fn dataset_dir(name: &str) -> Result<PathBuf> {
+    let dir = shared_dir()?.join("datasets").join(name);
+    if !dir.is_dir() {
+        return Err(ModelError::io(
+            &dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "dataset folder not found"),
+        ));
+    }
+    Ok(dir)
+}
+
+/// One person's photos and the embeddings of their largest faces.
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// Folder name.
+    pub name: String,
+    /// Photos in file-name order.
+    pub photos: Vec<PathBuf>,
+    /// Per photo: the embedding of its largest face, `None` when no face was found.
+    pub embeddings: Vec<Option<Embedding>>,
+}
+
+/// Embeddings of a whole people folder.
+#[derive(Debug, Clone)]
+pub struct PeopleSet {
+    /// The recognizer that made the embeddings.
+    pub kind: RecognizerKind,
+    /// People in name order.
+    pub people: Vec<Person>,
+}
+
+/// Closed-set result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClosedSet {
+    /// Queries made.
+    pub queries: usize,
+    /// Queries whose nearest enrolled person is right.
+    pub correct: usize,
+    /// Photos in which no face was found (queries counted as wrong,
+    /// enrollment photos leave their person out of the gallery).
+    pub no_face: usize,
+}
+
+impl ClosedSet {
+    /// Top-1 accuracy in percent.
+    pub fn top1(&self) -> f64 {
+        percent(self.correct, self.queries)
+    }
+}
+
+/// Open-set result at one threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenSet {
+    /// The threshold.
+    pub threshold: f32,
+    /// Queries of enrolled people.
+    pub enrolled_queries: usize,
+    /// ... answered with the right name.
+    pub enrolled_correct: usize,
+    /// ... answered Unknown (rejected although enrolled).
+    pub enrolled_unknown: usize,
+    /// Queries of people left out of the gallery.
+    pub unknown_queries: usize,
+    /// ... answered Unknown.
+    pub unknown_correct: usize,
+}
+
+impl OpenSet {
+    /// Share of enrolled people's queries answered with the right name (%).
+    pub fn enrolled_pct(&self) -> f64 {
+        percent(self.enrolled_correct, self.enrolled_queries)
+    }
+    /// Share of left-out people's queries answered Unknown (%).
+    pub fn unknown_pct(&self) -> f64 {
+        percent(self.unknown_correct, self.unknown_queries)
+    }
+}
+
+fn percent(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+impl PeopleSet {
+    /// Embeds the largest face of every photo under `dir` (one sub-folder
+    /// per person; `.jpg`, `.jpeg`, `.png`, `.webp`, `.bmp` files).
+    pub fn embed_folder(model: &FaceModel, dir: &Path) -> Result<Self> {
+        let mut people = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        for person_dir in entries {
+            let mut photos: Vec<PathBuf> = std::fs::read_dir(&person_dir)
+                .map_err(|e| ModelError::io(&person_dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_image(p))
+                .collect();
+            photos.sort();
+            if photos.is_empty() {
+                continue;
+            }
+            let embeddings = photos
+                .iter()
+                .map(|p| largest_face(model, p))
+                .collect::<Result<Vec<_>>>()?;
+            people.push(Person {
+                name: file_name(&person_dir),
+                photos,
+                embeddings,
+            });
+        }
+        Ok(PeopleSet {
+            kind: model.recognizer_kind(),
+            people,
+        })
+    }
+
+    /// Photos without a face.
+    pub fn no_face(&self) -> Vec<&Path> {
+        self.people
+            .iter()
+            .flat_map(|p| {
+                p.photos
+                    .iter()
+                    .zip(&p.embeddings)
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(ph, _)| ph.as_path())
+            })
+            .collect()
+    }
+
+    /// Gallery of the first photo of the people selected by `keep(index)`.
+    fn gallery(&self, keep: impl Fn(usize) -> bool) -> Gallery {
+        let mut g = Gallery::new(self.kind);
+        for (i, p) in self.people.iter().enumerate() {
+            if let (true, Some(Some(e))) = (keep(i), p.embeddings.first()) {
+                g.enroll(&p.name, vec![e.clone()]).expect("model embeddings are valid");
+            }
+        }
+        g
+    }
+
+    /// Closed-set top-1 (first photo enrolled, the others queried).
+    pub fn closed_set(&self) -> ClosedSet {
+        let g = self.gallery(|_| true);
+        let mut r = ClosedSet {
+            queries: 0,
+            correct: 0,
+            no_face: self.no_face().len(),
+        };
+        for p in &self.people {
+            for e in p.embeddings.iter().skip(1) {
+                r.queries += 1;
+                let nearest = e
+                    .as_ref()
+                    .and_then(|e| g.nearest(e).expect("same recognizer").map(|(n, _)| n.to_string()));
+                if nearest.as_deref() == Some(p.name.as_str()) {
+                    r.correct += 1;
+                }
+            }
+        }
+        r
+    }
+
+    /// Closed-set queries whose nearest person is wrong: (photo, nearest
+    /// person, similarity with them, similarity with the true person's
+    /// enrolled photo); similarities are NaN when the photo had no face.
+    pub fn closed_set_failures(&self) -> Vec<(&Path, String, f32, f32)> {
+        let g = self.gallery(|_| true);
+        let mut out = Vec::new();
+        for p in &self.people {
+            let own = p.embeddings.first().cloned().flatten();
+            for (photo, e) in p.photos.iter().zip(&p.embeddings).skip(1) {
+                let Some(e) = e else {
+                    out.push((photo.as_path(), "NoFace".into(), f32::NAN, f32::NAN));
+                    continue;
+                };
+                let (nearest, sim) = match g.nearest(e).expect("same recognizer") {
+                    Some((n, s)) => (n.to_string(), s),
+                    None => ("<empty gallery>".into(), f32::NAN),
+                };
+                if nearest != p.name {
+                    let own_sim = own.as_ref().map_or(f32::NAN, |o| o.cosine(e));
+                    out.push((photo.as_path(), nearest, sim, own_sim));
+                }
+            }
+        }
+        out
+    }
+
+    /// Open-set results at each threshold (two folds summed: even-position
+    /// people enrolled, then odd-position people enrolled).
+    pub fn open_set(&self, thresholds: &[f32]) -> Vec<OpenSet> {
+        // (is_enrolled, truth, nearest, similarity) per query, both folds.
+        let mut queries: Vec<(bool, &str, Option<String>, f32)> = Vec::new();
+        for fold in 0..2 {
+            let enrolled = |i: usize| i % 2 == fold;
+            let g = self.gallery(enrolled);
+            for (i, p) in self.people.iter().enumerate() {
+                for e in p.embeddings.iter().skip(1) {
+                    let (nearest, sim) = match e {
+                        Some(e) => match g.nearest(e).expect("same recognizer") {
+                            Some((n, s)) => (Some(n.to_string()), s),
+                            None => (None, -1.0),
+                        },
+                        // No face: the service answers NoFace, neither a name nor Unknown.
+                        None => (None, f32::NAN),
+                    };
+                    queries.push((enrolled(i), &p.name, nearest, sim));
+                }
+            }
+        }
+        thresholds
+            .iter()
+            .map(|&t| {
+                let mut r = OpenSet {
+                    threshold: t,
+                    enrolled_queries: 0,
+                    enrolled_correct: 0,
+                    enrolled_unknown: 0,
+                    unknown_queries: 0,
+                    unknown_correct: 0,
+                };
+                for (enrolled, truth, nearest, sim) in &queries {
+                    let accepted = *sim >= t; // NaN (no face): never accepted
+                    let rejected = *sim < t; // NaN (no face): never Unknown either
+                    if *enrolled {
+                        r.enrolled_queries += 1;
+                        if accepted && nearest.as_deref() == Some(*truth) {
+                            r.enrolled_correct += 1;
+                        }
+                        if rejected {
+                            r.enrolled_unknown += 1;
+                        }
+                    } else {
+                        r.unknown_queries += 1;
+                        if rejected {
+                            r.unknown_correct += 1;
+                        }
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+}
+
+fn largest_face(model: &FaceModel, path: &Path) -> Result<Option<Embedding>> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let img = decode_image(&bytes, &DecodeLimits::default())?;
+    let faces = model.detect(&img)?;
+    match faces.first() {
+        Some(f) => Ok(Some(model.embed(&img, f)?)),
+        None => Ok(None),
+    }
+}
+
+fn is_image(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .is_some_and(|e| ["jpg", "jpeg", "png", "webp", "bmp"].contains(&e.as_str()))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
