@@ -1,1 +1,214 @@
-fn main() {}
+//! `facefleet`: run the whole elastic stack on one machine (`up`), talk to
+//! a running stack or a local gallery (`enroll`, `recognize`), and load-test
+//! it (`loadgen`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, ScalerArgs, WebArgs, WorkerArgs};
+use facefleet_pipeline::{client, loadgen, up};
+
+#[derive(Parser)]
+#[command(name = "facefleet", version, about = "Elastic face recognition: web tier, queues, autoscaled workers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the stack (web tier, autoscaler, workers on demand) on the
+    /// embedded backends and serve until Ctrl-C.
+    Up {
+        #[command(flatten)]
+        backend: BackendArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        web: WebArgs,
+        #[command(flatten)]
+        scaler: ScalerArgs,
+    },
+    /// Enroll photos of a person: into a running stack (`--url`) or a local
+    /// gallery folder (`--gallery`). With `--labels CSV --dir DIR` (and
+    /// `--url`), enroll every labelled photo of a folder.
+    Enroll {
+        /// Base URL of a running stack.
+        #[arg(long, env = "FACEFLEET_URL", conflicts_with = "gallery")]
+        url: Option<String>,
+        /// Local gallery folder (holds gallery.bin).
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        /// Labels CSV `Image,Results` naming the people of `--dir`.
+        #[arg(long, requires = "dir")]
+        labels: Option<PathBuf>,
+        /// Folder of photos to enroll with `--labels`.
+        #[arg(long, requires = "labels")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Person's name (not with --labels).
+        #[arg(required_unless_present = "labels")]
+        name: Option<String>,
+        /// Photos of the person.
+        #[arg(required_unless_present = "labels")]
+        images: Vec<PathBuf>,
+    },
+    /// Recognise photos: through a running stack (`--url`) or against a
+    /// local gallery folder (`--gallery`). Prints `<stem>:<name>` lines, or
+    /// all faces as JSON with `--json`.
+    Recognize {
+        /// Base URL of a running stack.
+        #[arg(long, env = "FACEFLEET_URL", conflicts_with = "gallery")]
+        url: Option<String>,
+        /// Local gallery folder.
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        /// Print every face as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Photos.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Send a folder of images with N requests in flight and check the
+    /// answers against a labels CSV.
+    Loadgen {
+        /// Base URL of the stack.
+        #[arg(long, env = "FACEFLEET_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Folder of images.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Labels CSV `Image,Results`.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Requests in flight at once.
+        #[arg(long, short = 'c', default_value_t = 100)]
+        concurrency: usize,
+        /// Send only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run one app-tier worker (what `up` spawns when `app-tier` is not
+    /// installed beside this program).
+    #[command(hide = true)]
+    Worker {
+        #[command(flatten)]
+        backend: BackendArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Up { backend, model, web, scaler } => {
+            let stop = cli::shutdown_on_signals();
+            up::up(&up::UpOptions { backend, model, web, scaler }, up::Extras::default(), stop).await
+        }
+        Command::Worker { backend, model, worker } => cli::run_worker(&backend, &model, &worker, cli::shutdown_on_signals()).await,
+        Command::Enroll { url, gallery, labels, dir, model, name, images } => {
+            match (url, gallery) {
+                (Some(url), None) => {
+                    let c = reqwest::Client::new();
+                    if let (Some(labels), Some(dir)) = (labels, dir) {
+                        let (people, faces) = client::enroll_labelled(&c, &url, &dir, &labels).await?;
+                        println!("enrolled {faces} photos of {people} people");
+                    } else {
+                        let name = name.context("NAME is required")?;
+                        let v = client::enroll(&c, &url, &name, &images).await?;
+                        println!("{v}");
+                    }
+                    Ok(())
+                }
+                (None, Some(gallery)) => {
+                    anyhow::ensure!(labels.is_none(), "--labels needs --url");
+                    let name = name.context("NAME is required")?;
+                    let engine = cli::load_engine(&model).await?;
+                    let report = tokio::task::spawn_blocking(move || {
+                        facefleet_model::local::enroll(&gallery, &name, &images, engine.model())
+                    })
+                    .await??;
+                    for (p, why) in &report.skipped {
+                        eprintln!("skipped {}: {why}", p.display());
+                    }
+                    println!(
+                        "enrolled {} photo(s) of {} ({} embeddings; {} people in {})",
+                        report.enrolled.len(),
+                        report.name,
+                        report.person_embeddings,
+                        report.people,
+                        report.gallery_file.display()
+                    );
+                    Ok(())
+                }
+                _ => anyhow::bail!("give either --url URL (a running stack) or --gallery DIR (a local gallery)"),
+            }
+        }
+        Command::Recognize { url, gallery, json, model, images } => match (url, gallery) {
+            (Some(url), None) => {
+                let c = reqwest::Client::new();
+                let mut failed = 0;
+                for img in &images {
+                    match client::recognize(&c, &url, img, json).await {
+                        Ok(out) => println!("{}", out.trim_end()),
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("{}: {e:#}", img.display())
+                        }
+                    }
+                }
+                anyhow::ensure!(failed == 0, "{failed} of {} photos failed", images.len());
+                Ok(())
+            }
+            (None, Some(gallery)) => {
+                let engine = cli::load_engine(&model).await?;
+                let results = tokio::task::spawn_blocking(move || facefleet_model::local::recognize(&gallery, &images, engine.model())).await??;
+                if json {
+                    println!("{}", facefleet_model::local::format_json(&results));
+                } else {
+                    for (stem, r) in &results {
+                        println!("{}", facefleet_model::local::format_line(stem, r));
+                    }
+                }
+                Ok(())
+            }
+            _ => anyhow::bail!("give either --url URL (a running stack) or --gallery DIR (a local gallery)"),
+        },
+        Command::Loadgen { url, dir, labels, concurrency, limit, timeout, quiet } => {
+            let opts = loadgen::LoadgenOptions {
+                url,
+                dir,
+                labels,
+                concurrency,
+                limit,
+                timeout: Duration::from_secs_f64(timeout),
+                progress: !quiet,
+            };
+            let report = loadgen::run(&opts).await?;
+            println!("{report}");
+            anyhow::ensure!(report.failed == 0 && report.wrong == 0, "{} failed, {} wrong", report.failed, report.wrong);
+            Ok(())
+        }
+    }
+}

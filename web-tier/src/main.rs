@@ -1,1 +1,25 @@
-fn main() {}
+//! `web-tier`: the HTTP front (course contract `POST /`, JSON API). Stores
+//! uploads, queues requests and routes responses back; several web tiers
+//! may share the same queues.
+
+use clap::Parser;
+use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, WebArgs};
+
+#[derive(Parser)]
+#[command(name = "web-tier", version, about = "facefleet web tier")]
+struct Args {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    web: WebArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let a = Args::parse();
+    cli::run_web(&a.backend, &a.model, &a.web, cli::shutdown_on_signals()).await
+}

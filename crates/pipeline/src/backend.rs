@@ -1,7 +1,7 @@
 //! Which adapters a process talks to, chosen in ONE place, and the
 //! resources (buckets, queues) every deployment needs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,19 +46,13 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
-/// Where the embedded backend keeps its SQLite queue database.
-pub fn embedded_queue_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("queues.sqlite3")
-}
-
-/// Opens the embedded adapters rooted at `data_dir` (created if missing).
+/// Opens the embedded adapters rooted at `data_dir` (created if missing):
+/// buckets in `<data_dir>/buckets`, queues in `<data_dir>/queues.sqlite3`.
 /// The fleet is left empty: only the process that owns the workers sets it.
-#[cfg(any())] // EMBEDDED-PENDING
 pub fn embedded(data_dir: &Path, names: Names) -> anyhow::Result<Deployment> {
     std::fs::create_dir_all(data_dir)?;
-    let store = facefleet_embedded::FsObjectStore::new(data_dir)?;
-    let queue = facefleet_embedded::SqliteQueue::open(&embedded_queue_path(data_dir))?;
-    Ok(Deployment { names, store: Arc::new(store), queue: Arc::new(queue), fleet: None })
+    let (store, queue) = facefleet_embedded::EmbeddedBackend::open(data_dir)?;
+    Ok(Deployment { names, store, queue, fleet: None })
 }
 
 /// Timings of the queues created by [`ensure_resources`].

@@ -11,12 +11,15 @@
 
 pub mod autoscaler;
 pub mod backend;
+pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod gallery;
 pub mod loadgen;
+pub mod model_engine;
 pub mod protocol;
 pub mod stats;
+pub mod up;
 pub mod upload;
 pub mod web;
 pub mod worker;

@@ -1,0 +1,268 @@
+//! Command-line pieces shared by the binaries (`facefleet`, `web-tier`,
+//! `app-tier`, `autoscaler`): flag groups with environment fallbacks, the
+//! ONE place where a backend is chosen, and the process runners.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use facefleet_embedded::ProcessFleet;
+use facefleet_model::{ModelConfig, RecognizerKind};
+use facefleet_ports::Names;
+use tokio_util::sync::CancellationToken;
+
+use crate::autoscaler::ScalePolicy;
+use crate::backend::{self, BackendKind, Deployment};
+use crate::model_engine::ModelEngine;
+use crate::upload::ImageLimits;
+use crate::web::{self, EnrollerFactory, WebConfig, WebState};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Where the pipeline's state lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Backend of the buckets and queues.
+    #[arg(long, env = "FACEFLEET_BACKEND", default_value = "embedded")]
+    pub backend: BackendKind,
+    /// Data folder of the embedded backend.
+    #[arg(long, env = "FACEFLEET_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Prefix every resource is named from (`<prefix>-in-bucket`, ...).
+    #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+impl BackendArgs {
+    /// Opens the chosen backend's buckets and queues (no fleet).
+    pub fn connect(&self) -> anyhow::Result<Deployment> {
+        let names = Names::new(&self.prefix);
+        match self.backend {
+            BackendKind::Embedded => backend::embedded(&self.data_dir, names),
+        }
+    }
+
+    /// The same flags, to hand to a worker process.
+    pub fn to_args(&self) -> anyhow::Result<Vec<String>> {
+        let dir = std::path::absolute(&self.data_dir).context("resolving the data folder")?;
+        Ok(vec![
+            "--backend".into(),
+            match self.backend {
+                BackendKind::Embedded => "embedded".into(),
+            },
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--prefix".into(),
+            self.prefix.clone(),
+        ])
+    }
+}
+
+/// Face-model flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Embedding network: `mobilefacenet` or `dlib-resnet`.
+    #[arg(long, env = "FACEFLEET_RECOGNIZER", default_value = "mobilefacenet")]
+    pub recognizer: RecognizerKind,
+}
+
+impl ModelArgs {
+    /// The model configuration.
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig::with_recognizer(self.recognizer)
+    }
+}
+
+/// Web-tier flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebArgs {
+    /// Port to listen on.
+    #[arg(long, env = "FACEFLEET_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "FACEFLEET_BIND", default_value = "0.0.0.0")]
+    pub bind: std::net::IpAddr,
+    /// Largest accepted upload in bytes (larger: 413).
+    #[arg(long, env = "FACEFLEET_MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Largest accepted image side in pixels.
+    #[arg(long, env = "FACEFLEET_MAX_IMAGE_SIDE", default_value_t = ImageLimits::default().max_side)]
+    pub max_image_side: u32,
+    /// Seconds a request waits for its result before a 504.
+    #[arg(long, env = "FACEFLEET_REQUEST_TIMEOUT", default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// Requests handled at once; more get 503.
+    #[arg(long, env = "FACEFLEET_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+}
+
+impl WebArgs {
+    /// The web-tier configuration.
+    pub fn config(&self) -> WebConfig {
+        let side = self.max_image_side;
+        WebConfig {
+            max_upload_bytes: self.max_upload_bytes,
+            image_limits: ImageLimits { max_side: side, max_pixels: (u64::from(side) * u64::from(side)).min(ImageLimits::default().max_pixels) },
+            request_timeout: Duration::from_secs_f64(self.request_timeout.max(0.1)),
+            max_in_flight: self.max_in_flight,
+            ..WebConfig::default()
+        }
+    }
+}
+
+/// Worker flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// Seconds a received request stays invisible (renewed while working).
+    #[arg(long, env = "FACEFLEET_VISIBILITY", default_value_t = 15.0)]
+    pub visibility: f64,
+    /// Attempts before a failing request is given up (error answer + DLQ).
+    #[arg(long, env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+}
+
+impl WorkerArgs {
+    /// The worker configuration.
+    pub fn config(&self) -> WorkerConfig {
+        let vis = Duration::from_secs_f64(self.visibility.max(1.0));
+        WorkerConfig { visibility: vis, heartbeat: vis / 3, max_attempts: self.max_attempts.max(1), ..WorkerConfig::default() }
+    }
+}
+
+/// Autoscaler flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScalerArgs {
+    /// Most workers at once.
+    #[arg(long, env = "FACEFLEET_MAX_INSTANCES", default_value_t = 15)]
+    pub max_instances: usize,
+    /// Backlog messages per worker.
+    #[arg(long, env = "FACEFLEET_PER_WORKER", default_value_t = 1)]
+    pub per_worker: u64,
+    /// Control-loop period in milliseconds.
+    #[arg(long, env = "FACEFLEET_SCALE_POLL_MS", default_value_t = 250)]
+    pub poll_ms: u64,
+    /// Milliseconds the backlog must stay low before workers are stopped.
+    #[arg(long, env = "FACEFLEET_SCALE_IN_DELAY_MS", default_value_t = 500)]
+    pub scale_in_delay_ms: u64,
+    /// Worker program (default: `app-tier` next to this program, else this
+    /// program's `worker` subcommand).
+    #[arg(long, env = "FACEFLEET_WORKER_PROGRAM")]
+    pub worker_program: Option<PathBuf>,
+}
+
+impl ScalerArgs {
+    /// The scaling policy.
+    pub fn policy(&self) -> ScalePolicy {
+        ScalePolicy {
+            per_worker: self.per_worker.max(1),
+            max_instances: self.max_instances,
+            scale_in_delay: Duration::from_millis(self.scale_in_delay_ms),
+            poll: Duration::from_millis(self.poll_ms.max(10)),
+        }
+    }
+}
+
+/// The worker program and the arguments that select its worker mode:
+/// `app-tier` beside the running executable when it exists, else the
+/// running executable itself with `worker` (the `facefleet` binary).
+pub fn default_worker_program() -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let me = std::env::current_exe().context("finding the running executable")?;
+    let sibling = me.with_file_name(format!("app-tier{}", std::env::consts::EXE_SUFFIX));
+    if sibling.is_file() && sibling != me {
+        return Ok((sibling, vec![]));
+    }
+    let stem = me.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    anyhow::ensure!(
+        stem == "facefleet",
+        "cannot find the worker program `app-tier` next to {} (build it with `cargo build -p app-tier`, or pass --worker-program)",
+        me.display()
+    );
+    Ok((me, vec!["worker".into()]))
+}
+
+/// A process fleet of workers over `backend` (logs in `<data-dir>/logs`).
+pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &ModelArgs) -> anyhow::Result<ProcessFleet> {
+    let (program, mut args) = match program {
+        Some(p) => (p.to_path_buf(), vec![]),
+        None => default_worker_program()?,
+    };
+    args.extend(backend.to_args()?);
+    args.extend(["--recognizer".to_string(), model.recognizer.name().to_string()]);
+    let env = vec![("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))];
+    let logs = std::path::absolute(backend.data_dir.join("logs"))?;
+    tracing::info!(program = %program.display(), ?args, "worker program");
+    Ok(ProcessFleet::new(program, args, env, logs))
+}
+
+/// Cancels the returned token on SIGTERM or SIGINT (Ctrl-C).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                t.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// Loads the model on a blocking thread.
+pub async fn load_engine(model: &ModelArgs) -> anyhow::Result<Arc<ModelEngine>> {
+    let config = model.config();
+    let engine = tokio::task::spawn_blocking(move || ModelEngine::load(&config)).await?.context("loading the face model")?;
+    Ok(Arc::new(engine))
+}
+
+/// An enroller factory that loads the real model on first use.
+pub fn model_enroller(model: &ModelArgs) -> EnrollerFactory {
+    let config = model.config();
+    Arc::new(move || match ModelEngine::load(&config) {
+        Ok(e) => Ok(Arc::new(e) as Arc<dyn crate::engine::Enroller>),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// The app-tier process: one worker until `stop` (SIGTERM) fires; the job
+/// in hand is finished first.
+pub async fn run_worker(backend: &BackendArgs, model: &ModelArgs, worker: &WorkerArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let dep = backend.connect()?;
+    let engine = load_engine(model).await?;
+    let instance = std::env::var(facefleet_embedded::INSTANCE_NAME_ENV).unwrap_or_else(|_| "app-tier".into());
+    tracing::info!(%instance, "model loaded; polling {}", dep.names.req_queue);
+    Worker::new(dep, engine, worker.config()).run(stop).await;
+    Ok(())
+}
+
+/// A web-tier process (no fleet: `running_instances` is not visible).
+pub async fn run_web(backend: &BackendArgs, model: &ModelArgs, web_args: &WebArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let dep = backend.connect()?;
+    backend::ensure_resources(&dep, Default::default()).await?;
+    let state = WebState::new(dep, web_args.config(), Some(model_enroller(model)));
+    let app = web::build_router(state.clone(), vec![]);
+    let listener = tokio::net::TcpListener::bind((web_args.bind, web_args.port)).await.with_context(|| format!("listening on {}:{}", web_args.bind, web_args.port))?;
+    tracing::info!("web tier listening on http://{}", listener.local_addr()?);
+    web::serve(listener, &state, app, stop).await?;
+    Ok(())
+}
+
+/// An autoscaler process owning a local process fleet.
+pub async fn run_autoscaler(backend: &BackendArgs, model: &ModelArgs, scaler: &ScalerArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut dep = backend.connect()?;
+    backend::ensure_resources(&dep, Default::default()).await?;
+    let fleet = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?);
+    dep.fleet = Some(fleet.clone());
+    crate::autoscaler::run(dep, scaler.policy(), stop, Duration::from_secs(30)).await?;
+    fleet.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `facefleet up`: the whole elastic stack on one machine: web tier,
+//! autoscaler and (on demand) `app-tier` worker processes, on the embedded
+//! backends in `--data-dir`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{self, Deployment};
+use crate::cli::{model_enroller, process_fleet, BackendArgs, ModelArgs, ScalerArgs, WebArgs};
+use crate::web::{self, WebState};
+
+/// A task started beside the stack (e.g. the video path's local trigger):
+/// it gets the deployment and a token that fires on shutdown.
+pub type ExtraTask = Box<dyn FnOnce(Deployment, CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> + Send>;
+
+/// What other parts of facefleet add to `up`.
+#[derive(Default)]
+pub struct Extras {
+    /// Routers merged into the web tier (e.g. `POST /v1/videos`).
+    pub routes: Vec<Router>,
+    /// Background tasks run for the stack's lifetime.
+    pub tasks: Vec<ExtraTask>,
+}
+
+/// Everything `up` needs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Backend and naming.
+    pub backend: BackendArgs,
+    /// Face model.
+    pub model: ModelArgs,
+    /// Web tier.
+    pub web: WebArgs,
+    /// Autoscaler.
+    pub scaler: ScalerArgs,
+}
+
+/// Runs the stack until `stop` fires, then drains: the web tier finishes
+/// its requests, workers finish their jobs and exit.
+pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut dep = opts.backend.connect()?;
+    backend::ensure_resources(&dep, Default::default()).await.context("creating buckets and queues")?;
+    let fleet = Arc::new(process_fleet(opts.scaler.worker_program.as_deref(), &opts.backend, &opts.model)?);
+    dep.fleet = Some(fleet.clone());
+
+    let state = WebState::new(dep.clone(), opts.web.config(), Some(model_enroller(&opts.model)));
+    let app = web::build_router(state.clone(), extras.routes);
+    let listener = tokio::net::TcpListener::bind((opts.web.bind, opts.web.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", opts.web.bind, opts.web.port))?;
+    let addr = listener.local_addr()?;
+
+    let scaler = tokio::spawn(crate::autoscaler::run(dep.clone(), opts.scaler.policy(), stop.child_token(), Duration::from_secs(60)));
+    let mut tasks = Vec::new();
+    for t in extras.tasks {
+        tasks.push(tokio::spawn(t(dep.clone(), stop.child_token())));
+    }
+    tracing::info!(
+        data_dir = %opts.backend.data_dir.display(),
+        prefix = %opts.backend.prefix,
+        max_instances = opts.scaler.max_instances,
+        "facefleet is up on http://{addr} (POST / with multipart `inputFile`; GET /v1/status)"
+    );
+    let served = web::serve(listener, &state, app, stop.clone()).await;
+    stop.cancel();
+    match scaler.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "autoscaler failed"),
+        Err(e) => tracing::warn!(error = %e, "autoscaler panicked"),
+        Ok(Ok(())) => {}
+    }
+    fleet.shutdown(Duration::from_secs(10)).await;
+    for t in tasks {
+        match t.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "extra task failed"),
+            Err(e) => tracing::warn!(error = %e, "extra task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served.context("web tier")?;
+    tracing::info!("facefleet stopped");
+    Ok(())
+}
