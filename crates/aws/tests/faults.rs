@@ -3,69 +3,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use facefleet_aws::{S3Store, SqsQueue};
 use facefleet_ports::{MessageQueue, ObjectStore, PortError, QueueConfig};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A TCP proxy in front of the emulator that can cut the line (refusing and
-/// dropping connections) without the emulator losing its state: an outage
-/// as clients see it.
-struct Outage {
-    port: u16,
-    up: Arc<AtomicBool>,
-    epoch: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Outage {
-    async fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (up2, epoch2) = (up.clone(), epoch.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound); // connection reset
-                    continue;
-                }
-                let my_epoch = epoch2.load(Ordering::SeqCst);
-                let epoch3 = epoch2.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else { return };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    let cut = async {
-                        while epoch3.load(Ordering::SeqCst) == my_epoch {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    };
-                    tokio::select! { _ = copy => {}, _ = cut => {} }
-                });
-            }
-        });
-        Self { port, up, epoch }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Cuts the line: open connections drop, new ones are reset.
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
 
 async fn adapters(endpoint: &str) -> (S3Store, SqsQueue) {
     let mut opts = common::options_for(endpoint);
@@ -78,7 +20,7 @@ async fn adapters(endpoint: &str) -> (S3Store, SqsQueue) {
 async fn outage_fails_fast_as_unavailable_and_loses_nothing() {
     let shared = common::endpoint();
     let target: u16 = shared.rsplit(':').next().unwrap().parse().unwrap();
-    let proxy = Outage::start(target).await;
+    let proxy = common::Outage::start(target).await;
     let (store, queue) = adapters(&proxy.endpoint()).await;
     let ns = common::unique_prefix("outage");
     let (bucket, q) = (format!("{ns}-b"), format!("{ns}-q"));

@@ -126,3 +126,63 @@ impl Drop for PrivateMoto {
         self.stop();
     }
 }
+
+/// A TCP proxy in front of the emulator that can cut the line (refusing and
+/// dropping connections) without the emulator losing its state: an outage
+/// as clients see it.
+#[derive(Clone)]
+pub struct Outage {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Outage {
+    /// Starts the proxy in front of loopback port `target`.
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let epoch = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, epoch2) = (up.clone(), epoch.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound); // connection reset
+                    continue;
+                }
+                let my_epoch = epoch2.load(std::sync::atomic::Ordering::SeqCst);
+                let epoch3 = epoch2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let cut = async {
+                        while epoch3.load(std::sync::atomic::Ordering::SeqCst) == my_epoch {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = copy => {}, _ = cut => {} }
+                });
+            }
+        });
+        Self { port, up, epoch }
+    }
+
+    /// The proxy's endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts the line: open connections drop, new ones are reset.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
