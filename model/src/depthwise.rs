@@ -7,7 +7,7 @@
 //! back to candle's grouped convolution on other devices, so the `cuda`
 //! feature keeps working.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Zero padding of a 2-D convolution, possibly asymmetric (TensorFlow "SAME"
@@ -123,6 +123,63 @@ pub fn prelu(x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
     pos + neg.broadcast_mul(&a)?
 }
 
+/// Per-channel bias plus optional PReLU over an NCHW tensor, in one pass on
+/// CPU. `params` is `[1, C]` (bias) or `[2, C]` (bias, then PReLU slope).
+pub fn bias_prelu(x: &Tensor, params: &Tensor) -> Result<Tensor> {
+    let (rows, c) = params.dims2()?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 && params.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op2_no_bwd(&params.contiguous()?, &BiasPreluOp);
+    }
+    let p = params.to_dtype(x.dtype())?;
+    let y = x.broadcast_add(&p.get(0)?.reshape((1, c, 1, 1))?)?;
+    if rows == 2 {
+        prelu(&y, &p.get(1)?)
+    } else {
+        Ok(y)
+    }
+}
+
+struct BiasPreluOp;
+
+impl CustomOp2 for BiasPreluOp {
+    fn name(&self) -> &'static str {
+        "facefleet-bias-prelu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "input")?;
+        let params = contiguous_f32(s2, l2, "params")?;
+        let dims = l1.shape().dims();
+        if dims.len() < 2 {
+            candle_core::bail!("bias_prelu: expected [N, C, ...], got {dims:?}");
+        }
+        let c = dims[1];
+        let (rows, pc) = l2.shape().dims2()?;
+        if pc != c || !(rows == 1 || rows == 2) {
+            candle_core::bail!("bias_prelu: {c} channels but params {:?}", l2.shape());
+        }
+        let plane = dims[2..].iter().product::<usize>().max(1);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(plane * c).for_each(|sample| {
+            for (ch, o) in sample.chunks_mut(plane).enumerate() {
+                let b = params[ch];
+                if rows == 2 {
+                    let a = params[c + ch];
+                    for v in o.iter_mut() {
+                        let t = *v + b;
+                        *v = if t < 0.0 { t * a } else { t };
+                    }
+                } else {
+                    for v in o.iter_mut() {
+                        *v += b;
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
 /// The CPU kernel: inputs x [N,C,H,W], weight [C,1,kh,kw], params [1|2, C].
 struct DepthwiseOp {
     stride: usize,
@@ -166,50 +223,48 @@ impl CustomOp3 for DepthwiseOp {
             candle_core::bail!("depthwise conv: input {h}x{w} too small for kernel {kh}x{kw}");
         }
         let (oh, ow) = ((hp - kh) / s + 1, (wp - kw) / s + 1);
+        // Per plane: zero-pad into a (hp x wp) buffer, then compute the stride-1
+        // result on a "wide" grid of oh1 rows x wp columns, where every kernel
+        // tap is a single long contiguous multiply-add (vectorises well);
+        // finally pick every s-th row/column of the valid part.
+        let oh1 = hp - kh + 1;
+        let need = ((kh - 1) * wp + (kw - 1) + oh1 * wp).max(hp * wp);
         let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
-            let ch = plane % c;
-            let inp = &x[plane * h * w..(plane + 1) * h * w];
-            let k = &wt[ch * kh * kw..(ch + 1) * kh * kw];
-            o.fill(params[ch]);
-            for oy in 0..oh {
-                let orow = &mut o[oy * ow..(oy + 1) * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+            || (vec![0f32; need], vec![0f32; oh1 * wp]),
+            |(padded, wide), (plane, o)| {
+                let ch = plane % c;
+                let inp = &x[plane * h * w..(plane + 1) * h * w];
+                let k = &wt[ch * kh * kw..(ch + 1) * kh * kw];
+                padded.fill(0.0);
+                for (y, row) in inp.chunks_exact(w).enumerate() {
+                    let at = (y + p.top) * wp + p.left;
+                    padded[at..at + w].copy_from_slice(row);
+                }
+                wide.fill(0.0);
                 for ky in 0..kh {
-                    let iy = (oy * s + ky) as isize - p.top as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let irow = &inp[iy as usize * w..(iy as usize + 1) * w];
                     for kx in 0..kw {
                         let wv = k[ky * kw + kx];
-                        // ox range with 0 <= ox*s + kx - left < w
-                        let lo = p.left.saturating_sub(kx).div_ceil(s);
-                        let hi = (w + p.left).saturating_sub(kx).div_ceil(s).min(ow); // exclusive, ix < w
-                        if lo >= hi {
-                            continue;
-                        }
-                        let ix0 = lo * s + kx - p.left;
-                        if s == 1 {
-                            for (ov, iv) in orow[lo..hi].iter_mut().zip(&irow[ix0..ix0 + (hi - lo)]) {
-                                *ov += wv * iv;
-                            }
-                        } else {
-                            for (j, ov) in orow[lo..hi].iter_mut().enumerate() {
-                                *ov += wv * irow[ix0 + j * s];
-                            }
+                        let off = ky * wp + kx;
+                        for (acc, v) in wide.iter_mut().zip(&padded[off..off + oh1 * wp]) {
+                            *acc += wv * v;
                         }
                     }
                 }
-            }
-            if rows == 2 {
-                let a = params[c + ch];
-                for v in o.iter_mut() {
-                    if *v < 0.0 {
-                        *v *= a;
+                let bias = params[ch];
+                let alpha = if rows == 2 { Some(params[c + ch]) } else { None };
+                for oy in 0..oh {
+                    let src = &wide[oy * s * wp..];
+                    for (ox, dst) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                        let v = src[ox * s] + bias;
+                        *dst = match alpha {
+                            Some(a) if v < 0.0 => v * a,
+                            _ => v,
+                        };
                     }
                 }
-            }
-        });
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
@@ -230,6 +285,22 @@ mod tests {
             Some(a) => prelu(&y, a),
             None => Ok(y),
         }
+    }
+
+    #[test]
+    fn bias_prelu_matches_unfused_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 4, 5), &dev)?;
+        let b = Tensor::randn(0f32, 1., 3, &dev)?;
+        let a = Tensor::randn(0f32, 1., 3, &dev)?;
+        let want = prelu(&x.broadcast_add(&b.reshape((1, 3, 1, 1))?)?, &a)?;
+        let got = bias_prelu(&x, &Tensor::stack(&[&b, &a], 0)?)?;
+        let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6);
+        let got = bias_prelu(&x, &b.unsqueeze(0)?)?;
+        let want = x.broadcast_add(&b.reshape((1, 3, 1, 1))?)?;
+        assert!((got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? < 1e-6);
+        Ok(())
     }
 
     #[test]

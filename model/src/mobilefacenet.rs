@@ -8,7 +8,7 @@
 //! from `model/weights/mobilefacenet.safetensors`
 //! (`scripts/weights/mobilefacenet.py`), tensors named as in [`MobileFaceNet::load`].
 
-use crate::depthwise::{prelu, DepthwiseConv2d, Padding2d};
+use crate::depthwise::{bias_prelu, DepthwiseConv2d, Padding2d};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -27,8 +27,7 @@ pub const INPUT_SIZE: usize = 112;
 struct Conv {
     weight: Tensor,        // [O, I, k, k]
     weight_2d: Tensor,     // [O, I] for 1x1 layers
-    bias: Tensor,          // [1, O, 1, 1]
-    alpha: Option<Tensor>, // [O]
+    params: Tensor,        // [1 or 2, O]: bias, then PReLU slope
     stride: usize,
     same: bool,
 }
@@ -37,9 +36,13 @@ impl Conv {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, same: bool, with_prelu: bool) -> Result<Self> {
         let weight = vb.get((cout, cin, k, k), "weight")?.to_dtype(DType::F32)?;
         let weight_2d = weight.reshape((cout, cin * k * k))?;
-        let bias = vb.get(cout, "bias")?.to_dtype(DType::F32)?.reshape((1, cout, 1, 1))?;
-        let alpha = if with_prelu { Some(vb.get(cout, "alpha")?.to_dtype(DType::F32)?) } else { None };
-        Ok(Self { weight, weight_2d, bias, alpha, stride, same })
+        let bias = vb.get(cout, "bias")?.to_dtype(DType::F32)?;
+        let params = if with_prelu {
+            Tensor::stack(&[bias, vb.get(cout, "alpha")?.to_dtype(DType::F32)?], 0)?
+        } else {
+            bias.unsqueeze(0)?
+        };
+        Ok(Self { weight, weight_2d, params, stride, same })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -51,17 +54,14 @@ impl Conv {
             if n == 1 {
                 self.weight_2d.matmul(&x3.squeeze(0)?)?.reshape((1, cout, h, w))?
             } else {
-                self.weight_2d.broadcast_left(n)?.matmul(&x3)?.reshape((n, cout, h, w))?
+                let ys = (0..n).map(|i| self.weight_2d.matmul(&x3.get(i)?)).collect::<Result<Vec<_>>>()?;
+                Tensor::stack(&ys, 0)?.reshape((n, cout, h, w))?
             }
         } else {
             let pad = if self.same { Padding2d::tf_same(h, w, k, self.stride) } else { Padding2d::VALID };
             pad.apply(x)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
-        let y = y.broadcast_add(&self.bias)?;
-        match &self.alpha {
-            Some(a) => prelu(&y, a),
-            None => Ok(y),
-        }
+        bias_prelu(&y, &self.params)
     }
 }
 

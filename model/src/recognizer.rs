@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-/// Largest number of chips sent through a network at once (bounds memory).
+/// Largest number of chips sent through a network at once on a GPU (bounds memory).
 pub const MAX_BATCH: usize = 32;
 
 /// A face-embedding network with its alignment.
@@ -77,7 +77,10 @@ impl<M: Module + Send + Sync> Recognizer for CandleRecognizer<M> {
 
     fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Embedding>> {
         let mut out = Vec::with_capacity(chips.len());
-        for batch in chips.chunks(MAX_BATCH) {
+        // On CPU one chip at a time is fastest per chip (activations stay in
+        // cache; measured ~1.6x better than batches of 16); GPUs want batches.
+        let chunk = if self.device.is_cpu() { 1 } else { MAX_BATCH };
+        for batch in chips.chunks(chunk) {
             let x = (self.to_tensor)(batch, &self.device)?;
             let y = self.net.forward(&x)?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
             let rows = y.to_vec2::<f32>()?;
