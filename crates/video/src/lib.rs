@@ -20,6 +20,7 @@ pub mod http;
 pub mod keys;
 pub mod local;
 pub mod metrics;
+pub mod model_recognizer;
 pub mod recognize;
 pub mod split;
 
@@ -28,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 pub use ffmpeg::{Ffmpeg, FfmpegError, Sampling};
 pub use gallery::GalleryEntry;
-pub use local::{spawn_trigger, Trigger, TriggerConfig};
+pub use local::{spawn_trigger, Trigger, TriggerConfig, TriggerStats};
+pub use model_recognizer::ModelRecognizer;
 pub use recognize::{FrameRecognizer, RecognizeError, RecognizeHandler};
 pub use split::{SplitConfig, SplitHandler};
 

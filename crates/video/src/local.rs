@@ -102,6 +102,7 @@ pub struct TriggerStats {
     recognize_running: AtomicUsize,
     recognize_max: AtomicUsize,
     recognize_done: AtomicUsize,
+    idle_scans: AtomicUsize,
 }
 
 impl TriggerStats {
@@ -122,6 +123,11 @@ impl TriggerStats {
     /// Finished video-splitting invocations.
     pub fn split_invocations(&self) -> usize {
         self.split_done.load(Ordering::SeqCst)
+    }
+    /// Consecutive scans that found nothing to do, with nothing running
+    /// and no retry pending (0 while busy).
+    pub fn idle_scans(&self) -> usize {
+        self.idle_scans.load(Ordering::SeqCst)
     }
     /// Finished face-recognition invocations.
     pub fn recognize_invocations(&self) -> usize {
@@ -233,12 +239,26 @@ async fn run<R: FrameRecognizer>(shared: Arc<Shared<R>>, mut stop: watch::Receiv
         if *stop.borrow() {
             break;
         }
+        let mut busy = false;
         for (f, bucket) in
             [(Function::Split, &shared.names.video_input), (Function::Recognize, &shared.names.video_stage1)]
         {
-            if let Err(e) = scan(&shared, f, bucket, &mut jobs).await {
-                tracing::warn!(bucket, error = %e, "local video trigger: scan failed");
+            match scan(&shared, f, bucket, &mut jobs).await {
+                Ok(dispatched) => busy |= dispatched > 0,
+                Err(e) => {
+                    busy = true;
+                    tracing::warn!(bucket, error = %e, "local video trigger: scan failed");
+                }
             }
+        }
+        {
+            let state = shared.state.lock().expect("trigger state lock");
+            busy |= !state.in_flight.is_empty() || !state.retries.is_empty();
+        }
+        if busy {
+            shared.stats.idle_scans.store(0, Ordering::SeqCst);
+        } else {
+            shared.stats.idle_scans.fetch_add(1, Ordering::SeqCst);
         }
         while jobs.try_join_next().is_some() {}
         tokio::select! {
@@ -256,7 +276,8 @@ async fn scan<R: FrameRecognizer>(
     f: Function,
     bucket: &str,
     jobs: &mut JoinSet<()>,
-) -> Result<(), VideoError> {
+) -> Result<usize, VideoError> {
+    let mut dispatched = 0;
     let listed = shared.store.list_all(bucket, "").await?;
     let now = Instant::now();
     let mut state = shared.state.lock().expect("trigger state lock");
@@ -275,8 +296,9 @@ async fn scan<R: FrameRecognizer>(
         let shared = shared.clone();
         let bucket = bucket.to_string();
         jobs.spawn(async move { invoke(shared, f, bucket, meta.key, meta.size).await });
+        dispatched += 1;
     }
-    Ok(())
+    Ok(dispatched)
 }
 
 async fn invoke<R: FrameRecognizer>(shared: Arc<Shared<R>>, f: Function, bucket: String, key: String, size: u64) {

@@ -38,11 +38,13 @@ async fn bad_videos_are_recorded_and_good_ones_unaffected() {
 
     let fake = Arc::new(FakeRecognizer::new());
     let trigger = spawn_trigger(store.clone(), names.clone(), fake.clone(), TriggerConfig::default()).await.unwrap();
+    let stats = trigger.stats();
     let expect_error = |stem: &'static str, words: &'static [&'static str]| {
         let store = store.clone();
         let names = names.clone();
+        let stats = stats.clone();
         async move {
-            let (result, error) = wait_result(&*store, &names, stem).await;
+            let (result, error) = wait_result(&*store, &names, stem, &stats).await;
             let error = error.unwrap_or_else(|| panic!("{stem}: expected an error, got result {result:?}"));
             assert_eq!(result, None, "{stem}");
             for w in words {
@@ -57,11 +59,11 @@ async fn bad_videos_are_recorded_and_good_ones_unaffected() {
     expect_error("huge", &["too large", "2147483648"]).await;
 
     // A video cut after a third still has decodable frames: a clean result.
-    let (result, error) = wait_result(&*store, &names, "third").await;
+    let (result, error) = wait_result(&*store, &names, "third", &trigger.stats()).await;
     assert_eq!((result.as_deref(), error), (Some("Unknown"), None));
 
     for stem in ["good", "my video 'x' \"y\" vidéo 日本", "no extension"] {
-        let (result, error) = wait_result(&*store, &names, stem).await;
+        let (result, error) = wait_result(&*store, &names, stem, &trigger.stats()).await;
         assert_eq!((result.as_deref(), error), (Some("Unknown"), None), "{stem}");
         assert_eq!(store.count(&names.video_stage1, &format!("{stem}/output-")).await.unwrap(), 10, "{stem}");
     }
@@ -117,7 +119,7 @@ async fn a_faceless_video_gives_unknown() {
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::faceless()), TriggerConfig::default())
             .await
             .unwrap();
-    let (result, error) = wait_result(&*store, &names, "pattern").await;
+    let (result, error) = wait_result(&*store, &names, "pattern", &trigger.stats()).await;
     assert_eq!((result.as_deref(), error), (Some("Unknown"), None));
     assert_eq!(text(&*store, &names.video_output, "pattern/output-00.txt").await.as_deref(), Some(""));
     trigger.shutdown().await;

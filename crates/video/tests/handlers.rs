@@ -109,7 +109,7 @@ async fn eight_videos_at_once_through_the_local_trigger_with_five_running_togeth
     let trigger =
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default()).await.unwrap();
     for (stem, _, _) in &videos {
-        let (result, error) = wait_result(&*store, &names, stem).await;
+        let (result, error) = wait_result(&*store, &names, stem, &trigger.stats()).await;
         assert_eq!((result.as_deref(), error), (Some("Paul"), None), "{stem}");
         assert_eq!(store.count(&names.video_stage1, &format!("{stem}/output-")).await.unwrap(), 10);
         assert_eq!(store.count(&names.video_output, &format!("{stem}/output-")).await.unwrap(), 10);
@@ -128,7 +128,7 @@ async fn nobody_enrolled_gives_unknown_end_to_end() {
     upload_after_buckets(&*store, &names, "test_4.mp4").await;
     let trigger =
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default()).await.unwrap();
-    let (result, error) = wait_result(&*store, &names, "test_4").await;
+    let (result, error) = wait_result(&*store, &names, "test_4", &trigger.stats()).await;
     assert_eq!((result.as_deref(), error), (Some("Unknown"), None));
     assert_eq!(text(&*store, &names.video_output, "test_4/output-00.txt").await.unwrap(), "Unknown");
     trigger.shutdown().await;
@@ -146,7 +146,7 @@ async fn a_restarted_trigger_neither_reprocesses_nor_loses_videos() {
     upload_after_buckets(&*store, &names, "test_7.mp4").await;
     let fake = Arc::new(FakeRecognizer::new());
     let trigger = spawn_trigger(store.clone(), names.clone(), fake.clone(), TriggerConfig::default()).await.unwrap();
-    wait_result(&*store, &names, "test_7").await;
+    wait_result(&*store, &names, "test_7", &trigger.stats()).await;
     trigger.shutdown().await;
     let calls = fake.calls.load(Ordering::SeqCst);
     assert_eq!(calls, 10);
@@ -156,7 +156,7 @@ async fn a_restarted_trigger_neither_reprocesses_nor_loses_videos() {
     let store2: Arc<dyn ObjectStore> = Arc::new(facefleet_embedded::FsObjectStore::new(dir.path()).unwrap());
     upload(&*store2, &names, "test_4.mp4", std::fs::read(common::videos_dir().join("test_4.mp4")).unwrap()).await;
     let trigger = spawn_trigger(store2.clone(), names.clone(), fake.clone(), TriggerConfig::default()).await.unwrap();
-    wait_result(&*store2, &names, "test_4").await;
+    wait_result(&*store2, &names, "test_4", &trigger.stats()).await;
     let stats = trigger.stats();
     trigger.shutdown().await;
     assert_eq!(stats.split_invocations(), 1, "only test_4 was split again");
@@ -170,7 +170,7 @@ async fn a_restarted_trigger_neither_reprocesses_nor_loses_videos() {
     }
     trigger.abort();
     let trigger = spawn_trigger(store2.clone(), names.clone(), fake, TriggerConfig::default()).await.unwrap();
-    let (result, _) = wait_result(&*store2, &names, "test_0").await;
+    let (result, _) = wait_result(&*store2, &names, "test_0", &trigger.stats()).await;
     assert_eq!(result.as_deref(), Some("Unknown"));
     trigger.shutdown().await;
 }
@@ -182,14 +182,17 @@ async fn a_re_uploaded_video_gets_a_fresh_result() {
     upload_after_buckets(&*store, &names, "test_7.mp4").await;
     let trigger =
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default()).await.unwrap();
-    assert_eq!(wait_result(&*store, &names, "test_7").await.0.as_deref(), Some("Unknown"));
+    assert_eq!(wait_result(&*store, &names, "test_7", &trigger.stats()).await.0.as_deref(), Some("Unknown"));
     // Same name, other content (other size), someone enrolled meanwhile.
     enroll_fake(&*store, &names, "Ann").await;
     upload(&*store, &names, "test_7.mp4", std::fs::read(common::videos_dir().join("test_4.mp4")).unwrap()).await;
+    let stats = trigger.stats();
     loop {
-        if text(&*store, &names.video_output, "test_7.txt").await.as_deref() == Some("Ann") {
+        let now = text(&*store, &names.video_output, "test_7.txt").await;
+        if now.as_deref() == Some("Ann") {
             break;
         }
+        assert!(stats.idle_scans() < 10, "the trigger went idle with test_7.txt = {now:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     trigger.shutdown().await;

@@ -56,7 +56,7 @@ async fn upload_then_poll_the_result() {
 
     let trigger =
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default()).await.unwrap();
-    common::wait_result(&*store, &names, "my vidéo").await;
+    common::wait_result(&*store, &names, "my vidéo", &trigger.stats()).await;
     trigger.shutdown().await;
     let (status, body) = send(&app, Request::get("/v1/videos/my%20vid%C3%A9o").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);

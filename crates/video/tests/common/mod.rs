@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use facefleet_embedded::FsObjectStore;
 use facefleet_ports::{ListPage, Names, ObjectMeta, ObjectStore, Result as PortResult};
-use facefleet_video::{FrameRecognizer, GalleryEntry, RecognizeError};
+use facefleet_video::{FrameRecognizer, GalleryEntry, RecognizeError, TriggerStats};
 
 /// `../shared/datasets/cse546/videos` (or `$FACEFLEET_SHARED_DIR/...`);
 /// panics with a clear message when missing.
@@ -126,13 +126,28 @@ pub async fn text(store: &dyn ObjectStore, bucket: &str, key: &str) -> Option<St
 }
 
 /// Waits until `<stem>.txt` or `<stem>.error` exists in the output bucket;
-/// returns (result, error). Polls: the trigger works in the background.
-pub async fn wait_result(store: &dyn ObjectStore, names: &Names, stem: &str) -> (Option<String>, Option<String>) {
-    loop {
+/// returns (result, error). Fails when the trigger has gone idle (nothing
+/// running, nothing left to do) without producing either.
+pub async fn wait_result(
+    store: &dyn ObjectStore,
+    names: &Names,
+    stem: &str,
+    stats: &TriggerStats,
+) -> (Option<String>, Option<String>) {
+    let read = || async {
         let r = text(store, &names.video_output, &format!("{stem}.txt")).await;
         let e = text(store, &names.video_output, &format!("{stem}.error")).await;
-        if r.is_some() || e.is_some() {
-            return (r, e);
+        (r.is_some() || e.is_some()).then_some((r, e))
+    };
+    loop {
+        if let Some(found) = read().await {
+            return found;
+        }
+        if stats.idle_scans() >= 10 {
+            if let Some(found) = read().await {
+                return found;
+            }
+            panic!("the trigger went idle and `{stem}` has neither a result nor an error");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
