@@ -114,7 +114,8 @@ pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, 
     let mut state = ScalerState::default();
     let mut last_row = String::new();
     let mut last_log = Instant::now();
-    tracing::info!(max = policy.max_instances, per_worker = policy.per_worker, "autoscaler started\n{}", Stats::header());
+    tracing::info!(max = policy.max_instances, per_worker = policy.per_worker, "autoscaler started");
+    tracing::info!(target: "facefleet::table", "{}", Stats::header());
     let mut ticker = tokio::time::interval(policy.poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -145,7 +145,8 @@ pub struct ScalerArgs {
     #[arg(long, env = "FACEFLEET_SCALE_IN_DELAY_MS", default_value_t = 500)]
     pub scale_in_delay_ms: u64,
     /// Worker program (default: `app-tier` next to this program, else this
-    /// program's `worker` subcommand).
+    /// program's `worker` subcommand); a `facefleet` binary is run with
+    /// `worker`.
     #[arg(long, env = "FACEFLEET_WORKER_PROGRAM")]
     pub worker_program: Option<PathBuf>,
 }
@@ -183,6 +184,8 @@ pub fn default_worker_program() -> anyhow::Result<(PathBuf, Vec<String>)> {
 /// A process fleet of workers over `backend` (logs in `<data-dir>/logs`).
 pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &ModelArgs) -> anyhow::Result<ProcessFleet> {
     let (program, mut args) = match program {
+        // The `facefleet` binary runs a worker with its `worker` subcommand.
+        Some(p) if p.file_stem().and_then(|s| s.to_str()) == Some("facefleet") => (p.to_path_buf(), vec!["worker".to_string()]),
         Some(p) => (p.to_path_buf(), vec![]),
         None => default_worker_program()?,
     };

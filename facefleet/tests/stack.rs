@@ -1,0 +1,241 @@
+//! The real stack (`facefleet up`, real worker processes, the real model)
+//! against the course's data sets. Needs the shared data folder
+//! (`$FACEFLEET_SHARED_DIR` or `<workspace>/../shared`): fails clearly when
+//! it is missing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use facefleet_pipeline::{client, loadgen};
+
+fn dataset() -> PathBuf {
+    let shared = std::env::var_os("FACEFLEET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let d = shared.join("datasets/cse546");
+    assert!(
+        d.join("labels_100.csv").is_file() && d.join("face_images_1000").is_dir(),
+        "the CSE546 data set is missing at {} (set FACEFLEET_SHARED_DIR to the folder holding datasets/cse546)",
+        d.display()
+    );
+    d
+}
+
+struct Stack {
+    child: Child,
+    url: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SIGINT: the stack drains and stops its workers.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT);
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_stack(max_instances: usize, env: &[(&str, &str)]) -> Stack {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let exe = env!("CARGO_BIN_EXE_facefleet");
+    let log = std::fs::File::create(data.path().join("up.log")).unwrap();
+    let child = Command::new(exe)
+        .args(["up", "--bind", "127.0.0.1", "--port", &port.to_string(), "--max-instances", &max_instances.to_string()])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        // Run workers from this very build (not a possibly stale app-tier).
+        .args(["--worker-program", exe])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    for _ in 0..600 {
+        if c.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Stack { child, url, data };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stack did not come up; log:\n{}", std::fs::read_to_string(data.path().join("up.log")).unwrap_or_default());
+}
+
+impl Stack {
+    fn bucket_keys(&self, bucket: &str) -> Vec<String> {
+        let dir = self.data.path().join("data/buckets").join(bucket);
+        let mut keys: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/v1/status", self.url)).await.unwrap().json().await.unwrap()
+    }
+
+    /// Samples `running_instances` every 100 ms; returns the peak seen.
+    fn watch_instances(&self) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+        let peak = Arc::new(AtomicU64::new(0));
+        let p = peak.clone();
+        let url = self.url.clone();
+        let task = tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            loop {
+                if let Ok(r) = c.get(format!("{url}/v1/status")).send().await {
+                    if let Ok(v) = r.json::<serde_json::Value>().await {
+                        p.fetch_max(v["running_instances"].as_u64().unwrap_or(0), Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        (peak, task)
+    }
+
+    async fn wait_for_zero_instances(&self) {
+        // A hang guard, not a performance bar (scale-in is measured by the benchmark).
+        for _ in 0..1200 {
+            if self.status().await["running_instances"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the fleet never scaled in to 0: {}", self.status().await);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("up.log")).unwrap_or_default()
+    }
+}
+
+fn labels(d: &Path) -> HashMap<String, String> {
+    loadgen::read_labels(&d.join("labels_1000.csv")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
+    let d = dataset();
+    let stack = start_stack(15, &[]).await;
+    let c = reqwest::Client::new();
+    let (people, faces) = client::enroll_labelled(&c, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
+    assert_eq!(faces, 100);
+    assert!(people >= 2);
+    assert_eq!(stack.status().await["running_instances"], 0, "idle stack runs no worker");
+
+    let (peak, watcher) = stack.watch_instances();
+    let opts = loadgen::LoadgenOptions {
+        url: stack.url.clone(),
+        dir: d.join("face_images_1000"),
+        labels: Some(d.join("labels_1000.csv")),
+        concurrency: 100,
+        limit: None,
+        timeout: Duration::from_secs(300),
+        progress: false,
+    };
+    let report = loadgen::run(&opts).await.unwrap();
+    let failures: Vec<_> = report.outcomes.iter().filter(|o| o.correct != Some(true)).take(5).collect();
+    assert_eq!((report.requests, report.completed, report.correct), (1000, 1000, 1000), "{report}\n{failures:?}");
+    stack.wait_for_zero_instances().await;
+    watcher.abort();
+    assert_eq!(peak.load(Ordering::SeqCst), 15, "instances must reach max");
+
+    let inputs = stack.bucket_keys("facefleet-in-bucket");
+    let outputs = stack.bucket_keys("facefleet-out-bucket");
+    assert_eq!(inputs.len(), 1000);
+    assert_eq!(outputs.len(), 1000);
+    let want = labels(&d);
+    for stem in &outputs {
+        let body = std::fs::read_to_string(stack.data.path().join("data/buckets/facefleet-out-bucket").join(stem)).unwrap();
+        assert_eq!(Some(&body), want.get(stem), "{stem}");
+    }
+    let st = stack.status().await;
+    assert_eq!((st["input_objects"].as_u64(), st["output_objects"].as_u64()), (Some(1000), Some(1000)), "{st}");
+    assert_eq!(st["request_queue_depth"], 0);
+    println!("{report}");
+}
+
+/// Children of `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // Fields after the `(comm)`: state ppid ...
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
+        let ppid: Option<u32> = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_a_worker_mid_load_every_request_answered_once() {
+    let d = dataset();
+    // Short visibility so the killed worker's request comes back quickly.
+    let stack = start_stack(4, &[("FACEFLEET_VISIBILITY", "4")]).await;
+    let c = reqwest::Client::new();
+    client::enroll_labelled(&c, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
+
+    let opts = loadgen::LoadgenOptions {
+        url: stack.url.clone(),
+        dir: d.join("face_images_1000"),
+        labels: Some(d.join("labels_1000.csv")),
+        concurrency: 50,
+        limit: Some(300),
+        timeout: Duration::from_secs(300),
+        progress: false,
+    };
+    let load = tokio::spawn(async move { loadgen::run(&opts).await.unwrap() });
+    // Once results flow, SIGKILL one worker (a process this test started,
+    // through the stack).
+    let mut killed = None;
+    for _ in 0..1200 {
+        let outs = stack.bucket_keys("facefleet-out-bucket").len();
+        let workers = children(stack.child.id());
+        if outs >= 20 && !workers.is_empty() {
+            let victim = workers[0];
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            killed = Some(victim);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let killed = killed.expect("no worker to kill appeared");
+    let report = load.await.unwrap();
+    assert_eq!((report.requests, report.completed, report.correct), (300, 300, 300), "{report}");
+    let outputs = stack.bucket_keys("facefleet-out-bucket");
+    assert_eq!(outputs.len(), 300, "exactly one result per image");
+    let want = labels(&d);
+    for stem in &outputs {
+        let body = std::fs::read_to_string(stack.data.path().join("data/buckets/facefleet-out-bucket").join(stem)).unwrap();
+        assert_eq!(Some(&body), want.get(stem), "{stem}");
+    }
+    stack.wait_for_zero_instances().await;
+    let log = stack.log();
+    assert!(log.contains(&format!("id={killed} status=signal: 9")), "the killed worker was reaped as killed:\n{log}");
+}
