@@ -30,7 +30,10 @@ def find_in_package(package_dir, spec, relpath):
         if tarball in files:
             dest = tempfile.mkdtemp(prefix="facefleet-pkg-")
             with tarfile.open(os.path.join(root, tarball)) as tar:
-                tar.extractall(dest, filter="data")
+                try:
+                    tar.extractall(dest, filter="data")
+                except TypeError:  # Python without extraction filters
+                    tar.extractall(dest)
             cand = os.path.join(dest, "package", relpath)
             if os.path.isfile(cand):
                 return cand
