@@ -9,6 +9,8 @@
 //! [`EmbeddedBackend::open`] wires the store and the queues for a data
 //! folder.
 
+#![warn(missing_docs)]
+
 pub mod fs_store;
 pub mod process_fleet;
 pub mod sqlite_queue;

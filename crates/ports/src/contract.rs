@@ -35,6 +35,8 @@
 //! stopping) poll with [`eventually`], whose bound only guards against a
 //! hang.
 
+#![warn(missing_docs)]
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
