@@ -99,6 +99,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Watch `GET /v1/status`: report peak instances and the scale-in
+        /// time after the last answer.
+        #[arg(long)]
+        watch_scaling: bool,
     },
     /// Run one app-tier worker (what `up` spawns when `app-tier` is not
     /// installed beside this program).
@@ -199,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             }
             _ => anyhow::bail!("give either --url URL (a running stack) or --gallery DIR (a local gallery)"),
         },
-        Command::Loadgen { url, dir, labels, concurrency, limit, timeout, quiet } => {
+        Command::Loadgen { url, dir, labels, concurrency, limit, timeout, quiet, watch_scaling } => {
             let opts = loadgen::LoadgenOptions {
                 url,
                 dir,
@@ -208,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 limit,
                 timeout: Duration::from_secs_f64(timeout),
                 progress: !quiet,
+                watch_scaling,
             };
             let report = loadgen::run(&opts).await?;
             println!("{report}");

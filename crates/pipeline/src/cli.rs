@@ -191,7 +191,12 @@ pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &Mode
     };
     args.extend(backend.to_args()?);
     args.extend(["--recognizer".to_string(), model.recognizer.name().to_string()]);
-    let env = vec![("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))];
+    // Parallelism comes from worker processes: one compute thread each
+    // avoids oversubscribing the cores (override with RAYON_NUM_THREADS).
+    let env = vec![
+        ("RUST_LOG".to_string(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())),
+        ("RAYON_NUM_THREADS".to_string(), std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "1".into())),
+    ];
     let logs = std::path::absolute(backend.data_dir.join("logs"))?;
     tracing::info!(program = %program.display(), ?args, "worker program");
     Ok(ProcessFleet::new(program, args, env, logs))

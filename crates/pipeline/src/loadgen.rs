@@ -28,6 +28,10 @@ pub struct LoadgenOptions {
     pub timeout: Duration,
     /// Show a progress bar.
     pub progress: bool,
+    /// Sample `GET /v1/status` during the run, then wait for the fleet to
+    /// scale in to 0 (up to `timeout`) and report the peak instance count
+    /// and how long after the last answer the fleet reached 0.
+    pub watch_scaling: bool,
 }
 
 /// One request's fate.
@@ -70,6 +74,18 @@ pub struct Report {
     pub total: Duration,
     /// Every request, in completion order.
     pub outcomes: Vec<Outcome>,
+    /// Scaling seen through `GET /v1/status` (with `watch_scaling`).
+    pub scaling: Option<Scaling>,
+}
+
+/// The fleet's behaviour during a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scaling {
+    /// Most `running_instances` seen.
+    pub peak_instances: u64,
+    /// From the last answer until `running_instances` read 0 (`None`: it
+    /// did not within the timeout).
+    pub scale_in: Option<Duration>,
 }
 
 impl std::fmt::Display for Report {
@@ -81,7 +97,15 @@ impl std::fmt::Display for Report {
         writeln!(f, "correct:   {}", self.correct)?;
         writeln!(f, "wrong:     {}", self.wrong)?;
         writeln!(f, "latency avg {:.0} ms, p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms", ms(self.avg), ms(self.p50), ms(self.p95), ms(self.p99))?;
-        write!(f, "total duration: {:.2} s", self.total.as_secs_f64())
+        write!(f, "total duration: {:.2} s", self.total.as_secs_f64())?;
+        if let Some(s) = &self.scaling {
+            write!(f, "\npeak instances: {}", s.peak_instances)?;
+            match s.scale_in {
+                Some(d) => write!(f, "\nscale-in to 0: {:.2} s after the last answer", d.as_secs_f64())?,
+                None => write!(f, "\nscale-in to 0: not reached")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -154,6 +178,18 @@ pub async fn run(opts: &LoadgenOptions) -> anyhow::Result<Report> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let labels = Arc::new(labels);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = opts.watch_scaling.then(|| {
+        let (client, url, peak) = (client.clone(), status_url(&opts.url), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(n) = running_instances(&client, &url).await {
+                    peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
     let started = Instant::now();
     let outcomes: Vec<Outcome> = stream::iter(files)
         .map(|path| {
@@ -185,7 +221,24 @@ pub async fn run(opts: &LoadgenOptions) -> anyhow::Result<Report> {
         .collect()
         .await;
     let total = started.elapsed();
+    let last_answer = Instant::now();
     bar.finish_and_clear();
+    let scaling = match watcher {
+        Some(w) => {
+            let url = status_url(&opts.url);
+            let mut scale_in = None;
+            while last_answer.elapsed() < opts.timeout {
+                if running_instances(&client, &url).await == Some(0) {
+                    scale_in = Some(last_answer.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            w.abort();
+            Some(Scaling { peak_instances: peak.load(std::sync::atomic::Ordering::SeqCst), scale_in })
+        }
+        None => None,
+    };
     let mut lat: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
     lat.sort();
     let completed = outcomes.iter().filter(|o| o.status == Some(200)).count();
@@ -202,7 +255,17 @@ pub async fn run(opts: &LoadgenOptions) -> anyhow::Result<Report> {
         p99: percentile(&lat, 99.0),
         total,
         outcomes,
+        scaling,
     })
+}
+
+fn status_url(base: &str) -> String {
+    format!("{}/v1/status", base.trim_end_matches('/'))
+}
+
+async fn running_instances(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+    v["running_instances"].as_u64()
 }
 
 #[cfg(test)]
