@@ -7,7 +7,7 @@
 //! for these small-channel layers (measured: ~4x slower end to end), hence
 //! the NHWC path; the arithmetic itself is candle's matmul.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 /// Activations of `n` images, NHWC, row-major.
@@ -25,34 +25,64 @@ pub struct Act {
     pub data: Vec<f32>,
 }
 
-/// `data[row * cols + j] += bias[j]`, then PReLU with per-column `slope`
-/// (`x` where `x > 0`, `slope * x` elsewhere) if given.
-fn bias_prelu(data: &mut [f32], bias: &[f32], slope: Option<&[f32]>) {
-    let cols = bias.len();
-    match slope {
-        Some(slope) => {
-            for row in data.chunks_exact_mut(cols) {
-                for ((v, b), s) in row.iter_mut().zip(bias).zip(slope) {
-                    let x = *v + b;
-                    *v = if x > 0.0 { x } else { x * s };
+/// Rows processed per step by [`bias_prelu_into`]: bias and slopes are tiled
+/// this many times so that the inner loop runs over one long flat slice
+/// (vectorisable whatever the channel count).
+const TILE_ROWS: usize = 16;
+
+/// Per-channel bias and optional PReLU slopes, tiled [`TILE_ROWS`] times.
+#[derive(Debug, Clone)]
+struct Epilogue {
+    cols: usize,
+    bias: Vec<f32>,
+    /// `None`: no activation.
+    slope: Option<Vec<f32>>,
+}
+
+impl Epilogue {
+    fn new(bias: Vec<f32>, slope: Option<Vec<f32>>) -> Self {
+        let tile = |v: &[f32]| v.repeat(TILE_ROWS);
+        Self { cols: bias.len(), bias: tile(&bias), slope: slope.as_deref().map(tile) }
+    }
+
+    /// `dst = src + bias` per column, then PReLU (`x` where `x > 0`, else
+    /// `slope * x`) if there are slopes.
+    fn apply(&self, src: &[f32], dst: &mut [f32]) {
+        let step = TILE_ROWS * self.cols;
+        for (d, s) in dst.chunks_mut(step).zip(src.chunks(step)) {
+            match &self.slope {
+                Some(slope) => {
+                    for ((d, s), (b, a)) in d.iter_mut().zip(s).zip(self.bias.iter().zip(slope)) {
+                        let x = s + b;
+                        // Branch-free (vectorises); equals `x > 0 ? x : a * x` exactly.
+                        *d = x.max(0.0) + x.min(0.0) * a;
+                    }
                 }
-            }
-        }
-        None => {
-            for row in data.chunks_exact_mut(cols) {
-                for (v, b) in row.iter_mut().zip(bias) {
-                    *v += b;
+                None => {
+                    for ((d, s), b) in d.iter_mut().zip(s).zip(&self.bias) {
+                        *d = s + b;
+                    }
                 }
             }
         }
     }
 }
 
-/// `x (rows x k) @ w (k x cols)` with candle, returned as a vector.
-fn matmul(x: Vec<f32>, rows: usize, w: &Tensor) -> Result<Vec<f32>> {
-    let (k, _) = w.dims2()?;
-    let x = Tensor::from_vec(x, (rows, k), w.device())?;
-    x.matmul(w)?.flatten_all()?.to_vec1::<f32>()
+/// `x (rows x k) @ w (k x cols)` with candle, then the epilogue, returned as
+/// a vector.
+fn matmul(x: Vec<f32>, rows: usize, w: &Tensor, epi: &Epilogue) -> Result<Vec<f32>> {
+    let (k, cols) = w.dims2()?;
+    let y = Tensor::from_vec(x, (rows, k), w.device())?.matmul(w)?;
+    let mut out = vec![0f32; rows * cols];
+    {
+        let (storage, layout) = y.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            epi.apply(&cpu.as_slice::<f32>()?[start..end], &mut out);
+            return Ok(out);
+        }
+    }
+    epi.apply(&y.flatten_all()?.to_vec1::<f32>()?, &mut out);
+    Ok(out)
 }
 
 /// Loads a PReLU's slopes (`<prefix>.weight`, one per channel).
@@ -69,8 +99,7 @@ pub struct Conv {
     cout: usize,
     /// `(k * k * cin, cout)`, rows ordered (kh, kw, cin) like the im2col columns.
     weight: Tensor,
-    bias: Vec<f32>,
-    slope: Option<Vec<f32>>,
+    epilogue: Epilogue,
 }
 
 impl Conv {
@@ -86,7 +115,7 @@ impl Conv {
     pub fn from_parts(w: Tensor, bias: Vec<f32>, slope: Option<Vec<f32>>) -> Result<Self> {
         let (cout, cin, k, _) = w.dims4()?;
         let weight = w.permute((2, 3, 1, 0))?.contiguous()?.reshape((k * k * cin, cout))?;
-        Ok(Self { k, cin, cout, weight, bias, slope })
+        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope) })
     }
 
     /// Applies the layer to `x` (needs `x.h, x.w >= k` and `x.c == cin`).
@@ -101,24 +130,20 @@ impl Conv {
             x.data.clone()
         } else {
             let seg = k * x.c; // one kernel row of one output pixel: contiguous in NHWC
-            let kk = k * seg;
-            let mut cols = vec![0f32; rows * kk];
-            let mut dst = cols.chunks_exact_mut(kk);
+            let mut cols = Vec::with_capacity(rows * k * seg);
             for n in 0..x.n {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let out = dst.next().expect("rows * kk sized");
                         for kh in 0..k {
                             let src = ((n * x.h + oy + kh) * x.w + ox) * x.c;
-                            out[kh * seg..(kh + 1) * seg].copy_from_slice(&x.data[src..src + seg]);
+                            cols.extend_from_slice(&x.data[src..src + seg]);
                         }
                     }
                 }
             }
             cols
         };
-        let mut data = matmul(cols, rows, &self.weight)?;
-        bias_prelu(&mut data, &self.bias, self.slope.as_deref());
+        let data = matmul(cols, rows, &self.weight, &self.epilogue)?;
         Ok(Act { n: x.n, h: oh, w: ow, c: self.cout, data })
     }
 }
@@ -156,8 +181,7 @@ pub fn max_pool_ceil(x: &Act, k: usize, s: usize) -> Act {
 pub struct Dense {
     /// `(in, out)`.
     weight: Tensor,
-    bias: Vec<f32>,
-    slope: Option<Vec<f32>>,
+    epilogue: Epilogue,
 }
 
 impl Dense {
@@ -166,7 +190,8 @@ impl Dense {
     pub fn load(dense: VarBuilder, prelu: Option<VarBuilder>, fan_in: usize, fan_out: usize) -> Result<Self> {
         let w = dense.get((fan_out, fan_in), "weight")?;
         let bias = dense.get(fan_out, "bias")?.to_vec1::<f32>()?;
-        Ok(Self { weight: w.t()?.contiguous()?, bias, slope: prelu.map(|vb| load_slope(vb, fan_out)).transpose()? })
+        let slope = prelu.map(|vb| load_slope(vb, fan_out)).transpose()?;
+        Ok(Self { weight: w.t()?.contiguous()?, epilogue: Epilogue::new(bias, slope) })
     }
 
     /// Like [`Dense::load`] for the first dense layer after the last
@@ -187,9 +212,7 @@ impl Dense {
 
     /// Applies the layer to `n` rows of `x` (each `in` long).
     pub fn forward(&self, x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
-        let mut out = matmul(x, n, &self.weight)?;
-        bias_prelu(&mut out, &self.bias, self.slope.as_deref());
-        Ok(out)
+        matmul(x, n, &self.weight, &self.epilogue)
     }
 }
 
