@@ -70,7 +70,7 @@ pub fn similarity_transform(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Affine
         dot += sx * dx + sy * dy;
         cross += sx * dy - sy * dx;
     }
-    if sxx.is_nan() || sxx <= 1e-12 || !sxx.is_finite() || !dot.is_finite() || !cross.is_finite() {
+    if !sxx.is_finite() || sxx <= 1e-12 || !dot.is_finite() || !cross.is_finite() {
         return None;
     }
     let (a, b) = (dot / sxx, cross / sxx);
