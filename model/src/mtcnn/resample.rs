@@ -40,6 +40,11 @@ fn window(i: usize, n_out: usize, n_in: usize) -> (usize, usize) {
 /// Area-resamples `region` of `src` to `out_w x out_h` and hands every output
 /// pixel's three channel values to `store(y, x, [r, g, b])`.
 ///
+/// Separable: each input row is first summed over the output columns'
+/// windows, then those row sums over the output rows' windows. For `u8`
+/// input every partial sum is an integer below 2^24, so the result is
+/// bit-identical to PyTorch's window-by-window summation.
+///
 /// `region` must be non-empty and inside `src`; `out_w`, `out_h` must be > 0.
 pub fn area_resample<T, F>(src: &Plane<'_, T>, region: Region, out_w: usize, out_h: usize, mut store: F)
 where
@@ -50,22 +55,36 @@ where
     debug_assert!(region.x0 + region.w <= src.width && region.y0 + region.h <= src.height);
     let cols: Vec<(usize, usize)> = (0..out_w).map(|j| window(j, out_w, region.w)).collect();
     let stride = src.width * 3;
+    let line = out_w * 3;
+    // Horizontal pass: hsum[iy][ox][c] = sum of row iy over column window ox.
+    let mut hsum = vec![0f32; region.h * line];
+    for (iy, dst) in hsum.chunks_exact_mut(line).enumerate() {
+        let start = (region.y0 + iy) * stride + region.x0 * 3;
+        let row = &src.data[start..start + region.w * 3];
+        for (d, &(w0, w1)) in dst.chunks_exact_mut(3).zip(&cols) {
+            let mut s = [0f32; 3];
+            for px in row[w0 * 3..w1 * 3].chunks_exact(3) {
+                s[0] += px[0].into();
+                s[1] += px[1].into();
+                s[2] += px[2].into();
+            }
+            d.copy_from_slice(&s);
+        }
+    }
+    // Vertical pass.
+    let mut acc = vec![0f32; line];
     for oy in 0..out_h {
         let (h0, h1) = window(oy, out_h, region.h);
         let kh = (h1 - h0) as f32;
-        for (ox, &(w0, w1)) in cols.iter().enumerate() {
-            let kw = (w1 - w0) as f32;
-            let mut sum = [0f32; 3];
-            for iy in h0..h1 {
-                let row = (region.y0 + iy) * stride;
-                for ix in w0..w1 {
-                    let p = row + (region.x0 + ix) * 3;
-                    sum[0] += src.data[p].into();
-                    sum[1] += src.data[p + 1].into();
-                    sum[2] += src.data[p + 2].into();
-                }
+        acc.copy_from_slice(&hsum[h0 * line..(h0 + 1) * line]);
+        for r in hsum[(h0 + 1) * line..h1 * line].chunks_exact(line) {
+            for (a, v) in acc.iter_mut().zip(r) {
+                *a += v;
             }
-            store(oy, ox, [sum[0] / kh / kw, sum[1] / kh / kw, sum[2] / kh / kw]);
+        }
+        for (ox, (s, &(w0, w1))) in acc.chunks_exact(3).zip(&cols).enumerate() {
+            let kw = (w1 - w0) as f32;
+            store(oy, ox, [s[0] / kh / kw, s[1] / kh / kw, s[2] / kh / kw]);
         }
     }
 }
