@@ -1,7 +1,7 @@
 //! Recognition accuracy on lfw-dev (63 people x 6 photos) and a threshold sweep.
 //!
 //! ```text
-//! cargo run -p facefleet-model --example eval_lfw -- [--recognizer mobilefacenet|dlib-resnet] [--dir PATH]
+//! cargo run -p facefleet-model --example eval_lfw -- [--recognizer mobilefacenet|dlib-resnet] [--dir PATH] [--sweep FROM TO STEP]
 //! ```
 //! Closed set: the first photo of each person is enrolled, the other five
 //! are queried (top-1 accuracy). Open set: half of the people are left out
@@ -19,6 +19,7 @@ use facefleet_model::{default_threshold, FaceModel, ModelConfig, RecognizerKind}
 fn main() -> Result<()> {
     let mut recognizer = RecognizerKind::default();
     let mut dir = None;
+    let mut sweep_range = (0.0f32, 1.0f32, 0.01f32);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -30,7 +31,18 @@ fn main() -> Result<()> {
                     .map_err(anyhow::Error::msg)?
             }
             "--dir" => dir = Some(std::path::PathBuf::from(args.next().context("--dir needs a value")?)),
-            other => bail!("unknown argument {other} (expected --recognizer NAME, --dir PATH)"),
+            "--sweep" => {
+                let mut next = || -> Result<f32> {
+                    Ok(args.next().context("--sweep needs FROM TO STEP")?.parse()?)
+                };
+                sweep_range = (next()?, next()?, next()?);
+                if !(sweep_range.2 > 0.0 && sweep_range.1 >= sweep_range.0) {
+                    bail!("--sweep FROM TO STEP needs FROM <= TO and STEP > 0");
+                }
+            }
+            other => bail!(
+                "unknown argument {other} (expected --recognizer NAME, --dir PATH, --sweep FROM TO STEP)"
+            ),
         }
     }
     let dir = match dir {
@@ -67,7 +79,9 @@ fn main() -> Result<()> {
         );
     }
 
-    let thresholds: Vec<f32> = (0..=76).map(|i| -0.05 + i as f32 * 0.0125).collect();
+    let (from, to, step) = sweep_range;
+    let steps = ((to - from) / step + 1e-3).floor() as usize;
+    let thresholds: Vec<f32> = (0..=steps).map(|i| from + i as f32 * step).collect();
     let sweep = set.open_set(&thresholds);
     println!("open set (half the people left out, two folds):");
     println!("  threshold  unknown->Unknown  enrolled->correct  enrolled->Unknown");
@@ -91,14 +105,14 @@ fn main() -> Result<()> {
         ),
         _ => println!("no threshold meets unknown >= 90 % and enrolled >= 95 %"),
     }
+    // The threshold farthest from failing either bar: max of the smaller margin.
+    let margin = |r: &&facefleet_model::eval::OpenSet| (r.unknown_pct() - 90.0).min(r.enrolled_pct() - 95.0);
     let best = sweep
         .iter()
-        .max_by(|a, b| {
-            (a.unknown_pct() + a.enrolled_pct()).total_cmp(&(b.unknown_pct() + b.enrolled_pct()))
-        })
+        .max_by(|a, b| margin(a).total_cmp(&margin(b)))
         .expect("sweep is not empty");
     println!(
-        "best balanced threshold: {:.4} (unknown {:.2} %, enrolled {:.2} %)",
+        "largest-margin threshold: {:.4} (unknown {:.2} %, enrolled {:.2} %)",
         best.threshold,
         best.unknown_pct(),
         best.enrolled_pct()

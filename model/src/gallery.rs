@@ -30,8 +30,8 @@ const CHUNK_ROWS: usize = 4_096;
 /// `eval_lfw` example).
 pub fn default_threshold(kind: RecognizerKind) -> f32 {
     match kind {
-        RecognizerKind::MobileFaceNet => 0.45,
-        RecognizerKind::DlibResnet => 0.82,
+        RecognizerKind::MobileFaceNet => 0.46,
+        RecognizerKind::DlibResnet => 0.92,
     }
 }
 
