@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ffmpeg::{Ffmpeg, FfmpegError, Sampling};
 pub use gallery::GalleryEntry;
-pub use local::{spawn_trigger, Trigger, TriggerConfig, TriggerStats};
+pub use local::{run_until, spawn_trigger, Trigger, TriggerConfig, TriggerStats};
 pub use model_recognizer::ModelRecognizer;
 pub use recognize::{FrameRecognizer, RecognizeError, RecognizeHandler};
 pub use split::{SplitConfig, SplitHandler};

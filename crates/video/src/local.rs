@@ -391,3 +391,28 @@ async fn forget_frames<R: FrameRecognizer>(shared: &Shared<R>, stem: &str) -> Re
     state.done.retain(|(f, k), _| !(*f == Function::Recognize && of_stem(k)));
     Ok(())
 }
+
+/// Runs the local trigger until `shutdown` completes, then lets running
+/// invocations finish: the shape `facefleet up` runs background tasks in.
+///
+/// ```no_run
+/// # async fn demo(store: std::sync::Arc<dyn facefleet_ports::ObjectStore>, names: facefleet_ports::Names,
+/// #               model: std::sync::Arc<facefleet_model::FaceModel>, stop: tokio::sync::oneshot::Receiver<()>)
+/// #               -> Result<(), facefleet_video::VideoError> {
+/// use facefleet_video::{local, ModelRecognizer, TriggerConfig};
+/// let recognizer = std::sync::Arc::new(ModelRecognizer::new(model));
+/// local::run_until(store, names, recognizer, TriggerConfig::default(), async { let _ = stop.await; }).await
+/// # }
+/// ```
+pub async fn run_until<R: FrameRecognizer>(
+    store: Arc<dyn ObjectStore>,
+    names: Names,
+    recognizer: Arc<R>,
+    config: TriggerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), VideoError> {
+    let trigger = spawn_trigger(store, names, recognizer, config).await?;
+    shutdown.await;
+    trigger.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! The video-splitting Lambda function: S3 object-created events of
+//! `<prefix>-input` → frames in `<prefix>-stage-1`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::s3::S3Event;
+use clap::Parser;
+use facefleet_functions::{init_tracing, s3_store, summary, FunctionArgs};
+use facefleet_video::{Ffmpeg, SplitHandler};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let args = FunctionArgs::parse();
+    let ffmpeg = Ffmpeg::locate(args.ffmpeg.as_deref())?.with_timeout(Duration::from_secs(args.ffmpeg_timeout_secs));
+    tracing::info!(prefix = args.prefix, ffmpeg = %ffmpeg.path().display(), sampling = %args.sampling, "video-splitting ready");
+    let handler = Arc::new(SplitHandler::new(s3_store().await, args.names(), ffmpeg, args.split_config()));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<S3Event>| {
+        let handler = handler.clone();
+        async move {
+            // An Err makes Lambda retry the event (twice, asynchronous
+            // invocation); bad input is recorded and returns Ok.
+            let outcomes = handler.handle(&event.payload).await?;
+            Ok::<_, Error>(summary(&outcomes))
+        }
+    }))
+    .await
+}
