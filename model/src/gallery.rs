@@ -1,9 +1,10 @@
 //! The gallery of known people: enrolled embeddings, matching, persistence.
 //!
 //! Embeddings live in one contiguous row-major `f32` matrix (one row per
-//! enrolled photo), so matching a query is a single matrix-vector product:
-//! about 2 ms for 100 000 MobileFaceNet rows on one core (see the `model`
-//! benchmark), split over threads with rayon for large galleries.
+//! enrolled photo), so matching a query is a single matrix-vector product,
+//! split over threads with rayon for large galleries: about 5 ms for 100 000
+//! MobileFaceNet rows on a busy 2-core machine (`match/100000` in the
+//! `model` benchmark).
 
 use std::collections::HashMap;
 
