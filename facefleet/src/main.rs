@@ -104,6 +104,10 @@ enum Command {
         #[arg(long)]
         watch_scaling: bool,
     },
+    /// Create or update every AWS resource of a deployment.
+    Provision(facefleet_aws::cli::ProvisionArgs),
+    /// Delete every AWS resource of a deployment (data included).
+    Teardown(facefleet_aws::cli::TeardownArgs),
     /// Run one app-tier worker (what `up` spawns when `app-tier` is not
     /// installed beside this program).
     #[command(hide = true)]
@@ -134,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
             let stop = cli::shutdown_on_signals();
             up::up(&up::UpOptions { backend, model, web, scaler }, up::Extras::default(), stop).await
         }
+        Command::Provision(a) => facefleet_aws::cli::run_provision(&a).await.map(|_| ()),
+        Command::Teardown(a) => facefleet_aws::cli::run_teardown(&a).await.map(|_| ()),
         Command::Worker { backend, model, worker } => cli::run_worker(&backend, &model, &worker, cli::shutdown_on_signals()).await,
         Command::Enroll { url, gallery, labels, dir, model, name, images } => {
             match (url, gallery) {
@@ -212,9 +218,8 @@ async fn main() -> anyhow::Result<()> {
                 limit,
                 timeout: Duration::from_secs_f64(timeout),
                 progress: !quiet,
-                watch_scaling,
             };
-            let report = loadgen::run(&opts).await?;
+            let report = loadgen::run_with(&opts, watch_scaling).await?;
             println!("{report}");
             anyhow::ensure!(report.failed == 0 && report.wrong == 0, "{} failed, {} wrong", report.failed, report.wrong);
             Ok(())

@@ -154,7 +154,6 @@ async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
         limit: None,
         timeout: Duration::from_secs(300),
         progress: false,
-        watch_scaling: false,
     };
     let report = loadgen::run(&opts).await.unwrap();
     let failures: Vec<_> = report.outcomes.iter().filter(|o| o.correct != Some(true)).take(5).collect();
@@ -210,7 +209,6 @@ async fn kill_9_a_worker_mid_load_every_request_answered_once() {
         limit: Some(300),
         timeout: Duration::from_secs(300),
         progress: false,
-        watch_scaling: false,
     };
     let load = tokio::spawn(async move { loadgen::run(&opts).await.unwrap() });
     // Once results flow, SIGKILL one worker (a process this test started,

@@ -34,6 +34,8 @@ pub struct Deployment {
 pub enum BackendKind {
     /// Filesystem buckets and a SQLite queue under a data directory.
     Embedded,
+    /// S3 buckets and SQS queues (`facefleet provision` creates them).
+    Aws,
 }
 
 impl std::str::FromStr for BackendKind {
@@ -41,7 +43,8 @@ impl std::str::FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "embedded" => Ok(BackendKind::Embedded),
-            other => Err(format!("unknown backend `{other}` (available: embedded)")),
+            "aws" => Ok(BackendKind::Aws),
+            other => Err(format!("unknown backend `{other}` (available: embedded, aws)")),
         }
     }
 }

@@ -31,31 +31,56 @@ pub struct BackendArgs {
     /// Prefix every resource is named from (`<prefix>-in-bucket`, ...).
     #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX)]
     pub prefix: String,
+    /// AWS connection (backend `aws`).
+    #[command(flatten)]
+    pub aws: facefleet_aws::cli::AwsArgs,
 }
 
 impl BackendArgs {
-    /// Opens the chosen backend's buckets and queues (no fleet).
-    pub fn connect(&self) -> anyhow::Result<Deployment> {
+    /// Opens the chosen backend's buckets and queues (no fleet). This is
+    /// the one place a backend is chosen.
+    pub async fn connect(&self) -> anyhow::Result<Deployment> {
         let names = Names::new(&self.prefix);
         match self.backend {
             BackendKind::Embedded => backend::embedded(&self.data_dir, names),
+            BackendKind::Aws => {
+                let (store, queue) = facefleet_aws::connect(&self.aws.options()).await;
+                Ok(Deployment { names, store, queue, fleet: None })
+            }
         }
     }
 
-    /// The same flags, to hand to a worker process.
+    /// The same flags, to hand to a worker process (AWS credentials travel
+    /// in the inherited environment).
     pub fn to_args(&self) -> anyhow::Result<Vec<String>> {
-        let dir = std::path::absolute(&self.data_dir).context("resolving the data folder")?;
-        Ok(vec![
-            "--backend".into(),
-            match self.backend {
-                BackendKind::Embedded => "embedded".into(),
-            },
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--prefix".into(),
-            self.prefix.clone(),
-        ])
+        let mut args = match self.backend {
+            BackendKind::Embedded => {
+                let dir = std::path::absolute(&self.data_dir).context("resolving the data folder")?;
+                vec!["--backend".into(), "embedded".into(), "--data-dir".into(), dir.display().to_string()]
+            }
+            BackendKind::Aws => {
+                let mut a = vec!["--backend".to_string(), "aws".to_string()];
+                if let Some(e) = &self.aws.endpoint {
+                    a.extend(["--aws-endpoint".to_string(), e.clone()]);
+                }
+                if let Some(r) = &self.aws.region {
+                    a.extend(["--aws-region".to_string(), r.clone()]);
+                }
+                a
+            }
+        };
+        args.extend(["--prefix".to_string(), self.prefix.clone()]);
+        Ok(args)
     }
+}
+
+/// Where workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetKind {
+    /// Local `app-tier` processes.
+    Local,
+    /// EC2 instances from the `<prefix>-app-tier` launch template.
+    Ec2,
 }
 
 /// Face-model flags.
@@ -149,6 +174,9 @@ pub struct ScalerArgs {
     /// `worker`.
     #[arg(long, env = "FACEFLEET_WORKER_PROGRAM")]
     pub worker_program: Option<PathBuf>,
+    /// Where workers run: local processes or EC2 instances (backend `aws`).
+    #[arg(long, env = "FACEFLEET_FLEET", value_enum, default_value = "local")]
+    pub fleet: FleetKind,
 }
 
 impl ScalerArgs {
@@ -202,6 +230,23 @@ pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &Mode
     Ok(ProcessFleet::new(program, args, env, logs))
 }
 
+/// The worker fleet `scaler.fleet` asks for. `shutdown` stops local
+/// workers (EC2 workers are left to the autoscaler's scale-in).
+pub async fn make_fleet(backend: &BackendArgs, model: &ModelArgs, scaler: &ScalerArgs) -> anyhow::Result<(Arc<dyn facefleet_ports::Fleet>, Option<Arc<ProcessFleet>>)> {
+    match scaler.fleet {
+        FleetKind::Local => {
+            let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?);
+            Ok((f.clone(), Some(f)))
+        }
+        FleetKind::Ec2 => {
+            anyhow::ensure!(backend.backend == BackendKind::Aws, "--fleet ec2 needs --backend aws");
+            let clients = facefleet_aws::AwsClients::load(&backend.aws.options()).await;
+            let f = facefleet_aws::ec2_fleet(&clients, &backend.prefix, scaler.max_instances, scaler.max_instances);
+            Ok((Arc::new(f), None))
+        }
+    }
+}
+
 /// Cancels the returned token on SIGTERM or SIGINT (Ctrl-C).
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -244,7 +289,7 @@ pub fn model_enroller(model: &ModelArgs) -> EnrollerFactory {
 /// The app-tier process: one worker until `stop` (SIGTERM) fires; the job
 /// in hand is finished first.
 pub async fn run_worker(backend: &BackendArgs, model: &ModelArgs, worker: &WorkerArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let dep = backend.connect()?;
+    let dep = backend.connect().await?;
     let engine = load_engine(model).await?;
     let instance = std::env::var(facefleet_embedded::INSTANCE_NAME_ENV).unwrap_or_else(|_| "app-tier".into());
     tracing::info!(%instance, "model loaded; polling {}", dep.names.req_queue);
@@ -254,7 +299,7 @@ pub async fn run_worker(backend: &BackendArgs, model: &ModelArgs, worker: &Worke
 
 /// A web-tier process (no fleet: `running_instances` is not visible).
 pub async fn run_web(backend: &BackendArgs, model: &ModelArgs, web_args: &WebArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let dep = backend.connect()?;
+    let dep = backend.connect().await?;
     backend::ensure_resources(&dep, Default::default()).await?;
     let state = WebState::new(dep, web_args.config(), Some(model_enroller(model)));
     let app = web::build_router(state.clone(), vec![]);
@@ -266,11 +311,13 @@ pub async fn run_web(backend: &BackendArgs, model: &ModelArgs, web_args: &WebArg
 
 /// An autoscaler process owning a local process fleet.
 pub async fn run_autoscaler(backend: &BackendArgs, model: &ModelArgs, scaler: &ScalerArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut dep = backend.connect()?;
+    let mut dep = backend.connect().await?;
     backend::ensure_resources(&dep, Default::default()).await?;
-    let fleet = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?);
-    dep.fleet = Some(fleet.clone());
+    let (fleet, local) = make_fleet(backend, model, scaler).await?;
+    dep.fleet = Some(fleet);
     crate::autoscaler::run(dep, scaler.policy(), stop, Duration::from_secs(30)).await?;
-    fleet.shutdown(Duration::from_secs(10)).await;
+    if let Some(local) = local {
+        local.shutdown(Duration::from_secs(10)).await;
+    }
     Ok(())
 }

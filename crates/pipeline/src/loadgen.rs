@@ -28,10 +28,6 @@ pub struct LoadgenOptions {
     pub timeout: Duration,
     /// Show a progress bar.
     pub progress: bool,
-    /// Sample `GET /v1/status` during the run, then wait for the fleet to
-    /// scale in to 0 (up to `timeout`) and report the peak instance count
-    /// and how long after the last answer the fleet reached 0.
-    pub watch_scaling: bool,
 }
 
 /// One request's fate.
@@ -160,6 +156,14 @@ pub async fn send_one(client: &reqwest::Client, url: &str, path: &Path) -> anyho
 
 /// Runs the load and returns the report.
 pub async fn run(opts: &LoadgenOptions) -> anyhow::Result<Report> {
+    run_with(opts, false).await
+}
+
+/// Runs the load; with `watch_scaling`, also samples `GET /v1/status`
+/// during the run, then waits (up to `opts.timeout`) for the fleet to scale
+/// in to 0 and reports the peak instance count and how long after the last
+/// answer the fleet reached 0.
+pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Result<Report> {
     let labels = match &opts.labels {
         Some(p) => read_labels(p)?,
         None => HashMap::new(),
@@ -179,7 +183,7 @@ pub async fn run(opts: &LoadgenOptions) -> anyhow::Result<Report> {
     );
     let labels = Arc::new(labels);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let watcher = opts.watch_scaling.then(|| {
+    let watcher = watch_scaling.then(|| {
         let (client, url, peak) = (client.clone(), status_url(&opts.url), peak.clone());
         tokio::spawn(async move {
             loop {

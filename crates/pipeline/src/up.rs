@@ -1,8 +1,8 @@
-//! `facefleet up`: the whole elastic stack on one machine: web tier,
-//! autoscaler and (on demand) `app-tier` worker processes, on the embedded
-//! backends in `--data-dir`.
+//! `facefleet up`: the whole elastic stack: web tier, autoscaler and (on
+//! demand) `app-tier` workers; by default on the embedded backends in
+//! `--data-dir` with local worker processes (`--backend aws`, `--fleet ec2`
+//! for AWS).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{self, Deployment};
-use crate::cli::{model_enroller, process_fleet, BackendArgs, ModelArgs, ScalerArgs, WebArgs};
+use crate::cli::{make_fleet, model_enroller, BackendArgs, ModelArgs, ScalerArgs, WebArgs};
 use crate::web::{self, WebState};
 
 /// A task started beside the stack (e.g. the video path's local trigger):
@@ -43,10 +43,10 @@ pub struct UpOptions {
 /// Runs the stack until `stop` fires, then drains: the web tier finishes
 /// its requests, workers finish their jobs and exit.
 pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut dep = opts.backend.connect()?;
+    let mut dep = opts.backend.connect().await?;
     backend::ensure_resources(&dep, Default::default()).await.context("creating buckets and queues")?;
-    let fleet = Arc::new(process_fleet(opts.scaler.worker_program.as_deref(), &opts.backend, &opts.model)?);
-    dep.fleet = Some(fleet.clone());
+    let (fleet, local) = make_fleet(&opts.backend, &opts.model, &opts.scaler).await?;
+    dep.fleet = Some(fleet);
 
     let state = WebState::new(dep.clone(), opts.web.config(), Some(model_enroller(&opts.model)));
     let app = web::build_router(state.clone(), extras.routes);
@@ -73,7 +73,9 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
         Err(e) => tracing::warn!(error = %e, "autoscaler panicked"),
         Ok(Ok(())) => {}
     }
-    fleet.shutdown(Duration::from_secs(10)).await;
+    if let Some(local) = local {
+        local.shutdown(Duration::from_secs(10)).await;
+    }
     for t in tasks {
         match t.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "extra task failed"),
