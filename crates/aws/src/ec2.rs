@@ -12,7 +12,9 @@ use aws_sdk_ec2::types::{
     Filter, InstanceStateName, LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
 };
 use facefleet_ports::{Fleet, Instance, InstanceState, PortError, Result};
-use tokio::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{classify, Failure};
 
@@ -63,9 +65,55 @@ impl Ec2FleetConfig {
 pub struct Ec2Fleet {
     client: aws_sdk_ec2::Client,
     config: Ec2FleetConfig,
-    /// Serialises launches and stops of this process, so the max is never
-    /// exceeded by concurrent calls.
-    lock: Mutex<()>,
+    /// The last view of the fleet (taken by `list` or a call that needed
+    /// it) with our own launches and stops applied; serialises launches and
+    /// stops of this process, so the max is never exceeded by concurrent
+    /// calls.
+    view: Mutex<Option<View>>,
+}
+
+/// How long a view of the fleet is trusted by `launch` and `stop` (a
+/// controller calls `list` each tick right before acting on it).
+const VIEW_TTL: Duration = Duration::from_secs(2);
+
+/// A snapshot of the fleet.
+#[derive(Debug, Clone)]
+struct View {
+    taken: Instant,
+    instances: Vec<Seen>,
+}
+
+/// One instance of a [`View`].
+#[derive(Debug, Clone)]
+struct Seen {
+    instance: Instance,
+    /// Shutting down for good (does not count towards the pool).
+    terminating: bool,
+}
+
+impl View {
+    fn fresh(&self) -> bool {
+        self.taken.elapsed() < VIEW_TTL
+    }
+
+    fn active(&self) -> usize {
+        self.instances.iter().filter(|s| s.instance.state.is_active()).count()
+    }
+
+    /// Stopped or stopping instances that stay in the pool.
+    fn pooled(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|s| {
+                !s.terminating
+                    && matches!(s.instance.state, InstanceState::Stopped | InstanceState::Stopping)
+            })
+            .count()
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Seen> {
+        self.instances.iter_mut().find(|s| s.instance.id == id)
+    }
 }
 
 fn state_of(name: Option<&InstanceStateName>) -> InstanceState {
@@ -111,7 +159,7 @@ impl Ec2Fleet {
         Self {
             client,
             config,
-            lock: Mutex::new(()),
+            view: Mutex::new(None),
         }
     }
 
@@ -120,8 +168,9 @@ impl Ec2Fleet {
         &self.config
     }
 
-    /// Our instances (not terminated), by id.
-    async fn describe(&self) -> Result<Vec<Instance>> {
+    /// Our instances (not terminated), by id, freshly described.
+    async fn describe(&self) -> Result<View> {
+        let taken = Instant::now();
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -160,14 +209,18 @@ impl Ec2Fleet {
                         .and_then(|t| t.value())
                         .unwrap_or_default()
                         .to_string();
-                    let state = state_of(i.state().and_then(|s| s.name()));
+                    let raw = i.state().and_then(|s| s.name());
+                    let state = state_of(raw);
                     if state == InstanceState::Terminated {
                         continue;
                     }
-                    found.push(Instance {
-                        id: id.to_string(),
-                        name,
-                        state,
+                    found.push(Seen {
+                        instance: Instance {
+                            id: id.to_string(),
+                            name,
+                            state,
+                        },
+                        terminating: raw == Some(&InstanceStateName::ShuttingDown),
                     });
                 }
             }
@@ -176,8 +229,20 @@ impl Ec2Fleet {
                 _ => break,
             }
         }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        found.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
+        Ok(View {
+            taken,
+            instances: found,
+        })
+    }
+
+    /// Locks the view, refreshing it unless it is fresh (or `force`).
+    async fn view(&self, force: bool) -> Result<MutexGuard<'_, Option<View>>> {
+        let mut guard = self.view.lock().await;
+        if force || !guard.as_ref().is_some_and(View::fresh) {
+            *guard = Some(self.describe().await?);
+        }
+        Ok(guard)
     }
 
     /// Number of instances pending or running.
@@ -187,13 +252,11 @@ impl Ec2Fleet {
 
     /// Terminates every instance of the fleet (teardown). Returns their ids.
     pub async fn terminate_all(&self) -> Result<Vec<String>> {
-        let _guard = self.lock.lock().await;
-        let ids: Vec<String> = self
-            .describe()
-            .await?
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
+        let mut guard = self.view(true).await?;
+        let ids: Vec<String> = guard
+            .take()
+            .map(|v| v.instances.into_iter().map(|s| s.instance.id).collect())
+            .unwrap_or_default();
         if !ids.is_empty() {
             self.client
                 .terminate_instances()
@@ -205,39 +268,18 @@ impl Ec2Fleet {
         Ok(ids)
     }
 
-    fn tag_specification(&self, name: &str) -> TagSpecification {
-        TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(tag("Name", name))
-            .tags(tag(FLEET_TAG, &self.config.fleet))
-            .tags(tag(PREFIX_TAG, &self.config.prefix))
-            .build()
-    }
-}
-
-#[async_trait]
-impl Fleet for Ec2Fleet {
-    async fn list(&self) -> Result<Vec<Instance>> {
-        self.describe().await
-    }
-
-    async fn launch(&self, name: &str) -> Result<Instance> {
-        if name.is_empty() || name.len() > 255 {
-            return Err(PortError::InvalidArgument(format!(
-                "instance name `{name}` must be 1..=255 characters"
-            )));
-        }
-        let _guard = self.lock.lock().await;
-        let current = self.describe().await?;
+    /// Launches `name` given the current `view`, which it updates.
+    async fn launch_in(&self, view: &mut View, name: &str) -> Result<Instance> {
         // Launching a name that is already up is a no-op: a restarted
         // controller must not duplicate its workers.
-        if let Some(d) = current
+        if let Some(s) = view
+            .instances
             .iter()
-            .find(|d| d.name == name && d.state.is_active())
+            .find(|s| s.instance.name == name && s.instance.state.is_active())
         {
-            return Ok(d.clone());
+            return Ok(s.instance.clone());
         }
-        let active = current.iter().filter(|d| d.state.is_active()).count();
+        let active = view.active();
         if active >= self.config.max_running {
             return Err(PortError::InvalidArgument(format!(
                 "fleet `{}` already has {active} instances pending or running (max {})",
@@ -245,11 +287,12 @@ impl Fleet for Ec2Fleet {
             )));
         }
         // A stopped instance from the pool starts in seconds.
-        if let Some(d) = current
+        if let Some(s) = view
+            .instances
             .iter()
-            .find(|d| d.state == InstanceState::Stopped)
+            .find(|s| s.instance.state == InstanceState::Stopped && !s.terminating)
         {
-            let id = d.id.clone();
+            let id = s.instance.id.clone();
             self.client
                 .create_tags()
                 .resources(&id)
@@ -264,11 +307,15 @@ impl Fleet for Ec2Fleet {
                 .await
                 .map_err(|e| map_ec2(classify(e), "StartInstances", Some(&id)))?;
             tracing::info!(instance = %id, name, "started pooled instance");
-            return Ok(Instance {
-                id,
+            let started = Instance {
+                id: id.clone(),
                 name: name.to_string(),
                 state: InstanceState::Pending,
-            });
+            };
+            if let Some(s) = view.get_mut(&id) {
+                s.instance = started.clone();
+            }
+            return Ok(started);
         }
         let out = self
             .client
@@ -291,49 +338,110 @@ impl Fleet for Ec2Fleet {
             .ok_or_else(|| PortError::Other("RunInstances returned no instance".to_string()))?;
         let id = launched.instance_id().unwrap_or_default().to_string();
         tracing::info!(instance = %id, name, "launched instance");
-        Ok(Instance {
+        let instance = Instance {
             id,
             name: name.to_string(),
             state: match state_of(launched.state().and_then(|s| s.name())) {
                 InstanceState::Running => InstanceState::Running,
                 _ => InstanceState::Pending,
             },
-        })
+        };
+        view.instances.push(Seen {
+            instance: instance.clone(),
+            terminating: false,
+        });
+        Ok(instance)
+    }
+
+    fn tag_specification(&self, name: &str) -> TagSpecification {
+        TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(tag("Name", name))
+            .tags(tag(FLEET_TAG, &self.config.fleet))
+            .tags(tag(PREFIX_TAG, &self.config.prefix))
+            .build()
+    }
+}
+
+#[async_trait]
+impl Fleet for Ec2Fleet {
+    async fn list(&self) -> Result<Vec<Instance>> {
+        let guard = self.view(true).await?;
+        Ok(guard
+            .as_ref()
+            .map(|v| v.instances.iter().map(|s| s.instance.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn launch(&self, name: &str) -> Result<Instance> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(PortError::InvalidArgument(format!(
+                "instance name `{name}` must be 1..=255 characters"
+            )));
+        }
+        let mut guard = self.view(false).await?;
+        let result = self
+            .launch_in(guard.as_mut().expect("view loaded"), name)
+            .await;
+        if result.is_err() {
+            *guard = None; // unknown outcome: look again next time
+        }
+        result
     }
 
     async fn stop(&self, id: &str) -> Result<()> {
-        let _guard = self.lock.lock().await;
-        let current = self.describe().await?;
-        let Some(target) = current.iter().find(|d| d.id == id) else {
+        let mut guard = self.view(false).await?;
+        if guard
+            .as_ref()
+            .is_some_and(|v| !v.instances.iter().any(|s| s.instance.id == id))
+        {
+            // Not in a recent view: maybe launched by someone else since.
+            *guard = Some(self.describe().await?);
+        }
+        let view = guard.as_mut().expect("view loaded");
+        let pooled = view.pooled();
+        let Some(target) = view.get_mut(id) else {
             return Err(PortError::NoSuchInstance(id.to_string()));
         };
-        if !target.state.is_active() {
+        if !target.instance.state.is_active() {
             return Ok(()); // already stopping or stopped
         }
-        let pooled = current
-            .iter()
-            .filter(|d| matches!(d.state, InstanceState::Stopped | InstanceState::Stopping))
-            .count();
+        let keep = pooled < self.config.pool_size;
         // Both StopInstances and TerminateInstances shut the OS down
         // cleanly: systemd sends the worker SIGTERM, it finishes the job in
         // hand; anything lost is redelivered by the queue.
-        if pooled < self.config.pool_size {
+        let result = if keep {
             self.client
                 .stop_instances()
                 .instance_ids(id)
                 .send()
                 .await
-                .map_err(|e| map_ec2(classify(e), "StopInstances", Some(id)))?;
-            tracing::info!(instance = %id, "stopped instance (kept in the pool)");
+                .map(|_| ())
+                .map_err(|e| map_ec2(classify(e), "StopInstances", Some(id)))
         } else {
             self.client
                 .terminate_instances()
                 .instance_ids(id)
                 .send()
                 .await
-                .map_err(|e| map_ec2(classify(e), "TerminateInstances", Some(id)))?;
-            tracing::info!(instance = %id, "terminated instance (pool full)");
+                .map(|_| ())
+                .map_err(|e| map_ec2(classify(e), "TerminateInstances", Some(id)))
+        };
+        match result {
+            Ok(()) => {
+                target.instance.state = InstanceState::Stopping;
+                target.terminating = !keep;
+                if keep {
+                    tracing::info!(instance = %id, "stopping instance (kept in the pool)");
+                } else {
+                    tracing::info!(instance = %id, "terminating instance (pool full)");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                *guard = None; // unknown outcome: look again next time
+                Err(e)
+            }
         }
-        Ok(())
     }
 }
