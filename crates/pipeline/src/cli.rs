@@ -142,7 +142,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "FACEFLEET_VISIBILITY", default_value_t = 15.0)]
     pub visibility: f64,
     /// Attempts before a failing request is given up (error answer + DLQ).
-    #[arg(long, env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(id = "worker_max_attempts", long = "max-attempts", env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
 }
 
