@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, ScalerArgs, WebArgs, WorkerArgs};
 use facefleet_pipeline::{client, loadgen, up};
 
+mod video;
+
 #[derive(Parser)]
 #[command(name = "facefleet", version, about = "Elastic face recognition: web tier, queues, autoscaled workers")]
 struct Cli {
@@ -30,6 +32,8 @@ enum Command {
         web: WebArgs,
         #[command(flatten)]
         scaler: ScalerArgs,
+        #[command(flatten)]
+        video: video::VideoArgs,
     },
     /// Enroll photos of a person: into a running stack (`--url`) or a local
     /// gallery folder (`--gallery`). With `--labels CSV --dir DIR` (and
@@ -134,9 +138,14 @@ fn init_tracing() {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
-        Command::Up { backend, model, web, scaler } => {
+        Command::Up { backend, model, web, scaler, video } => {
             let stop = cli::shutdown_on_signals();
-            up::up(&up::UpOptions { backend, model, web, scaler }, up::Extras::default(), stop).await
+            let mut extras = video::extras(&video, &model);
+            if !video.no_video {
+                let dep = backend.connect().await?;
+                extras.routes.push(video::routes(dep.store, dep.names));
+            }
+            up::up(&up::UpOptions { backend, model, web, scaler }, extras, stop).await
         }
         Command::Provision(a) => facefleet_aws::cli::run_provision(&a).await.map(|_| ()),
         Command::Teardown(a) => facefleet_aws::cli::run_teardown(&a).await.map(|_| ()),
