@@ -247,6 +247,17 @@ pub async fn make_fleet(backend: &BackendArgs, model: &ModelArgs, scaler: &Scale
     }
 }
 
+/// Logs to stderr with `RUST_LOG` filtering (default `info`); colours only
+/// on a terminal. Every facefleet binary calls this first.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Cancels the returned token on SIGTERM or SIGINT (Ctrl-C).
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
