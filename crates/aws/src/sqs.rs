@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use facefleet_ports::{
-    Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result, MAX_BATCH,
+    Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result,
 };
 
 use crate::error::{classify, Failure};
@@ -400,11 +400,7 @@ impl MessageQueue for SqsQueue {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        if !(1..=MAX_BATCH).contains(&max) {
-            return Err(PortError::InvalidArgument(format!(
-                "receive takes 1..={MAX_BATCH} messages at once, got {max}"
-            )));
-        }
+        facefleet_ports::validate_batch(max)?;
         let wait_secs = ceil_secs(wait.min(MAX_WAIT));
         let url = self.queue_url(queue).await?;
         let mut req = self

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use facefleet_ports::{Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result, MAX_BATCH};
+use facefleet_ports::{Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Notify;
 
@@ -393,9 +393,7 @@ impl MessageQueue for SqliteQueue {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        if !(1..=MAX_BATCH).contains(&max) {
-            return Err(PortError::InvalidArgument(format!("receive max must be 1..={MAX_BATCH}, not {max}")));
-        }
+        facefleet_ports::validate_batch(max)?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register for wake-ups before looking, so a send between the

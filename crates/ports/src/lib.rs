@@ -24,5 +24,5 @@ pub mod contract;
 pub use error::{PortError, Result};
 pub use fleet::{Fleet, Instance, InstanceState};
 pub use names::Names;
-pub use queue::{Message, MessageQueue, QueueConfig, QueueDepth, MAX_BATCH};
+pub use queue::{validate_batch, Message, MessageQueue, QueueConfig, QueueDepth, MAX_BATCH};
 pub use store::{validate_key, ListPage, ObjectMeta, ObjectStore};

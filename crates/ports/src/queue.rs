@@ -9,6 +9,17 @@ use crate::Result;
 /// Most messages one `receive` call returns (SQS's limit).
 pub const MAX_BATCH: usize = 10;
 
+/// Checks a `receive` batch size: every adapter accepts 1..=[`MAX_BATCH`].
+pub fn validate_batch(max: usize) -> Result<()> {
+    if (1..=MAX_BATCH).contains(&max) {
+        Ok(())
+    } else {
+        Err(crate::PortError::InvalidArgument(format!(
+            "receive takes 1..={MAX_BATCH} messages at once, got {max}"
+        )))
+    }
+}
+
 /// A received message. It stays invisible to other receivers until its
 /// visibility timeout ends; delete it with its `receipt` once handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
