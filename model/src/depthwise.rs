@@ -223,49 +223,137 @@ impl CustomOp3 for DepthwiseOp {
             candle_core::bail!("depthwise conv: input {h}x{w} too small for kernel {kh}x{kw}");
         }
         let (oh, ow) = ((hp - kh) / s + 1, (wp - kw) / s + 1);
-        // Per plane: zero-pad into a (hp x wp) buffer, then compute the stride-1
-        // result on a "wide" grid of oh1 rows x wp columns, where every kernel
-        // tap is a single long contiguous multiply-add (vectorises well);
-        // finally pick every s-th row/column of the valid part.
-        let oh1 = hp - kh + 1;
-        let need = ((kh - 1) * wp + (kw - 1) + oh1 * wp).max(hp * wp);
+        let geo = PlaneGeometry {
+            w,
+            hp,
+            wp,
+            kh,
+            kw,
+            stride: s,
+            pad: p,
+            oh,
+            ow,
+        };
         let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each_init(
-            || (vec![0f32; need], vec![0f32; oh1 * wp]),
-            |(padded, wide), (plane, o)| {
-                let ch = plane % c;
-                let inp = &x[plane * h * w..(plane + 1) * h * w];
-                let k = &wt[ch * kh * kw..(ch + 1) * kh * kw];
-                padded.fill(0.0);
-                for (y, row) in inp.chunks_exact(w).enumerate() {
-                    let at = (y + p.top) * wp + p.left;
-                    padded[at..at + w].copy_from_slice(row);
-                }
-                wide.fill(0.0);
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = k[ky * kw + kx];
-                        let off = ky * wp + kx;
-                        for (acc, v) in wide.iter_mut().zip(&padded[off..off + oh1 * wp]) {
-                            *acc += wv * v;
-                        }
-                    }
-                }
-                let bias = params[ch];
-                let alpha = if rows == 2 { Some(params[c + ch]) } else { None };
-                for oy in 0..oh {
-                    let src = &wide[oy * s * wp..];
-                    for (ox, dst) in o[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                        let v = src[ox * s] + bias;
-                        *dst = match alpha {
-                            Some(a) if v < 0.0 => v * a,
-                            _ => v,
-                        };
-                    }
-                }
-            },
-        );
+        let run = |(padded, row): &mut (Vec<f32>, Vec<f32>), (plane, o): (usize, &mut [f32])| {
+            let ch = plane % c;
+            let alpha = if rows == 2 {
+                Some(params[c + ch])
+            } else {
+                None
+            };
+            let (inp, k) = (
+                &x[plane * h * w..(plane + 1) * h * w],
+                &wt[ch * kh * kw..(ch + 1) * kh * kw],
+            );
+            depthwise_plane(&geo, inp, k, params[ch], alpha, padded, row, o);
+        };
+        let buffers = || (Vec::new(), Vec::new());
+        if rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each_init(buffers, run);
+        } else {
+            // One thread: stay on the caller's thread (no hand-off to the pool).
+            let mut b = buffers();
+            out.chunks_mut(oh * ow)
+                .enumerate()
+                .for_each(|item| run(&mut b, item));
+        }
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// Sizes of one depthwise plane computation.
+#[derive(Debug, Clone, Copy)]
+struct PlaneGeometry {
+    w: usize,
+    hp: usize,
+    wp: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: Padding2d,
+    oh: usize,
+    ow: usize,
+}
+
+/// Convolves one `h x w` plane with its `kh x kw` kernel into `out`
+/// (`oh x ow`), adding `bias` and applying the PReLU slope `alpha`.
+///
+/// Stride 1: the result is computed on a "wide" grid of `oh` rows x `wp`
+/// columns, so that every kernel tap is one long contiguous multiply-add
+/// over the whole plane (vectorises well), and the valid columns are kept.
+/// Stride 2 and more: each output row is computed at stride 1 along its
+/// input row and every `stride`-th value kept, so only the input rows an
+/// output row needs are visited.
+#[allow(clippy::too_many_arguments)]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn depthwise_plane(
+    geo: &PlaneGeometry,
+    inp: &[f32],
+    k: &[f32],
+    bias: f32,
+    alpha: Option<f32>,
+    padded: &mut Vec<f32>,
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (s, p, wp, ow) = (geo.stride, geo.pad, geo.wp, geo.ow);
+    // Rows read past the last one by the wide grid's tail: keep them zero.
+    padded.clear();
+    padded.resize(geo.hp * wp + geo.kw, 0.0);
+    for (y, r) in inp.chunks_exact(geo.w).enumerate() {
+        let at = (y + p.top) * wp + p.left;
+        padded[at..at + geo.w].copy_from_slice(r);
+    }
+    // `max(v, 0) + a * min(v, 0)` is `v` for a = 1: no branch per value.
+    let a = alpha.unwrap_or(1.0);
+    let finish = |v: f32| {
+        let v = v + bias;
+        v.max(0.0) + a * v.min(0.0)
+    };
+    if s == 1 {
+        let len = geo.oh * wp;
+        wide.clear();
+        wide.resize(len, 0.0);
+        for ky in 0..geo.kh {
+            for kx in 0..geo.kw {
+                let wv = k[ky * geo.kw + kx];
+                let off = ky * wp + kx;
+                for (acc, v) in wide.iter_mut().zip(&padded[off..off + len]) {
+                    *acc += wv * v;
+                }
+            }
+        }
+        for (o, w) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
+            for (dst, v) in o.iter_mut().zip(w) {
+                *dst = finish(*v);
+            }
+        }
+        return;
+    }
+    let span = (ow - 1) * s + 1;
+    wide.clear();
+    wide.resize(span, 0.0);
+    for (oy, o) in out.chunks_exact_mut(ow).enumerate().take(geo.oh) {
+        wide.fill(0.0);
+        for ky in 0..geo.kh {
+            let line = &padded[(oy * s + ky) * wp..];
+            for kx in 0..geo.kw {
+                let wv = k[ky * geo.kw + kx];
+                for (acc, v) in wide.iter_mut().zip(&line[kx..kx + span]) {
+                    *acc += wv * v;
+                }
+            }
+        }
+        for (dst, v) in o.iter_mut().zip(wide.iter().step_by(s)) {
+            *dst = finish(*v);
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod eval;
 pub mod local;
 pub mod mobilefacenet;
 pub mod mtcnn;
+pub mod pointwise;
 mod recognizer;
 pub mod weights;
 

@@ -9,6 +9,7 @@
 //! (`scripts/weights/mobilefacenet.py`), tensors named as in [`MobileFaceNet::load`].
 
 use crate::depthwise::{bias_prelu, DepthwiseConv2d, Padding2d};
+use crate::pointwise::Pointwise;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -22,12 +23,12 @@ pub const EMBEDDING_DIM: usize = 192;
 pub const INPUT_SIZE: usize = 112;
 
 /// An ordinary convolution with bias, TF "SAME" (or "VALID") padding and an
-/// optional PReLU.
+/// optional PReLU. 1x1 stride-1 layers run as a fused [`Pointwise`] kernel.
 #[derive(Debug, Clone)]
 struct Conv {
-    weight: Tensor,        // [O, I, k, k]
-    weight_2d: Tensor,     // [O, I] for 1x1 layers
-    params: Tensor,        // [1 or 2, O]: bias, then PReLU slope
+    weight: Tensor,               // [O, I, k, k]
+    pointwise: Option<Pointwise>, // for 1x1 stride-1 layers
+    params: Tensor,               // [1 or 2, O]: bias, then PReLU slope
     stride: usize,
     same: bool,
 }
@@ -35,33 +36,33 @@ struct Conv {
 impl Conv {
     fn load(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, same: bool, with_prelu: bool) -> Result<Self> {
         let weight = vb.get((cout, cin, k, k), "weight")?.to_dtype(DType::F32)?;
-        let weight_2d = weight.reshape((cout, cin * k * k))?;
         let bias = vb.get(cout, "bias")?.to_dtype(DType::F32)?;
-        let params = if with_prelu {
-            Tensor::stack(&[bias, vb.get(cout, "alpha")?.to_dtype(DType::F32)?], 0)?
-        } else {
-            bias.unsqueeze(0)?
+        let alpha = if with_prelu { Some(vb.get(cout, "alpha")?.to_dtype(DType::F32)?) } else { None };
+        let pointwise = if k == 1 && stride == 1 { Some(Pointwise::new(&weight, &bias, alpha.as_ref())?) } else { None };
+        let params = match alpha {
+            Some(a) => Tensor::stack(&[bias, a], 0)?,
+            None => bias.unsqueeze(0)?,
         };
-        Ok(Self { weight, weight_2d, params, stride, same })
+        Ok(Self { weight, pointwise, params, stride, same })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let (cout, _, k, _) = self.weight.dims4()?;
-        let y = if k == 1 && self.stride == 1 {
-            // A 1x1 convolution is a matrix product over the channel axis.
-            let x3 = x.reshape((n, c, h * w))?;
-            if n == 1 {
-                self.weight_2d.matmul(&x3.squeeze(0)?)?.reshape((1, cout, h, w))?
-            } else {
-                let ys = (0..n).map(|i| self.weight_2d.matmul(&x3.get(i)?)).collect::<Result<Vec<_>>>()?;
-                Tensor::stack(&ys, 0)?.reshape((n, cout, h, w))?
-            }
-        } else {
-            let pad = if self.same { Padding2d::tf_same(h, w, k, self.stride) } else { Padding2d::VALID };
-            pad.apply(x)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
-        };
-        bias_prelu(&y, &self.params)
+        self.forward_add(x, None)
+    }
+
+    /// The layer's output, plus `residual` when given.
+    fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(p) = &self.pointwise {
+            return p.forward(x, residual);
+        }
+        let (_, _, h, w) = x.dims4()?;
+        let (_, _, k, _) = self.weight.dims4()?;
+        let pad = if self.same { Padding2d::tf_same(h, w, k, self.stride) } else { Padding2d::VALID };
+        let y = bias_prelu(&pad.apply(x)?.conv2d(&self.weight, 0, self.stride, 1, 1)?, &self.params)?;
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
     }
 }
 
@@ -77,12 +78,8 @@ struct Bottleneck {
 
 impl Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.project.forward(&self.dw.forward(&self.expand.forward(x)?)?)?;
-        if self.residual {
-            y + x
-        } else {
-            Ok(y)
-        }
+        let mid = self.dw.forward(&self.expand.forward(x)?)?;
+        self.project.forward_add(&mid, self.residual.then_some(x))
     }
 }
 

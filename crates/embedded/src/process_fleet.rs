@@ -29,6 +29,7 @@ pub struct ProcessFleet {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log_dir: PathBuf,
+    niceness: Option<i32>,
     workers: Mutex<HashMap<String, Worker>>,
     /// Exit statuses of reaped workers, by id (most recent last).
     exited: Mutex<Vec<(String, String, ExitStatus)>>,
@@ -50,9 +51,20 @@ impl ProcessFleet {
             args,
             env,
             log_dir: log_dir.as_ref().to_path_buf(),
+            niceness: None,
             workers: Mutex::new(HashMap::new()),
             exited: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Starts workers `niceness` steps nicer than this process (Unix `nice`,
+    /// capped at 19; nicer processes yield the CPU to the others).
+    /// `facefleet up` uses it so that a machine full of busy workers still
+    /// gives the web tier the CPU it needs to take uploads and hand answers
+    /// back.
+    pub fn with_niceness(mut self, niceness: i32) -> Self {
+        self.niceness = Some(niceness.clamp(0, 19));
+        self
     }
 
     /// Kills a worker at once with SIGKILL (its whole process group), for
@@ -168,14 +180,30 @@ impl Fleet for ProcessFleet {
         let log2 = log
             .try_clone()
             .map_err(|e| PortError::Other(format!("cannot open worker log {}: {e}", log_path.display())))?;
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(INSTANCE_NAME_ENV, name)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .process_group(0)
+            .process_group(0);
+        if let Some(n) = self.niceness {
+            // SAFETY: the closure only makes async-signal-safe system calls
+            // in the forked child.
+            unsafe {
+                command.pre_exec(move || {
+                    // Lowering one's own priority is always permitted.
+                    let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, (current + n).min(19)) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .spawn()
             .map_err(|e| PortError::Other(format!("cannot start worker {}: {e}", self.program.display())))?;
         let id = child

@@ -114,3 +114,20 @@ async fn shutdown_stops_everything() {
     assert!(fleet.list().await.unwrap().is_empty());
     assert_eq!(fleet.exited().len(), 3);
 }
+
+#[tokio::test]
+async fn workers_start_with_the_configured_niceness() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = graceful_fleet(dir.path()).with_niceness(7);
+    let inst = fleet.launch("app-tier-instance-1").await.unwrap();
+    // Field 19 of /proc/<pid>/stat is the nice value (the 17th after `(comm)`).
+    let nice_of = |stat: &str| -> Option<i32> { stat[stat.rfind(')')? + 2..].split(' ').nth(16)?.parse().ok() };
+    let nice = eventually("the worker's nice value", HANG_GUARD, || async {
+        nice_of(&std::fs::read_to_string(format!("/proc/{}/stat", inst.id)).ok()?)
+    })
+    .await;
+    let own = nice_of(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+    assert_eq!(nice, (own + 7).min(19), "worker nice value");
+    fleet.stop(&inst.id).await.unwrap();
+    wait_gone(&fleet, &inst.id).await;
+}

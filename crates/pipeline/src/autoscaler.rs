@@ -6,9 +6,11 @@
 //! the worker finishes its job in hand, and an unfinished message would be
 //! redelivered by the queue anyway).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facefleet_ports::{Fleet, Instance, InstanceState, Names};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Deployment;
@@ -110,6 +112,24 @@ pub async fn apply(fleet: &dyn Fleet, plan: &Plan) {
 /// numbers change (and every 10 s). When `stop` fires, stops every worker
 /// gracefully and waits (up to `drain`) for them to exit.
 pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, drain: Duration) -> anyhow::Result<()> {
+    run_with_wake(dep, policy, stop, drain, Arc::new(Notify::new())).await
+}
+
+/// How long a wake-up waits for the rest of a burst of requests before the
+/// tick it triggers.
+const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// [`run`], also ticking (after [`WAKE_DEBOUNCE`]) whenever `wake` is
+/// notified, e.g. by a web tier in the same process that just queued a
+/// request: scale-out then starts within milliseconds of the first upload
+/// instead of up to one poll interval later.
+pub async fn run_with_wake(
+    dep: Deployment,
+    policy: ScalePolicy,
+    stop: CancellationToken,
+    drain: Duration,
+    wake: Arc<Notify>,
+) -> anyhow::Result<()> {
     let fleet = dep.fleet.clone().ok_or_else(|| anyhow::anyhow!("the autoscaler needs a fleet"))?;
     let mut state = ScalerState::default();
     let mut last_row = String::new();
@@ -122,6 +142,10 @@ pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, 
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
+            _ = wake.notified() => {
+                tokio::time::sleep(WAKE_DEBOUNCE).await;
+                ticker.reset();
+            }
         }
         let (depth, instances) = match tokio::try_join!(dep.queue.depth(&dep.names.req_queue), fleet.list()) {
             Ok(x) => x,

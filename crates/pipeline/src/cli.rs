@@ -141,7 +141,9 @@ pub struct WorkerArgs {
     /// Seconds a received request stays invisible (renewed while working).
     #[arg(long, env = "FACEFLEET_VISIBILITY", default_value_t = 15.0)]
     pub visibility: f64,
-    /// Attempts before a failing request is given up (error answer + DLQ).
+    /// Attempts before a failing request is given up (error answer + DLQ);
+    /// at most one less than the queue's dead-letter receive count (5), so
+    /// that a request whose workers keep crashing is still answered.
     #[arg(id = "worker_max_attempts", long = "max-attempts", env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
 }
@@ -150,7 +152,7 @@ impl WorkerArgs {
     /// The worker configuration.
     pub fn config(&self) -> WorkerConfig {
         let vis = Duration::from_secs_f64(self.visibility.max(1.0));
-        WorkerConfig { visibility: vis, heartbeat: vis / 3, max_attempts: self.max_attempts.max(1), ..WorkerConfig::default() }
+        WorkerConfig { visibility: vis, heartbeat: vis / 3, max_attempts: self.max_attempts.clamp(1, crate::backend::MAX_RECEIVES - 1), ..WorkerConfig::default() }
     }
 }
 
@@ -174,6 +176,11 @@ pub struct ScalerArgs {
     /// `worker`.
     #[arg(long, env = "FACEFLEET_WORKER_PROGRAM")]
     pub worker_program: Option<PathBuf>,
+    /// How much nicer (Unix `nice`) local worker processes run than the web
+    /// tier, so that busy workers never starve it of the CPU it needs to
+    /// take uploads and hand answers back (0 to 19; local fleet only).
+    #[arg(long, env = "FACEFLEET_WORKER_NICE", default_value_t = 10)]
+    pub worker_nice: i32,
     /// Where workers run: local processes or EC2 instances (backend `aws`).
     #[arg(long, env = "FACEFLEET_FLEET", value_enum, default_value = "local")]
     pub fleet: FleetKind,
@@ -235,7 +242,7 @@ pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &Mode
 pub async fn make_fleet(backend: &BackendArgs, model: &ModelArgs, scaler: &ScalerArgs) -> anyhow::Result<(Arc<dyn facefleet_ports::Fleet>, Option<Arc<ProcessFleet>>)> {
     match scaler.fleet {
         FleetKind::Local => {
-            let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?);
+            let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?.with_niceness(scaler.worker_nice));
             Ok((f.clone(), Some(f)))
         }
         FleetKind::Ec2 => {

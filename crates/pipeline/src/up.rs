@@ -55,7 +55,13 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
         .with_context(|| format!("listening on {}:{}", opts.web.bind, opts.web.port))?;
     let addr = listener.local_addr()?;
 
-    let scaler = tokio::spawn(crate::autoscaler::run(dep.clone(), opts.scaler.policy(), stop.child_token(), Duration::from_secs(60)));
+    let scaler = tokio::spawn(crate::autoscaler::run_with_wake(
+        dep.clone(),
+        opts.scaler.policy(),
+        stop.child_token(),
+        Duration::from_secs(60),
+        state.request_arrivals(),
+    ));
     let mut tasks = Vec::new();
     for t in extras.tasks {
         tasks.push(tokio::spawn(t(dep.clone(), stop.child_token())));

@@ -15,7 +15,12 @@
 //! leaves the message for redelivery; a message received
 //! [`WorkerConfig::max_attempts`] times that fails again is recorded in the
 //! dead-letter queue with its error and answered with an error, so the
-//! client never hangs. A malformed body is moved to the dead-letter queue.
+//! client never hangs. A message received more than `max_attempts` times
+//! was abandoned by each earlier receiver (a worker that crashed or hung on
+//! it, since any error it reported would have counted): it is not tried
+//! again but dead-lettered and answered with an error at once, before the
+//! queue's own redrive would move it silently. A malformed body is moved to
+//! the dead-letter queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +145,13 @@ impl<E: FaceEngine> Worker<E> {
                 };
             }
         };
+        if m.receive_count > self.config.max_attempts {
+            let msg = format!(
+                "abandoned {} times: the worker handling it crashed or stopped responding",
+                m.receive_count - 1
+            );
+            return self.give_up(&m, &req, ErrorKind::Failed, msg, true).await;
+        }
         let started = Instant::now();
         let heartbeat = self.start_heartbeat(&m);
         let result = self.process(&req).await;

@@ -137,6 +137,35 @@ async fn a_request_that_keeps_failing_is_dead_lettered_and_answered_with_an_erro
 }
 
 #[tokio::test]
+async fn a_request_whose_workers_keep_crashing_is_answered_with_an_error() {
+    let (dep, _store, queue) = memory_deployment().await;
+    put_image(&dep, "crash.png", png(7, 8, 8)).await;
+    send_request(&dep, "r9", "crash.png").await;
+    // Three receivers take the request and vanish without a word (as a
+    // worker killed by the model would): the message just comes back.
+    for attempt in 1..=3 {
+        let m = receive_one(&dep, &dep.names.req_queue).await;
+        assert_eq!(m.receive_count, attempt);
+        dep.queue.change_visibility(&dep.names.req_queue, &m.receipt, Duration::ZERO).await.unwrap();
+    }
+    let engine = Arc::new(FakeEngine::default());
+    let mut w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert_eq!(m.receive_count, 4);
+    let outcome = w.handle(m).await;
+    assert!(matches!(&outcome, Handled::Failed(m) if m.contains("abandoned 3 times")), "{outcome:?}");
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 0, "a suspected poison request is not run again");
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    let dl: Vec<DeadLetter> = queue.bodies(&dep.names.req_dlq).iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].receive_count, 4);
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].request_id, "r9");
+    assert!(matches!(&r[0].result, Outcome::Err(e) if e.kind == ErrorKind::Failed && e.message.contains("crashed")));
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_dead_lettered_without_crashing() {
     let (dep, _store, queue) = memory_deployment().await;
     dep.queue.send(&dep.names.req_queue, "this is not json").await.unwrap();

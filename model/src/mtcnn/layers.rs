@@ -48,20 +48,25 @@ impl Epilogue {
     /// `dst = src + bias` per column, then PReLU (`x` where `x > 0`, else
     /// `slope * x`) if there are slopes.
     fn apply(&self, src: &[f32], dst: &mut [f32]) {
-        let step = TILE_ROWS * self.cols;
-        for (d, s) in dst.chunks_mut(step).zip(src.chunks(step)) {
-            match &self.slope {
-                Some(slope) => {
-                    for ((d, s), (b, a)) in d.iter_mut().zip(s).zip(self.bias.iter().zip(slope)) {
-                        let x = s + b;
-                        // Branch-free (vectorises); equals `x > 0 ? x : a * x` exactly.
-                        *d = x.max(0.0) + x.min(0.0) * a;
-                    }
+        bias_prelu_rows(TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), src, dst);
+    }
+}
+
+/// [`Epilogue::apply`]'s loop, compiled for the best SIMD level available.
+#[multiversion::multiversion(targets = "simd")]
+fn bias_prelu_rows(step: usize, bias: &[f32], slope: Option<&[f32]>, src: &[f32], dst: &mut [f32]) {
+    for (d, s) in dst.chunks_mut(step).zip(src.chunks(step)) {
+        match slope {
+            Some(slope) => {
+                for ((d, s), (b, a)) in d.iter_mut().zip(s).zip(bias.iter().zip(slope)) {
+                    let x = s + b;
+                    // Branch-free (vectorises); equals `x > 0 ? x : a * x` exactly.
+                    *d = x.max(0.0) + x.min(0.0) * a;
                 }
-                None => {
-                    for ((d, s), b) in d.iter_mut().zip(s).zip(&self.bias) {
-                        *d = s + b;
-                    }
+            }
+            None => {
+                for ((d, s), b) in d.iter_mut().zip(s).zip(bias) {
+                    *d = s + b;
                 }
             }
         }
@@ -150,6 +155,7 @@ impl Conv {
 
 /// `nn.MaxPool2d(k, s, ceil_mode=True)` without padding: the last window in
 /// each direction may be partial.
+#[multiversion::multiversion(targets = "simd")]
 pub fn max_pool_ceil(x: &Act, k: usize, s: usize) -> Act {
     let out = |len: usize| len.saturating_sub(k).div_ceil(s) + 1;
     let (oh, ow) = (out(x.h), out(x.w));

@@ -51,6 +51,7 @@ pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Resu
     let waiter = state.dispatcher.register(&request_id);
     let body = serde_json::to_string(&Request { request_id: request_id.clone(), key: key.clone(), mode }).expect("request serialises");
     state.dep.queue.send(&names.req_queue, &body).await?;
+    state.arrivals.notify_one();
     metrics::counter!("facefleet_requests_sent_total").increment(1);
 
     let timeout = state.config.request_timeout;

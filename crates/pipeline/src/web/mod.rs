@@ -69,6 +69,7 @@ pub struct WebState {
     pub(crate) dispatcher: Arc<Dispatcher>,
     enroller_factory: Option<EnrollerFactory>,
     enroller: Arc<tokio::sync::OnceCell<Arc<dyn Enroller>>>,
+    arrivals: Arc<tokio::sync::Notify>,
 }
 
 impl WebState {
@@ -76,7 +77,21 @@ impl WebState {
     /// (`None`: enrollment answers 501).
     pub fn new(dep: Deployment, config: WebConfig, enroller: Option<EnrollerFactory>) -> Self {
         let dispatcher = Dispatcher::new(dep.queue.clone(), &dep.names.resp_queue, config.response_poll_wait);
-        Self { dep, config, dispatcher, enroller_factory: enroller, enroller: Arc::new(tokio::sync::OnceCell::new()) }
+        Self {
+            dep,
+            config,
+            dispatcher,
+            enroller_factory: enroller,
+            enroller: Arc::new(tokio::sync::OnceCell::new()),
+            arrivals: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Notified each time this web tier queues a request: an autoscaler in
+    /// the same process ([`crate::autoscaler::run_with_wake`]) reacts at
+    /// once instead of at its next tick.
+    pub fn request_arrivals(&self) -> Arc<tokio::sync::Notify> {
+        self.arrivals.clone()
     }
 
     /// The response dispatcher; run it with [`Dispatcher::run`].
