@@ -147,8 +147,8 @@ impl CustomOp2 for BiasPreluOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "input")?;
-        let params = contiguous_f32(s2, l2, "params")?;
+        let x = contiguous_f32(s1, l1, "bias_prelu: input")?;
+        let params = contiguous_f32(s2, l2, "bias_prelu: params")?;
         let dims = l1.shape().dims();
         if dims.len() < 2 {
             candle_core::bail!("bias_prelu: expected [N, C, ...], got {dims:?}");
@@ -186,11 +186,13 @@ struct DepthwiseOp {
     pad: Padding2d,
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 values of a custom op's input, which must be contiguous; `what`
+/// names it in the error.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("depthwise conv: {what} is not contiguous"),
+        None => candle_core::bail!("{what} is not contiguous"),
     }
 }
 
@@ -208,9 +210,9 @@ impl CustomOp3 for DepthwiseOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, "input")?;
-        let wt = contiguous_f32(s2, l2, "weight")?;
-        let params = contiguous_f32(s3, l3, "bias")?;
+        let x = contiguous_f32(s1, l1, "depthwise conv: input")?;
+        let wt = contiguous_f32(s2, l2, "depthwise conv: weight")?;
+        let params = contiguous_f32(s3, l3, "depthwise conv: bias")?;
         let (n, c, h, w) = l1.shape().dims4()?;
         let (wc, _, kh, kw) = l2.shape().dims4()?;
         let (rows, pc) = l3.shape().dims2()?;

@@ -11,6 +11,11 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
+use crate::depthwise::contiguous_f32 as slice;
+
+const INPUT: &str = "pointwise conv: input";
+const WEIGHT: &str = "pointwise conv: weight";
+
 /// A 1x1, stride-1 convolution over NCHW tensors: `y = W x + b`, then an
 /// optional per-channel PReLU, then an optional residual `+ x0`.
 #[derive(Debug, Clone)]
@@ -129,14 +134,6 @@ struct PointwiseOp<'a> {
     alpha: Option<&'a [f32]>,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("pointwise conv: {what} is not contiguous"),
-    }
-}
-
 impl PointwiseOp<'_> {
     fn run(
         &self,
@@ -208,20 +205,8 @@ impl CustomOp2 for PointwiseOp<'_> {
         "facefleet-pointwise-conv"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.run(
-            slice(s1, l1, "input")?,
-            l1,
-            slice(s2, l2, "weight")?,
-            l2,
-            None,
-        )
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(slice(s1, l1, INPUT)?, l1, slice(s2, l2, WEIGHT)?, l2, None)
     }
 }
 
@@ -230,23 +215,9 @@ impl CustomOp3 for PointwiseOp<'_> {
         "facefleet-pointwise-conv-residual"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let r = slice(s3, l3, "residual")?;
-        self.run(
-            slice(s1, l1, "input")?,
-            l1,
-            slice(s2, l2, "weight")?,
-            l2,
-            Some((r, l3)),
-        )
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let r = slice(s3, l3, "pointwise conv: residual")?;
+        self.run(slice(s1, l1, INPUT)?, l1, slice(s2, l2, WEIGHT)?, l2, Some((r, l3)))
     }
 }
 

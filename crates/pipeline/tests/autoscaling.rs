@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use facefleet_pipeline::autoscaler::{run, ScalePolicy};
+use facefleet_pipeline::autoscaler::{run, run_with_wake, ScalePolicy};
 use facefleet_pipeline::protocol::{Mode, Request};
 use facefleet_ports::Fleet;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,32 @@ async fn scales_zero_to_max_to_zero_without_interrupting_jobs() {
     assert_eq!(queue.bodies(&dep.names.resp_queue).len(), 200);
     assert_eq!(engine.calls.load(Ordering::SeqCst), 200);
     assert!(queue.receives.lock().unwrap().values().all(|&n| n == 1));
+    stop.cancel();
+    scaler.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_scales_out_without_waiting_for_the_next_tick() {
+    let (mut dep, _store, _queue) = memory_deployment().await;
+    let engine = Arc::new(FakeEngine::default());
+    let fleet = Arc::new(FakeFleet::new(dep.clone(), engine));
+    dep.fleet = Some(fleet.clone());
+    // One tick at start, then none for an hour: only a wake-up can react.
+    let policy = ScalePolicy { max_instances: 3, poll: Duration::from_secs(3600), scale_in_delay: Duration::from_secs(3600), per_worker: 1 };
+    let stop = CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let scaler = tokio::spawn(run_with_wake(dep.clone(), policy, stop.clone(), Duration::from_secs(5), wake.clone()));
+    // Let the first (immediate) tick pass on an empty queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fleet.launches.load(Ordering::SeqCst), 0);
+    let body = serde_json::to_string(&Request { request_id: "r1".into(), key: "missing.png".into(), mode: Mode::Name }).unwrap();
+    dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    wake.notify_one();
+    // Without the wake-up this would wait for the next tick, an hour away
+    // (the test would hang rather than pass).
+    while fleet.launches.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.cancel();
     scaler.await.unwrap().unwrap();
 }
