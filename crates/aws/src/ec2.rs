@@ -128,6 +128,46 @@ fn state_of(name: Option<&InstanceStateName>) -> InstanceState {
     }
 }
 
+/// Every instance tagged `tag = value` that is not terminated, over all
+/// pages of `DescribeInstances`.
+pub(crate) async fn live_instances(
+    client: &aws_sdk_ec2::Client,
+    tag: &str,
+    value: &str,
+) -> std::result::Result<Vec<aws_sdk_ec2::types::Instance>, Failure> {
+    let mut found = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = client
+            .describe_instances()
+            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .values("shutting-down")
+                    .build(),
+            );
+        if let Some(t) = &token {
+            req = req.next_token(t);
+        }
+        let out = req.send().await.map_err(classify)?;
+        found.extend(out.reservations().iter().flat_map(|r| r.instances().iter().cloned()));
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// The instance's `Name` tag, or "".
+pub(crate) fn name_tag(i: &aws_sdk_ec2::types::Instance) -> &str {
+    i.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()).unwrap_or_default()
+}
+
 fn map_ec2(f: Failure, what: &str, id: Option<&str>) -> PortError {
     if f.code_is(NO_INSTANCE) {
         PortError::NoSuchInstance(id.unwrap_or("?").to_string())
@@ -172,62 +212,24 @@ impl Ec2Fleet {
     async fn describe(&self) -> Result<View> {
         let taken = Instant::now();
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut req = self
-                .client
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name(format!("tag:{FLEET_TAG}"))
-                        .values(&self.config.fleet)
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .values("stopping")
-                        .values("stopped")
-                        .values("shutting-down")
-                        .build(),
-                );
-            if let Some(t) = &token {
-                req = req.next_token(t);
+        let described = live_instances(&self.client, FLEET_TAG, &self.config.fleet)
+            .await
+            .map_err(|e| map_ec2(e, "DescribeInstances", None))?;
+        for i in described {
+            let Some(id) = i.instance_id() else { continue };
+            let raw = i.state().and_then(|s| s.name());
+            let state = state_of(raw);
+            if state == InstanceState::Terminated {
+                continue;
             }
-            let out = req.send().await.map_err(|e| {
-                map_ec2(classify(e), "DescribeInstances", None)
-            })?;
-            for reservation in out.reservations() {
-                for i in reservation.instances() {
-                    let Some(id) = i.instance_id() else { continue };
-                    let name = i
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some("Name"))
-                        .and_then(|t| t.value())
-                        .unwrap_or_default()
-                        .to_string();
-                    let raw = i.state().and_then(|s| s.name());
-                    let state = state_of(raw);
-                    if state == InstanceState::Terminated {
-                        continue;
-                    }
-                    found.push(Seen {
-                        instance: Instance {
-                            id: id.to_string(),
-                            name,
-                            state,
-                        },
-                        terminating: raw == Some(&InstanceStateName::ShuttingDown),
-                    });
-                }
-            }
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
+            found.push(Seen {
+                instance: Instance {
+                    id: id.to_string(),
+                    name: name_tag(&i).to_string(),
+                    state,
+                },
+                terminating: raw == Some(&InstanceStateName::ShuttingDown),
+            });
         }
         found.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
         Ok(View {

@@ -13,7 +13,7 @@ use facefleet_ports::PortError;
 
 use super::{step_err, Action, ProvisionSpec, Report, StepResult};
 use crate::config::AwsClients;
-use crate::ec2::{FLEET_TAG, PREFIX_TAG};
+use crate::ec2::{live_instances, name_tag, FLEET_TAG, PREFIX_TAG};
 use crate::error::classify;
 
 /// Ids of the security groups provisioning made.
@@ -356,58 +356,16 @@ async fn launch_template_exists(clients: &AwsClients, name: &str) -> Result<bool
 
 /// Ids of the prefix's instances that are not terminated.
 async fn prefix_instances(clients: &AwsClients, spec: &ProvisionSpec) -> Result<Vec<(String, String)>, PortError> {
-    let mut found = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut req = clients
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{PREFIX_TAG}"))
-                    .values(&spec.names.prefix)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .values("shutting-down")
-                    .build(),
-            );
-        if let Some(t) = &token {
-            req = req.next_token(t);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| classify(e).into_port("DescribeInstances"))?;
-        for r in out.reservations() {
-            for i in r.instances() {
-                let name = i
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("Name"))
-                    .and_then(|t| t.value())
-                    .unwrap_or_default();
-                let state = i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-                    .unwrap_or_default();
-                if let Some(id) = i.instance_id() {
-                    found.push((id.to_string(), format!("{name} ({state})")));
-                }
-            }
-        }
-        match out.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => return Ok(found),
-        }
-    }
+    let described = live_instances(&clients.ec2, PREFIX_TAG, &spec.names.prefix)
+        .await
+        .map_err(|e| e.into_port("DescribeInstances"))?;
+    Ok(described
+        .iter()
+        .filter_map(|i| {
+            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or_default();
+            Some((i.instance_id()?.to_string(), format!("{} ({state})", name_tag(i))))
+        })
+        .collect())
 }
 
 /// Terminates the prefix's instances, waits (up to `wait`) for them to go,
