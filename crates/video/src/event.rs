@@ -68,6 +68,44 @@ pub fn encode_key(key: &str) -> String {
     out
 }
 
+/// Runs `each(bucket, key)` on every object of `event`, recording the
+/// metrics of `function` for each. Returns the outcomes, or the first error
+/// that calls for a retry (after handling the other records: handling is
+/// idempotent). A record that names no usable object is `Ignored`.
+pub(crate) async fn handle_objects<F, Fut>(
+    event: &S3Event,
+    function: &'static str,
+    mut each: F,
+) -> Result<Vec<crate::Outcome>, crate::VideoError>
+where
+    F: FnMut(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::Outcome, crate::VideoError>>,
+{
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for object in objects(event) {
+        let start = std::time::Instant::now();
+        let (key, result) = match object {
+            Ok(o) => {
+                let r = each(o.bucket, o.key.clone()).await;
+                (o.key, r)
+            }
+            Err(e) => (String::new(), Ok(crate::Outcome::Ignored { reason: e.to_string() })),
+        };
+        crate::metrics::record(function, &key, start.elapsed(), &result);
+        match result {
+            Ok(o) => outcomes.push(o),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
 /// The objects of an event, one result per record, keys decoded.
 pub fn objects(event: &S3Event) -> Vec<Result<ObjectRef, EventError>> {
     event

@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use aws_lambda_events::event::s3::S3Event;
 use bytes::Bytes;
 use facefleet_ports::{Names, ObjectStore};
 
-use crate::event::objects;
+use crate::event::handle_objects;
 use crate::gallery::{GalleryCache, GalleryEntry};
 use crate::keys;
 use crate::{metrics, Manifest, Outcome, VideoError, UNKNOWN};
@@ -65,29 +64,7 @@ impl<R: FrameRecognizer> RecognizeHandler<R> {
     /// for each. Returns the outcomes, or the first error that calls for a
     /// retry (after handling the other records; handling is idempotent).
     pub async fn handle(&self, event: &S3Event) -> Result<Vec<Outcome>, VideoError> {
-        let mut outcomes = Vec::new();
-        let mut first_error = None;
-        for object in objects(event) {
-            let start = Instant::now();
-            let (key, result) = match object {
-                Ok(o) => {
-                    let r = self.recognize_object(&o.bucket, &o.key).await;
-                    (o.key, r)
-                }
-                Err(e) => (String::new(), Ok(Outcome::Ignored { reason: e.to_string() })),
-            };
-            metrics::record(metrics::RECOGNIZE, &key, start.elapsed(), &result);
-            match result {
-                Ok(o) => outcomes.push(o),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
-        }
+        handle_objects(event, metrics::RECOGNIZE, |bucket, key| async move { self.recognize_object(&bucket, &key).await }).await
     }
 
     /// Recognises the frame `bucket`/`key` (`<stem>/output-NN.jpg`), writes

@@ -8,7 +8,7 @@ use aws_lambda_events::event::s3::S3Event;
 use bytes::Bytes;
 use facefleet_ports::{Names, ObjectStore};
 
-use crate::event::objects;
+use crate::event::handle_objects;
 use crate::ffmpeg::{Ffmpeg, Sampling};
 use crate::keys::{self, check_video_key, safe_stem, video_stem};
 use crate::{metrics, Manifest, Outcome, VideoError};
@@ -58,29 +58,7 @@ impl SplitHandler {
     /// for each. Returns the outcomes, or the first error that calls for a
     /// retry (after handling the other records; handling is idempotent).
     pub async fn handle(&self, event: &S3Event) -> Result<Vec<Outcome>, VideoError> {
-        let mut outcomes = Vec::new();
-        let mut first_error = None;
-        for object in objects(event) {
-            let start = Instant::now();
-            let (key, result) = match object {
-                Ok(o) => {
-                    let r = self.split_object(&o.bucket, &o.key).await;
-                    (o.key, r)
-                }
-                Err(e) => (String::new(), Ok(Outcome::Ignored { reason: e.to_string() })),
-            };
-            metrics::record(metrics::SPLIT, &key, start.elapsed(), &result);
-            match result {
-                Ok(o) => outcomes.push(o),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
-        }
+        handle_objects(event, metrics::SPLIT, |bucket, key| async move { self.split_object(&bucket, &key).await }).await
     }
 
     /// Splits the video `bucket`/`key`. Unusable input ends in a recorded
