@@ -131,11 +131,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { backend, model, web, scaler, video } => {
             let stop = cli::shutdown_on_signals();
-            let mut extras = video::extras(&video, &model);
-            if !video.no_video {
-                let dep = backend.connect().await?;
-                extras.routes.push(video::routes(dep.store, dep.names));
-            }
+            let extras = video::extras(&video, &model);
             up::up(&up::UpOptions { backend, model, web, scaler }, extras, stop).await
         }
         Command::Provision(a) => facefleet_aws::cli::run_provision(&a).await.map(|_| ()),

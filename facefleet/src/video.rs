@@ -48,13 +48,10 @@ pub fn extras(args: &VideoArgs, model: &ModelArgs) -> up::Extras {
             Ok(())
         })
     });
+    // The `POST /v1/videos` routes over the stack's store.
+    let routes: up::ExtraRoutes = Box::new(|dep| http::router(http::VideoApi::new(dep.store.clone(), dep.names.clone())));
     up::Extras {
-        routes: Vec::new(),
+        routes: vec![routes],
         tasks: vec![task],
     }
-}
-
-/// The `POST /v1/videos` routes over the deployment's store.
-pub fn routes(store: Arc<dyn facefleet_ports::ObjectStore>, names: facefleet_ports::Names) -> axum::Router {
-    http::router(http::VideoApi::new(store, names))
 }

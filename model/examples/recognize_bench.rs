@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use facefleet_model::eval::dataset_dir;
+use facefleet_model::eval::{dataset_dir, person_photos};
 use facefleet_model::{
     decode_image, DecodeLimits, FaceModel, Gallery, ModelConfig, RecognizerKind,
 };
@@ -47,19 +47,7 @@ fn main() -> Result<()> {
     if images.is_empty() {
         let lfw = dataset_dir("lfw-dev")
             .context("no images given and the shared lfw-dev set is missing")?;
-        let mut people: Vec<PathBuf> = std::fs::read_dir(&lfw)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        people.sort();
-        for dir in people.into_iter().take(20) {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
-                .collect();
-            files.sort();
-            images.extend(files.into_iter().next());
-        }
+        images.extend(person_photos(&lfw)?.into_iter().take(20).filter_map(|(_, photos)| photos.into_iter().next()));
     }
     if images.is_empty() {
         bail!("no images");

@@ -128,33 +128,43 @@ fn percent(a: usize, b: usize) -> f64 {
     }
 }
 
+/// The people of a folder with one sub-folder per person, by name, each
+/// with its photos (`.jpg`, `.jpeg`, `.png`, `.webp`, `.bmp`); both sorted,
+/// people without photos left out.
+pub fn person_photos(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    let mut people = Vec::new();
+    for person_dir in entries {
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(&person_dir)
+            .map_err(|e| ModelError::io(&person_dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_image(p))
+            .collect();
+        photos.sort();
+        if !photos.is_empty() {
+            people.push((file_name(&person_dir), photos));
+        }
+    }
+    Ok(people)
+}
+
 impl PeopleSet {
     /// Embeds the largest face of every photo under `dir` (one sub-folder
     /// per person; `.jpg`, `.jpeg`, `.png`, `.webp`, `.bmp` files).
     pub fn embed_folder(model: &FaceModel, dir: &Path) -> Result<Self> {
         let mut people = Vec::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| ModelError::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        entries.sort();
-        for person_dir in entries {
-            let mut photos: Vec<PathBuf> = std::fs::read_dir(&person_dir)
-                .map_err(|e| ModelError::io(&person_dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_image(p))
-                .collect();
-            photos.sort();
-            if photos.is_empty() {
-                continue;
-            }
+        for (name, photos) in person_photos(dir)? {
             let embeddings = photos
                 .iter()
                 .map(|p| largest_face(model, p))
                 .collect::<Result<Vec<_>>>()?;
             people.push(Person {
-                name: file_name(&person_dir),
+                name,
                 photos,
                 embeddings,
             });

@@ -18,11 +18,15 @@ use crate::web::{self, WebState};
 /// it gets the deployment and a token that fires on shutdown.
 pub type ExtraTask = Box<dyn FnOnce(Deployment, CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> + Send>;
 
+/// Routes merged into the web tier (e.g. `POST /v1/videos`), built over
+/// the stack's own deployment.
+pub type ExtraRoutes = Box<dyn FnOnce(&Deployment) -> Router + Send>;
+
 /// What other parts of facefleet add to `up`.
 #[derive(Default)]
 pub struct Extras {
-    /// Routers merged into the web tier (e.g. `POST /v1/videos`).
-    pub routes: Vec<Router>,
+    /// Routers merged into the web tier.
+    pub routes: Vec<ExtraRoutes>,
     /// Background tasks run for the stack's lifetime.
     pub tasks: Vec<ExtraTask>,
 }
@@ -49,7 +53,8 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
     dep.fleet = Some(fleet);
 
     let state = WebState::new(dep.clone(), opts.web.config(), Some(model_enroller(&opts.model)));
-    let app = web::build_router(state.clone(), extras.routes);
+    let routes = extras.routes.into_iter().map(|build| build(&dep)).collect();
+    let app = web::build_router(state.clone(), routes);
     let listener = tokio::net::TcpListener::bind((opts.web.bind, opts.web.port))
         .await
         .with_context(|| format!("listening on {}:{}", opts.web.bind, opts.web.port))?;
@@ -64,7 +69,14 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
     ));
     let mut tasks = Vec::new();
     for t in extras.tasks {
-        tasks.push(tokio::spawn(t(dep.clone(), stop.child_token())));
+        let task = t(dep.clone(), stop.child_token());
+        // Said when it happens, with its causes, not at shutdown: the part
+        // of the stack the task runs (e.g. the video path) is down.
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!(error = format!("{e:#}"), "extra task failed; its part of the stack is not running");
+            }
+        }));
     }
     tracing::info!(
         data_dir = %opts.backend.data_dir.display(),
@@ -83,10 +95,8 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
         local.shutdown(Duration::from_secs(10)).await;
     }
     for t in tasks {
-        match t.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "extra task failed"),
-            Err(e) => tracing::warn!(error = %e, "extra task panicked"),
-            Ok(Ok(())) => {}
+        if let Err(e) = t.await {
+            tracing::warn!(error = %e, "extra task panicked");
         }
     }
     served.context("web tier")?;
