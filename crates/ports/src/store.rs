@@ -53,6 +53,26 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, bucket: &str, key: &str) -> Result<()>;
 
+    /// Stores the file at `path` under `key`, replacing any previous object,
+    /// without holding the whole file in memory where the backend allows it
+    /// (large uploads such as videos are spooled to disk first). The default
+    /// reads the file into memory and calls [`ObjectStore::put`].
+    async fn put_file(&self, bucket: &str, key: &str, path: &std::path::Path) -> Result<()> {
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| PortError::Other(format!("cannot read the file to upload: {}", e.kind())))?;
+        self.put(bucket, key, Bytes::from(body)).await
+    }
+
+    /// Deletes an object and says whether it was there. The default checks
+    /// with [`ObjectStore::head`] first, so two concurrent calls may both
+    /// answer `true`; adapters that can tell exactly (the filesystem) do.
+    async fn remove(&self, bucket: &str, key: &str) -> Result<bool> {
+        let existed = self.head(bucket, key).await?.is_some();
+        self.delete(bucket, key).await?;
+        Ok(existed)
+    }
+
     /// Number of objects whose key starts with `prefix` (walks all pages).
     async fn count(&self, bucket: &str, prefix: &str) -> Result<u64> {
         let mut token = None;
