@@ -108,6 +108,13 @@ enum Command {
         #[arg(long)]
         watch_scaling: bool,
     },
+    /// Manage API keys in a deployment's store (`--data-dir`, or
+    /// `--backend aws ...`): every web tier of the deployment sees a change
+    /// within seconds.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Create or update every AWS resource of a deployment.
     Provision(facefleet_aws::cli::ProvisionArgs),
     /// Delete every AWS resource of a deployment (data included).
@@ -125,6 +132,77 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed alone on the last line, once.
+    Create {
+        /// What the key may do: recognize, enroll (and recognize), admin
+        /// (everything).
+        #[arg(long, value_enum)]
+        scope: facefleet_pipeline::keys::Scope,
+        /// A label for people.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Requests per second allowed (default: no limit).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Requests allowed in a burst (default: the rate).
+        #[arg(long, requires = "rate")]
+        burst: Option<u32>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// List the keys (never their secrets).
+    List {
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id (`facefleet keys list`).
+        id: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    use facefleet_pipeline::keys;
+    let connect = |backend: BackendArgs| async move {
+        let dep = backend.connect().await?;
+        dep.store.create_bucket(&dep.names.gallery_bucket).await.context("opening the deployment's store")?;
+        anyhow::Ok(dep)
+    };
+    match command {
+        KeysCommand::Create { scope, name, rate, burst, backend } => {
+            let dep = connect(backend).await?;
+            let new = keys::NewKey { name, scope, rate_per_sec: rate, burst };
+            let (record, secret) = keys::create(dep.store.as_ref(), &dep.names.gallery_bucket, new).await?;
+            let rate = record.rate_per_sec.map_or("no rate limit".to_string(), |r| format!("{r}/s, burst {}", record.burst.unwrap_or(r)));
+            println!("created API key {} (scope {}, {rate}); send it as `x-api-key`. The secret is shown this once:", record.id, record.scope.name());
+            println!("{secret}");
+        }
+        KeysCommand::List { backend } => {
+            let dep = connect(backend).await?;
+            let all = keys::list(dep.store.as_ref(), &dep.names.gallery_bucket).await?;
+            println!("{:<12}  {:<9}  {:<12}  {:<10}  name", "id", "scope", "rate", "created");
+            for k in &all {
+                let rate = k.rate_per_sec.map_or("-".to_string(), |r| format!("{r}/s+{}", k.burst.unwrap_or(r)));
+                println!("{:<12}  {:<9}  {:<12}  {:<10}  {}", k.id, k.scope.name(), rate, k.created_at, k.name);
+            }
+            if all.is_empty() {
+                println!("(no keys: a loopback stack is open to everyone)");
+            }
+        }
+        KeysCommand::Revoke { id, backend } => {
+            let dep = connect(backend).await?;
+            let r = keys::revoke(dep.store.as_ref(), &dep.names.gallery_bucket, &id).await?;
+            println!("revoked API key {} ({}, scope {})", r.id, r.name, r.scope.name());
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     cli::init_tracing();
@@ -134,13 +212,14 @@ async fn main() -> anyhow::Result<()> {
             let extras = video::extras(&video, &model);
             up::up(&up::UpOptions { backend, model, web, scaler }, extras, stop).await
         }
+        Command::Keys { command } => keys_command(command).await,
         Command::Provision(a) => facefleet_aws::cli::run_provision(&a).await.map(|_| ()),
         Command::Teardown(a) => facefleet_aws::cli::run_teardown(&a).await.map(|_| ()),
         Command::Worker { backend, model, worker } => cli::run_worker(&backend, &model, &worker, cli::shutdown_on_signals()).await,
         Command::Enroll { url, gallery, labels, dir, model, name, images } => {
             match (url, gallery) {
                 (Some(url), None) => {
-                    let c = reqwest::Client::new();
+                    let c = client::http_client()?;
                     if let (Some(labels), Some(dir)) = (labels, dir) {
                         let (people, faces) = client::enroll_labelled(&c, &url, &dir, &labels).await?;
                         println!("enrolled {faces} photos of {people} people");
@@ -177,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Recognize { url, gallery, json, model, images } => match (url, gallery) {
             (Some(url), None) => {
-                let c = reqwest::Client::new();
+                let c = client::http_client()?;
                 let mut failed = 0;
                 for img in &images {
                     match client::recognize(&c, &url, img, json).await {

@@ -51,12 +51,18 @@ fn free_port() -> u16 {
 }
 
 async fn start_stack(max_instances: usize, env: &[(&str, &str)]) -> Stack {
-    let data = tempfile::tempdir().unwrap();
+    start_stack_in(tempfile::tempdir().unwrap(), max_instances, env, &[]).await
+}
+
+/// Starts `facefleet up` over `data` (a data folder that may hold an
+/// earlier stack's state) with extra arguments.
+async fn start_stack_in(data: tempfile::TempDir, max_instances: usize, env: &[(&str, &str)], extra: &[&str]) -> Stack {
     let port = free_port();
     let exe = env!("CARGO_BIN_EXE_facefleet");
-    let log = std::fs::File::create(data.path().join("up.log")).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data.path().join("up.log")).unwrap();
     let child = Command::new(exe)
-        .args(["up", "--bind", "127.0.0.1", "--port", &port.to_string(), "--max-instances", &max_instances.to_string()])
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--max-instances", &max_instances.to_string()])
+        .args(extra)
         .arg("--data-dir")
         .arg(data.path().join("data"))
         // Run workers from this very build (not a possibly stale app-tier).
@@ -79,15 +85,23 @@ async fn start_stack(max_instances: usize, env: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    /// Keys of a bucket of the embedded backend (walks its folders).
     fn bucket_keys(&self, bucket: &str) -> Vec<String> {
-        let dir = self.data.path().join("data/buckets").join(bucket);
-        let mut keys: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path(), &format!("{prefix}{name}/"), out),
+                    Ok(t) if t.is_file() => out.push(format!("{prefix}{name}")),
+                    _ => {}
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk(&self.data.path().join("data/buckets").join(bucket), "", &mut keys);
         keys.sort();
         keys
     }
@@ -238,4 +252,144 @@ async fn kill_9_a_worker_mid_load_every_request_answered_once() {
     stack.wait_for_zero_instances().await;
     let log = stack.log();
     assert!(log.contains(&format!("id={killed} status=signal: 9")), "the killed worker was reaped as killed:\n{log}");
+}
+
+/// Worker processes of the stack in `data_dir` (any parent): processes
+/// whose command line names that data folder and run as workers.
+fn workers_of(data_dir: &Path) -> Vec<u32> {
+    let needle = data_dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else { continue };
+        let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a.starts_with(&needle)) {
+            // A zombie is already dead.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            if stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_up_takes_its_workers_and_a_restart_stays_within_max() {
+    let d = dataset();
+    // Short request timeout: answers for the killed stack's waiters expire
+    // soon after.
+    let env = [("FACEFLEET_VISIBILITY", "4"), ("FACEFLEET_REQUEST_TIMEOUT", "15")];
+    let stack = start_stack_in(tempfile::tempdir().unwrap(), 3, &env, &[]).await;
+    let c = reqwest::Client::new();
+    client::enroll_labelled(&c, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
+    let opts = loadgen::LoadgenOptions {
+        url: stack.url.clone(),
+        dir: d.join("face_images_1000"),
+        labels: Some(d.join("labels_1000.csv")),
+        concurrency: 30,
+        limit: Some(300),
+        timeout: Duration::from_secs(120),
+        progress: false,
+    };
+    let load = tokio::spawn(async move { loadgen::run(&opts).await });
+    let data_dir = stack.data.path().join("data");
+    let mut seen = Vec::new();
+    for _ in 0..1200 {
+        seen = workers_of(&data_dir);
+        if seen.len() >= 2 && stack.bucket_keys("facefleet-out-bucket").len() >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!seen.is_empty(), "no worker started");
+    // kill -9 the whole `up` mid-load.
+    let mut stack = stack;
+    stack.child.kill().unwrap();
+    stack.child.wait().unwrap();
+    load.abort();
+    // Its workers exit on their own (parent-death signal); a bounded wait.
+    for _ in 0..300 {
+        if workers_of(&data_dir).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(workers_of(&data_dir), Vec::<u32>::new(), "workers outlived their `up` (were {seen:?})");
+
+    // Restart on the same data folder, under load: never more than max.
+    let data = std::mem::replace(&mut stack.data, tempfile::tempdir().unwrap());
+    drop(stack);
+    let stack = start_stack_in(data, 3, &env, &[]).await;
+    let data_dir = stack.data.path().join("data");
+    let (peak, watcher) = stack.watch_instances();
+    let opts = loadgen::LoadgenOptions {
+        url: stack.url.clone(),
+        dir: d.join("face_images_1000"),
+        labels: Some(d.join("labels_1000.csv")),
+        concurrency: 30,
+        limit: Some(150),
+        timeout: Duration::from_secs(300),
+        progress: false,
+    };
+    let load = tokio::spawn(async move { loadgen::run(&opts).await.unwrap() });
+    let mut most = 0;
+    while !load.is_finished() {
+        most = most.max(workers_of(&data_dir).len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = load.await.unwrap();
+    assert_eq!((report.completed, report.correct), (150, 150), "{report}");
+    watcher.abort();
+    assert!(most <= 3, "{most} worker processes ran (max 3)");
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+    // Responses for the dead stack's waiters expire instead of circulating.
+    stack.wait_for_zero_instances().await;
+    for _ in 0..600 {
+        if stack.status().await["response_queue_depth"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = stack.status().await;
+    assert_eq!(st["response_queue_depth"], 0, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_api_keys_and_an_open_course_route() {
+    let d = dataset();
+    let data = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_facefleet");
+    let out = Command::new(exe)
+        .args(["keys", "create", "--scope", "admin", "--name", "test", "--data-dir"])
+        .arg(data.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("ffk_"), "the secret is alone on the last line: {stdout}");
+    let stack = start_stack_in(data, 3, &[], &["--open-route", "/"]).await;
+
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-api-key", secret.parse().unwrap());
+    let admin = reqwest::Client::builder().default_headers(h).build().unwrap();
+    let anon = reqwest::Client::new();
+    assert_eq!(anon.get(format!("{}/v1/status", stack.url)).send().await.unwrap().status(), 401);
+    assert_eq!(anon.get(format!("{}/v1/people", stack.url)).send().await.unwrap().status(), 401);
+    client::enroll_labelled(&admin, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
+    // The course's workload on the open route, without a key.
+    let opts = loadgen::LoadgenOptions {
+        url: stack.url.clone(),
+        dir: d.join("face_images_100"),
+        labels: Some(d.join("labels_100.csv")),
+        concurrency: 50,
+        limit: None,
+        timeout: Duration::from_secs(300),
+        progress: false,
+    };
+    let report = loadgen::run(&opts).await.unwrap();
+    assert_eq!((report.completed, report.correct), (100, 100), "{report}");
+    let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(st["input_objects"], 100, "{st}");
 }

@@ -101,37 +101,118 @@ impl ModelArgs {
 /// Web-tier flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WebArgs {
-    /// Port to listen on.
-    #[arg(long, env = "FACEFLEET_PORT", default_value_t = 8000)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, env = "FACEFLEET_BIND", default_value = "0.0.0.0")]
-    pub bind: std::net::IpAddr,
+    /// Address and port to listen on. Loopback by default; any other
+    /// address needs an API key to exist (or `--insecure-open`).
+    #[arg(long, env = "FACEFLEET_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// Port to listen on (replaces the port of `--listen`).
+    #[arg(long, env = "FACEFLEET_PORT")]
+    pub port: Option<u16>,
+    /// Serve everyone without an API key even on a non-loopback address
+    /// while no key exists. Dangerous: anyone who can reach the port can
+    /// enroll, delete and read.
+    #[arg(long, env = "FACEFLEET_INSECURE_OPEN")]
+    pub insecure_open: bool,
+    /// A route served without an API key even when keys exist (repeat, or
+    /// comma-separate). `--open-route /` keeps the course route open for
+    /// its workload generator while the rest stays protected.
+    #[arg(long = "open-route", env = "FACEFLEET_OPEN_ROUTES", value_delimiter = ',')]
+    pub open_routes: Vec<String>,
     /// Largest accepted upload in bytes (larger: 413).
     #[arg(long, env = "FACEFLEET_MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_upload_bytes: usize,
+    /// Bytes of uploads held in memory at once, over all requests (past
+    /// it: 503).
+    #[arg(long, env = "FACEFLEET_UPLOAD_BUDGET_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub upload_budget_bytes: usize,
     /// Largest accepted image side in pixels.
     #[arg(long, env = "FACEFLEET_MAX_IMAGE_SIDE", default_value_t = ImageLimits::default().max_side)]
     pub max_image_side: u32,
     /// Seconds a request waits for its result before a 504.
     #[arg(long, env = "FACEFLEET_REQUEST_TIMEOUT", default_value_t = 60.0)]
     pub request_timeout: f64,
-    /// Requests handled at once; more get 503.
+    /// Requests handled at once by the whole server; more get 503.
     #[arg(long, env = "FACEFLEET_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "FACEFLEET_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request body (408 after).
+    #[arg(long, env = "FACEFLEET_BODY_TIMEOUT", default_value_t = 30.0)]
+    pub body_timeout: f64,
+    /// Open connections at once.
+    #[arg(long, env = "FACEFLEET_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+}
+
+/// A positive, finite number of seconds, or an error naming the flag.
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(v.is_finite() && v > 0.0 && v <= 86_400.0, "--{flag} must be a number of seconds above 0 and at most 86400 (got {v})");
+    Ok(Duration::from_secs_f64(v))
 }
 
 impl WebArgs {
-    /// The web-tier configuration.
-    pub fn config(&self) -> WebConfig {
+    /// The address to listen on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let mut a = self.listen;
+        if let Some(p) = self.port {
+            a.set_port(p);
+        }
+        a
+    }
+
+    /// The web-tier configuration; bad values are refused with a message.
+    pub fn config(&self) -> anyhow::Result<WebConfig> {
         let side = self.max_image_side;
-        WebConfig {
+        anyhow::ensure!((16..=65_535).contains(&side), "--max-image-side must be between 16 and 65535 (got {side})");
+        anyhow::ensure!(self.max_upload_bytes >= 1024, "--max-upload-bytes must be at least 1024 (got {})", self.max_upload_bytes);
+        anyhow::ensure!(
+            self.upload_budget_bytes >= self.max_upload_bytes,
+            "--upload-budget-bytes ({}) must be at least --max-upload-bytes ({})",
+            self.upload_budget_bytes,
+            self.max_upload_bytes
+        );
+        anyhow::ensure!(self.max_in_flight >= 1, "--max-in-flight must be at least 1");
+        anyhow::ensure!(self.max_connections >= 1, "--max-connections must be at least 1");
+        for r in &self.open_routes {
+            anyhow::ensure!(r.starts_with('/'), "--open-route takes a path such as `/` (got `{r}`)");
+        }
+        let body = seconds("body-timeout", self.body_timeout)?;
+        Ok(WebConfig {
             max_upload_bytes: self.max_upload_bytes,
             image_limits: ImageLimits { max_side: side, max_pixels: (u64::from(side) * u64::from(side)).min(ImageLimits::default().max_pixels) },
-            request_timeout: Duration::from_secs_f64(self.request_timeout.max(0.1)),
+            request_timeout: seconds("request-timeout", self.request_timeout)?,
             max_in_flight: self.max_in_flight,
+            upload_budget_bytes: self.upload_budget_bytes,
+            body_deadline: body,
+            body_idle_timeout: body.min(Duration::from_secs(10)),
+            header_timeout: seconds("header-timeout", self.header_timeout)?,
+            max_connections: self.max_connections,
             ..WebConfig::default()
+        })
+    }
+
+    /// Applies the access rules to `state` for a server on `addr`: open
+    /// while no key exists only on loopback (or with `--insecure-open`);
+    /// refuses to start on any other address with no key.
+    pub async fn secure(&self, state: WebState, addr: std::net::SocketAddr) -> anyhow::Result<WebState> {
+        state.keys().refresh().await.context("reading the API keys")?;
+        let loopback = addr.ip().is_loopback();
+        let has_keys = state.keys().any();
+        if !loopback && !has_keys {
+            anyhow::ensure!(
+                self.insecure_open,
+                "refusing to listen on {addr} with no API key: create one first with `facefleet keys create --scope admin` \
+                 (same --data-dir or backend), or pass --insecure-open to serve everyone without a key"
+            );
         }
+        if self.insecure_open && !loopback {
+            tracing::warn!("INSECURE: --insecure-open on {addr}: while no API key exists, anyone who can reach this port can enroll, delete and read");
+        }
+        if !self.open_routes.is_empty() {
+            tracing::info!(routes = ?self.open_routes, "routes open without an API key");
+        }
+        Ok(state.with_access(loopback || self.insecure_open, self.open_routes.clone()))
     }
 }
 
@@ -319,9 +400,11 @@ pub async fn run_worker(backend: &BackendArgs, model: &ModelArgs, worker: &Worke
 pub async fn run_web(backend: &BackendArgs, model: &ModelArgs, web_args: &WebArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let dep = backend.connect().await?;
     backend::ensure_resources(&dep, Default::default()).await?;
-    let state = WebState::new(dep, web_args.config(), Some(model_enroller(model)));
+    let addr = web_args.addr();
+    let state = WebState::new(dep, web_args.config()?, Some(model_enroller(model)));
+    let state = web_args.secure(state, addr).await?;
     let app = web::build_router(state.clone(), vec![]);
-    let listener = tokio::net::TcpListener::bind((web_args.bind, web_args.port)).await.with_context(|| format!("listening on {}:{}", web_args.bind, web_args.port))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!("web tier listening on http://{}", listener.local_addr()?);
     web::serve(listener, &state, app, stop).await?;
     Ok(())

@@ -6,6 +6,29 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// Environment variable the CLI clients read their API key from.
+pub const API_KEY_ENV: &str = "FACEFLEET_API_KEY";
+
+/// An HTTP client builder that sends `FACEFLEET_API_KEY` (when set) as
+/// `x-api-key` on every request.
+pub fn http_builder() -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(key) = std::env::var(API_KEY_ENV) {
+        let key = key.trim();
+        if !key.is_empty() {
+            let mut v = reqwest::header::HeaderValue::from_str(key).context("FACEFLEET_API_KEY is not a valid header value")?;
+            v.set_sensitive(true);
+            headers.insert("x-api-key", v);
+        }
+    }
+    Ok(reqwest::Client::builder().default_headers(headers))
+}
+
+/// A client as [`http_builder`] makes it.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(http_builder()?.build()?)
+}
+
 fn part(path: &Path) -> anyhow::Result<reqwest::multipart::Part> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string();

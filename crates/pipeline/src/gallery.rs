@@ -23,6 +23,10 @@ pub const PEOPLE_PREFIX: &str = "people/";
 /// Longest accepted person name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
+/// Longest accepted person name, in UTF-8 bytes (a name is one path
+/// segment of a key, and file systems allow 255 bytes per segment).
+pub const MAX_NAME_BYTES: usize = 200;
+
 /// One enrolled face.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GalleryEntry {
@@ -48,7 +52,7 @@ pub enum GalleryError {
     Engine(#[from] EngineError),
 }
 
-/// Checks a person name: 1 to 100 characters, no `/`, `\` or control
+/// Checks a person name: 1 to 100 characters and at most 200 bytes, no `/`, `\` or control
 /// characters, not `.` or `..`, no surrounding spaces.
 pub fn validate_name(name: &str) -> Result<(), GalleryError> {
     let bad = |why: &str| Err(GalleryError::InvalidName(format!("{why} (got {name:?})")));
@@ -57,6 +61,9 @@ pub fn validate_name(name: &str) -> Result<(), GalleryError> {
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return bad("longer than 100 characters");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return bad("longer than 200 bytes in UTF-8");
     }
     if name.trim() != name {
         return bad("leading or trailing spaces");
@@ -104,15 +111,19 @@ pub async fn people(store: &dyn ObjectStore, bucket: &str) -> Result<BTreeMap<St
     Ok(out)
 }
 
-/// Removes every face of `name`; returns how many were removed (0: unknown
-/// person).
+/// Removes every face of `name`; returns how many this call removed (0:
+/// unknown person, or another call removed them first). Concurrent calls
+/// never count a face twice where the store can tell (the filesystem).
 pub async fn remove_person(store: &dyn ObjectStore, bucket: &str, name: &str) -> Result<usize, GalleryError> {
     validate_name(name)?;
     let keys = store.list_all(bucket, &person_prefix(name)).await?;
+    let mut removed = 0;
     for meta in &keys {
-        store.delete(bucket, &meta.key).await?;
+        if store.remove(bucket, &meta.key).await? {
+            removed += 1;
+        }
     }
-    Ok(keys.len())
+    Ok(removed)
 }
 
 fn name_of_key(key: &str) -> Option<&str> {
@@ -204,7 +215,7 @@ mod tests {
         for ok in ["Paul", "Jean-Luc Picard", "Émile", "王"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101)] {
+        for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

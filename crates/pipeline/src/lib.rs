@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod gallery;
+pub mod keys;
 pub mod loadgen;
 pub mod model_engine;
 pub mod protocol;

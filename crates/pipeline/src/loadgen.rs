@@ -173,7 +173,7 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
         files.truncate(n);
     }
     anyhow::ensure!(!files.is_empty(), "no images (.jpg, .jpeg, .png) in {}", opts.dir.display());
-    let client = reqwest::Client::builder()
+    let client = crate::client::http_builder()?
         .timeout(opts.timeout)
         .pool_max_idle_per_host(opts.concurrency.max(1))
         .build()?;

@@ -27,6 +27,15 @@ pub struct Request {
     /// What to answer.
     #[serde(default)]
     pub mode: Mode,
+    /// When the web tier stops waiting (Unix milliseconds): a response
+    /// nobody claims after this is deleted instead of circulating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Now in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A face box in image pixels.
@@ -104,6 +113,9 @@ pub struct Response {
     pub key: String,
     /// The result.
     pub result: Outcome,
+    /// Copied from the request: after this no web tier waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A record written to the dead-letter queue by a worker that gives up.
@@ -138,6 +150,7 @@ mod tests {
             request_id: uuid::Uuid::new_v4().to_string(),
             key: "x".repeat(255),
             mode: Mode::Faces,
+            expires_at_ms: Some(now_ms()),
         };
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.len() < 1024, "{}", json.len());
@@ -153,6 +166,7 @@ mod tests {
             request_id: "1".into(),
             key: "a.jpg".into(),
             result: Outcome::Ok(Recognition { name: "Paul".into(), faces: vec![] }),
+            expires_at_ms: None,
         };
         let v: serde_json::Value = serde_json::to_value(&ok).unwrap();
         assert_eq!(v["result"]["ok"]["name"], "Paul");
@@ -160,6 +174,7 @@ mod tests {
             request_id: "1".into(),
             key: "a.jpg".into(),
             result: Outcome::Err(ResponseError { kind: ErrorKind::BadInput, message: "m".into() }),
+            expires_at_ms: None,
         };
         let v: serde_json::Value = serde_json::to_value(&err).unwrap();
         assert_eq!(v["result"]["err"]["kind"], "bad_input");

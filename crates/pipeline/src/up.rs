@@ -52,12 +52,12 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
     let (fleet, local) = make_fleet(&opts.backend, &opts.model, &opts.scaler).await?;
     dep.fleet = Some(fleet);
 
-    let state = WebState::new(dep.clone(), opts.web.config(), Some(model_enroller(&opts.model)));
+    let addr = opts.web.addr();
+    let state = WebState::new(dep.clone(), opts.web.config()?, Some(model_enroller(&opts.model)));
+    let state = opts.web.secure(state, addr).await?;
     let routes = extras.routes.into_iter().map(|build| build(&dep)).collect();
     let app = web::build_router(state.clone(), routes);
-    let listener = tokio::net::TcpListener::bind((opts.web.bind, opts.web.port))
-        .await
-        .with_context(|| format!("listening on {}:{}", opts.web.bind, opts.web.port))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     let addr = listener.local_addr()?;
 
     let scaler = tokio::spawn(crate::autoscaler::run_with_wake(

@@ -234,7 +234,7 @@ impl<E: FaceEngine> Worker<E> {
     }
 
     async fn respond(&self, req: &Request, result: Outcome) -> Result<(), String> {
-        let resp = Response { request_id: req.request_id.clone(), key: req.key.clone(), result };
+        let resp = Response { request_id: req.request_id.clone(), key: req.key.clone(), result, expires_at_ms: req.expires_at_ms };
         let body = serde_json::to_string(&resp).expect("response serialises");
         self.dep.queue.send(&self.dep.names.resp_queue, &body).await.map(|_| ()).map_err(|e| format!("sending the response failed: {e}"))
     }

@@ -17,7 +17,7 @@ async fn put_image(dep: &facefleet_pipeline::Deployment, key: &str, bytes: Vec<u
 }
 
 async fn send_request(dep: &facefleet_pipeline::Deployment, id: &str, key: &str) {
-    let body = serde_json::to_string(&Request { request_id: id.into(), key: key.into(), mode: Mode::Name }).unwrap();
+    let body = serde_json::to_string(&Request { request_id: id.into(), key: key.into(), mode: Mode::Name, expires_at_ms: None }).unwrap();
     dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
 }
 

@@ -32,32 +32,28 @@ pub(crate) async fn enroll(State(state): State<WebState>, Path(name): Path<Strin
     }
     let limits = state.config.image_limits;
     for (i, u) in uploads.iter().enumerate() {
-        let b = u.bytes.clone();
-        tokio::task::spawn_blocking(move || check_image(&b, &limits))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| {
-                let mut err = ApiError::from(e);
-                err.message = format!("image {} ({}): {}", i + 1, u.file_name.as_deref().unwrap_or("unnamed"), err.message);
-                err
-            })?;
+        check_image(&u.bytes, &limits).map_err(|e| {
+            let mut err = ApiError::from(e);
+            err.message = format!("image {} ({}): {}", i + 1, u.file_name.as_deref().unwrap_or("unnamed"), err.message);
+            err
+        })?;
     }
     let enroller = state.enroller().await?;
+    // One enrollment decodes at a time: bounded memory in the web tier.
+    let _slot = state.enroll_slot().await;
     let mut embeddings = Vec::with_capacity(uploads.len());
     for (i, u) in uploads.into_iter().enumerate() {
         let e = enroller.clone();
         let label = u.file_name.clone().unwrap_or_else(|| "unnamed".into());
         let result = tokio::task::spawn_blocking(move || e.embed(&u.bytes))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("embedding panicked: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("embedding panicked: {e}")))?;
         match result {
             Ok(v) => embeddings.push(v),
             Err(EngineError::BadImage(m)) => {
                 return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("image {} ({label}): {m}", i + 1)))
             }
-            Err(EngineError::Failed(m)) => {
-                return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("image {} ({label}): {m}", i + 1)))
-            }
+            Err(EngineError::Failed(m)) => return Err(ApiError::internal(format!("embedding image {} ({label}): {m}", i + 1))),
         }
     }
     let bucket = &state.dep.names.gallery_bucket;

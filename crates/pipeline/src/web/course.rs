@@ -10,14 +10,14 @@ use axum::response::IntoResponse;
 use super::multipart::{files, Upload};
 use super::{ApiError, WebState};
 use crate::protocol::{stem, ErrorKind, Mode, Outcome, Recognition, Request};
-use crate::upload::{check_image, sanitize_file_name};
+use crate::upload::{check_image, request_key};
 
 /// `POST /`: stores `inputFile` in the input bucket, queues a request and
 /// answers `200 text/plain` `<stem>:<name>` once a worker answered.
 pub(crate) async fn upload(State(state): State<WebState>, mp: Multipart) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
-    let upload = single(files(mp, &["inputFile"]).await?, "inputFile")?;
-    let (key, rec) = submit(&state, upload, Mode::Name).await?;
+    let upload = files(mp, &["inputFile"]).await.and_then(|u| single(u, "inputFile")).map_err(ApiError::plain)?;
+    let (key, rec) = submit(&state, upload, Mode::Name).await.map_err(ApiError::plain)?;
     metrics::histogram!("facefleet_request_seconds", "route" => "/").record(started.elapsed().as_secs_f64());
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -39,28 +39,27 @@ pub(crate) fn single(mut uploads: Vec<Upload>, field: &str) -> Result<Upload, Ap
 pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Result<(String, Recognition), ApiError> {
     let limits = state.config.image_limits;
     let bytes = upload.bytes;
-    let checked = bytes.clone();
-    tokio::task::spawn_blocking(move || check_image(&checked, &limits))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("image check panicked: {e}")))??;
-    let key = sanitize_file_name(upload.file_name.as_deref().unwrap_or("upload"));
+    check_image(&bytes, &limits)?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let key = request_key(&request_id, upload.file_name.as_deref());
     let names = &state.dep.names;
     state.dep.store.put(&names.in_bucket, &key, bytes).await?;
 
-    let request_id = uuid::Uuid::new_v4().to_string();
     let waiter = state.dispatcher.register(&request_id);
-    let body = serde_json::to_string(&Request { request_id: request_id.clone(), key: key.clone(), mode }).expect("request serialises");
+    let timeout = state.config.request_timeout;
+    let request = Request { request_id: request_id.clone(), key: key.clone(), mode, expires_at_ms: Some(crate::protocol::now_ms() + timeout.as_millis() as u64) };
+    let body = serde_json::to_string(&request).expect("request serialises");
     state.dep.queue.send(&names.req_queue, &body).await?;
     state.arrivals.notify_one();
     metrics::counter!("facefleet_requests_sent_total").increment(1);
 
-    let timeout = state.config.request_timeout;
     let Some(resp) = waiter.wait(timeout).await else {
         metrics::counter!("facefleet_request_timeouts_total").increment(1);
         return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "no result for `{key}` within {}s (request {request_id}); it stays queued and its result will be written to bucket `{}` under key `{}`",
+                "no result for `{}` within {}s (request {request_id}); it stays queued and its result will be written to bucket `{}` under key `{}`",
+                stem(&key),
                 timeout.as_secs_f32(),
                 names.out_bucket,
                 stem(&key)
@@ -74,7 +73,7 @@ pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Resu
                 ErrorKind::BadInput => StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            Err(ApiError::new(status, format!("recognition of `{key}` failed: {}", e.message)))
+            Err(ApiError::new(status, format!("recognition of `{}` failed: {}", stem(&key), e.message)))
         }
     }
 }

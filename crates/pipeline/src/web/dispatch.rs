@@ -7,7 +7,9 @@
 //! for a request this process already finished (duplicate after a worker
 //! retry, or a request that timed out) is deleted; any other response
 //! belongs to another web tier sharing the queue and is made visible again
-//! at once so that tier gets it.
+//! at once so that tier gets it, unless it has expired (its request's web
+//! tier stopped waiting, or died): then it is deleted, so responses nobody
+//! waits for never circulate for good.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,14 @@ use crate::protocol::Response;
 const FINISHED_MEMORY: usize = 20_000;
 
 /// A foreign response received this many times is presumed orphaned (its
-/// web tier died) and deleted.
+/// web tier died) and deleted; for responses without an expiry.
 const ORPHAN_RECEIVES: u32 = 200;
+
+/// How often an idle dispatcher looks for expired responses.
+const IDLE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Grace after a response's expiry before another web tier deletes it.
+const EXPIRY_GRACE_MS: u64 = 5_000;
 
 #[derive(Default)]
 struct Tables {
@@ -113,17 +121,20 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 return;
             }
+            let mut wait = self.poll_wait;
             if self.waiting() == 0 {
+                // Idle: sleep until a request registers, but look at the
+                // queue now and then so responses nobody waits for (their
+                // web tier died) are seen and expire.
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.wake.notified() => continue,
+                    _ = tokio::time::sleep(IDLE_SWEEP) => wait = Duration::ZERO,
                 }
-                continue;
             }
             let received = self
                 .queue
-                .receive(&self.resp_queue, facefleet_ports::MAX_BATCH, self.poll_wait, Some(Duration::from_secs(30)))
+                .receive(&self.resp_queue, facefleet_ports::MAX_BATCH, wait, Some(Duration::from_secs(30)))
                 .await;
             let messages = match received {
                 Ok(m) => m,
@@ -167,6 +178,11 @@ impl Dispatcher {
                         let _ = tx.send(resp);
                     }
                     Fate::Duplicate => self.delete(&m.receipt).await,
+                    Fate::Foreign if resp.expires_at_ms.is_some_and(|t| crate::protocol::now_ms() > t + EXPIRY_GRACE_MS) => {
+                        tracing::debug!(request_id = %resp.request_id, "deleting an expired response (nobody waits for it)");
+                        metrics::counter!("facefleet_responses_expired_total").increment(1);
+                        self.delete(&m.receipt).await;
+                    }
                     Fate::Foreign if m.receive_count >= ORPHAN_RECEIVES => {
                         tracing::warn!(request_id = %resp.request_id, "deleting orphaned response (no web tier claimed it)");
                         self.delete(&m.receipt).await;

@@ -8,27 +8,30 @@ mod api;
 mod course;
 pub mod dispatch;
 mod error;
-mod limit;
+pub mod guard;
+pub mod intake;
+mod keys_api;
 mod metrics;
 mod multipart;
+mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{BoxError, Router};
+use axum::Router;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
 
 use crate::backend::Deployment;
 use crate::engine::Enroller;
+use crate::keys::KeyRing;
 use crate::upload::ImageLimits;
 
 pub use dispatch::Dispatcher;
 pub use error::ApiError;
+pub use guard::AccessPolicy;
+pub use intake::Intake;
 
 /// Settings of the web tier.
 #[derive(Debug, Clone)]
@@ -39,8 +42,21 @@ pub struct WebConfig {
     pub image_limits: ImageLimits,
     /// How long a request waits for its result before answering 504.
     pub request_timeout: Duration,
-    /// Requests handled at once; more are refused with 503 at once.
+    /// Requests handled at once by the whole server; more are refused with
+    /// 503 at once.
     pub max_in_flight: usize,
+    /// Bytes of request bodies held in memory at once over all requests;
+    /// past it uploads are refused with 503.
+    pub upload_budget_bytes: usize,
+    /// Whole time a client has to send a request body (408 after).
+    pub body_deadline: Duration,
+    /// Longest pause inside a request body (408 after).
+    pub body_idle_timeout: Duration,
+    /// Time a client has to send its request headers (the connection is
+    /// closed after).
+    pub header_timeout: Duration,
+    /// Open connections at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Long-poll wait of the response dispatcher.
     pub response_poll_wait: Duration,
 }
@@ -52,6 +68,11 @@ impl Default for WebConfig {
             image_limits: ImageLimits::default(),
             request_timeout: Duration::from_secs(60),
             max_in_flight: 512,
+            upload_budget_bytes: 256 * 1024 * 1024,
+            body_deadline: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 8192,
             response_poll_wait: Duration::from_secs(1),
         }
     }
@@ -69,22 +90,52 @@ pub struct WebState {
     pub(crate) dispatcher: Arc<Dispatcher>,
     enroller_factory: Option<EnrollerFactory>,
     enroller: Arc<tokio::sync::OnceCell<Arc<dyn Enroller>>>,
+    /// One enrollment embeds at a time: its decode is the only full image
+    /// decode in the web tier, so this bounds its memory.
+    enroll_slot: Arc<tokio::sync::Semaphore>,
     arrivals: Arc<tokio::sync::Notify>,
+    pub(crate) access: AccessPolicy,
+    pub(crate) intake: Arc<Intake>,
 }
 
 impl WebState {
     /// State over `dep`; `enroller` builds the enrollment model lazily
-    /// (`None`: enrollment answers 501).
+    /// (`None`: enrollment answers 501). The stack is open while no API key
+    /// exists (see [`WebState::with_access`]).
     pub fn new(dep: Deployment, config: WebConfig, enroller: Option<EnrollerFactory>) -> Self {
         let dispatcher = Dispatcher::new(dep.queue.clone(), &dep.names.resp_queue, config.response_poll_wait);
+        let keys = KeyRing::new(dep.store.clone(), &dep.names.gallery_bucket);
+        let intake = Intake::new(
+            config.max_upload_bytes,
+            config.upload_budget_bytes,
+            config.max_in_flight,
+            config.body_deadline,
+            config.body_idle_timeout,
+        );
         Self {
             dep,
             config,
             dispatcher,
             enroller_factory: enroller,
             enroller: Arc::new(tokio::sync::OnceCell::new()),
+            enroll_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             arrivals: Arc::new(tokio::sync::Notify::new()),
+            access: AccessPolicy { keys, open_without_keys: true, open_routes: Vec::new() },
+            intake,
         }
+    }
+
+    /// The same state with access rules: whether the stack is open while
+    /// no key exists, and the routes open to everyone.
+    pub fn with_access(mut self, open_without_keys: bool, open_routes: Vec<String>) -> Self {
+        self.access.open_without_keys = open_without_keys;
+        self.access.open_routes = open_routes;
+        self
+    }
+
+    /// The deployment's API keys as this web tier sees them.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.access.keys.clone()
     }
 
     /// Notified each time this web tier queues a request: an autoscaler in
@@ -111,15 +162,21 @@ impl WebState {
             })
             .await
             .cloned()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot load the face model: {e}")))
+            .map_err(|e| ApiError::internal(format!("cannot load the face model: {e}")))
+    }
+
+    /// Waits for the enrollment slot (one enrollment decodes at a time).
+    pub(crate) async fn enroll_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.enroll_slot.clone().acquire_owned().await.expect("the enrollment semaphore is never closed")
     }
 }
 
-/// The web tier's router, with `extra` routers merged in; every route is
-/// behind the concurrency limit (overload → 503 at once).
+/// The web tier's router, with `extra` routers merged in. Every route but
+/// `/healthz` is behind the API-key check ([`guard`]), then the body limits
+/// and the server-wide in-flight limit ([`intake`]).
 pub fn build_router(state: WebState, extra: Vec<Router>) -> Router {
-    let limit = state.config.max_upload_bytes;
-    let max_in_flight = state.config.max_in_flight.max(1);
+    let access = state.access.clone();
+    let intake = state.intake.clone();
     let mut app = Router::new()
         .route("/", post(course::upload))
         .route("/v1/recognize", post(api::recognize))
@@ -127,37 +184,35 @@ pub fn build_router(state: WebState, extra: Vec<Router>) -> Router {
         .route("/v1/people/{name}", delete(api::delete_person))
         .route("/v1/people/{name}/faces", post(api::enroll))
         .route("/v1/status", get(api::status))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(limit, limit::refuse_oversized))
+        .route("/v1/keys", get(keys_api::list).post(keys_api::create))
+        .route("/v1/keys/{id}", delete(keys_api::revoke))
+        // The body limit is enforced by `intake`; axum's own default (2 MB)
+        // must not cut below it.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::render));
     for r in extra {
         app = app.merge(r);
     }
-    app.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(|e: BoxError| async move {
-                if e.is::<tower::load_shed::error::Overloaded>() {
-                    ::metrics::counter!("facefleet_http_shed_total").increment(1);
-                    (StatusCode::SERVICE_UNAVAILABLE, "server overloaded: too many requests in flight, retry later\n".to_string())
-                } else {
-                    (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}\n"))
-                }
-            }))
-            .load_shed()
-            .concurrency_limit(max_in_flight),
-    )
+    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(intake, intake::intake))
+        .layer(axum::middleware::from_fn_with_state(access, guard::authorize))
 }
 
-/// Serves `app` on `listener` with the response dispatcher of `state`
-/// running beside it, until `shutdown` fires (in-flight requests finish).
+/// Serves `app` on `listener` with the response dispatcher and the key
+/// refresher of `state` running beside it, until `shutdown` fires
+/// (in-flight requests finish). Connections are capped and must send their
+/// headers within the header timeout.
 pub async fn serve(listener: tokio::net::TcpListener, state: &WebState, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     metrics::install();
+    state.keys().refresh().await.map_err(|e| std::io::Error::other(format!("reading the API keys: {e}")))?;
     let dispatcher = tokio::spawn(state.dispatcher().run(shutdown.child_token()));
-    let s = shutdown.clone();
-    let r = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await;
+    let refresher = tokio::spawn(state.keys().run(Duration::from_secs(2), shutdown.child_token()));
+    let limits = server::ConnLimits { header_timeout: state.config.header_timeout, max_connections: state.config.max_connections };
+    let r = server::run(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
     let _ = dispatcher.await;
+    let _ = refresher.await;
     r
 }

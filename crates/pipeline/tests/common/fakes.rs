@@ -94,6 +94,10 @@ impl ObjectStore for MemStore {
         b.get_mut(bucket).ok_or_else(|| PortError::NoSuchBucket(bucket.into()))?.remove(key);
         Ok(())
     }
+    async fn remove(&self, bucket: &str, key: &str) -> Result<bool> {
+        let mut b = self.buckets.lock().unwrap();
+        Ok(b.get_mut(bucket).ok_or_else(|| PortError::NoSuchBucket(bucket.into()))?.remove(key).is_some())
+    }
 }
 
 struct Msg {

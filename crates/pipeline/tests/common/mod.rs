@@ -35,8 +35,14 @@ pub struct WebTier {
 
 /// Starts a web tier over `dep` on a free port, with the fake enroller.
 pub async fn start_web(dep: Deployment, config: WebConfig) -> WebTier {
+    start_web_with(dep, config, true, vec![]).await
+}
+
+/// Starts a web tier with access rules: open while no key exists or not,
+/// and routes open to everyone.
+pub async fn start_web_with(dep: Deployment, config: WebConfig, open_without_keys: bool, open_routes: Vec<String>) -> WebTier {
     let factory: facefleet_pipeline::web::EnrollerFactory = Arc::new(|| Ok(Arc::new(FakeEngine::default()) as _));
-    let state = WebState::new(dep, config, Some(factory));
+    let state = WebState::new(dep, config, Some(factory)).with_access(open_without_keys, open_routes);
     let app = build_router(state.clone(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
