@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, ScalerArgs, WebArgs, WorkerArgs};
 use facefleet_pipeline::{client, loadgen, up};
 
+mod doctor;
 mod video;
 
 #[derive(Parser)]
@@ -115,9 +116,15 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Check what `up` needs on this machine (CPU, ffmpeg, data folder,
+    /// port, API keys, model, AWS resources) and say how to fix each
+    /// problem. Exits with 1 when something cannot work.
+    Doctor(doctor::DoctorArgs),
     /// Create or update every AWS resource of a deployment.
+    #[cfg(feature = "aws")]
     Provision(facefleet_aws::cli::ProvisionArgs),
     /// Delete every AWS resource of a deployment (data included).
+    #[cfg(feature = "aws")]
     Teardown(facefleet_aws::cli::TeardownArgs),
     /// Run one app-tier worker (what `up` spawns when `app-tier` is not
     /// installed beside this program).
@@ -209,11 +216,14 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up { backend, model, web, scaler, video } => {
             let stop = cli::shutdown_on_signals();
-            let extras = video::extras(&video, &model);
+            let extras = video::extras(&video, &model, &backend.data_dir);
             up::up(&up::UpOptions { backend, model, web, scaler }, extras, stop).await
         }
         Command::Keys { command } => keys_command(command).await,
+        Command::Doctor(args) => doctor::run(args).await,
+        #[cfg(feature = "aws")]
         Command::Provision(a) => facefleet_aws::cli::run_provision(&a).await.map(|_| ()),
+        #[cfg(feature = "aws")]
         Command::Teardown(a) => facefleet_aws::cli::run_teardown(&a).await.map(|_| ()),
         Command::Worker { backend, model, worker } => cli::run_worker(&backend, &model, &worker, cli::shutdown_on_signals()).await,
         Command::Enroll { url, gallery, labels, dir, model, name, images } => {

@@ -393,3 +393,17 @@ async fn with_api_keys_and_an_open_course_route() {
     let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["input_objects"], 100, "{st}");
 }
+
+#[test]
+fn refuses_a_public_address_without_a_key() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facefleet"))
+        .args(["up", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 with no API key") && err.contains("keys create"), "{err}");
+}

@@ -39,6 +39,7 @@ pub mod mobilefacenet;
 pub mod mtcnn;
 pub mod pointwise;
 mod recognizer;
+pub mod simd;
 pub mod weights;
 
 pub use config::{ModelConfig, WEIGHTS_DIR_ENV};

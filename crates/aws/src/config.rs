@@ -33,6 +33,16 @@ impl std::str::FromStr for RetryMode {
     }
 }
 
+impl std::fmt::Display for RetryMode {
+    /// The flag value `--aws-retry-mode` parses back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RetryMode::Standard => "standard",
+            RetryMode::Adaptive => "adaptive",
+        })
+    }
+}
+
 /// Options of the AWS backend. Everything left `None` comes from the
 /// standard chain: `AWS_REGION`/`AWS_PROFILE`/`AWS_ENDPOINT_URL`
 /// environment, `~/.aws/config`, then the instance metadata (instance role).

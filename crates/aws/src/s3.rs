@@ -285,6 +285,26 @@ impl ObjectStore for S3Store {
         })
     }
 
+    /// Streams the file from disk (`ByteStream::from_path`): a large upload
+    /// is never held in memory.
+    async fn put_file(&self, bucket: &str, key: &str, path: &std::path::Path) -> Result<()> {
+        validate_key(key)?;
+        // The path stays out of the message (errors may reach HTTP clients).
+        let body = ByteStream::from_path(path).await.map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the file to upload");
+            PortError::Other(format!("cannot read the file to upload as `{key}` in bucket `{bucket}`"))
+        })?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| map_object(classify(e), bucket, key, "PutObject"))?;
+        Ok(())
+    }
+
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         validate_key(key)?;
         self.client

@@ -11,6 +11,10 @@
 //! folder. Limitation of the folder layout: a key cannot be both an object
 //! and the folder of other objects (`a` and `a/b`); such a put is refused
 //! with `InvalidKey`.
+//!
+//! Listing tolerates concurrent deletes: an entry that vanishes during the
+//! walk is skipped. Error messages name the bucket and key, never a
+//! filesystem path (they may reach HTTP clients); the path is logged.
 
 use std::fs;
 use std::io::{self, Write};
@@ -70,7 +74,7 @@ impl FsObjectStore {
     pub fn new(data_dir: impl AsRef<Path>) -> Result<Self> {
         let buckets = data_dir.as_ref().join("buckets");
         let tmp = buckets.join(TMP_DIR);
-        fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        fs::create_dir_all(&tmp).map_err(|e| path_err("create the buckets folder", &tmp, e))?;
         Ok(Self { inner: Arc::new(Layout { buckets, tmp }) })
     }
 
@@ -91,8 +95,20 @@ impl FsObjectStore {
     }
 }
 
-fn io_err(what: &str, path: &Path, e: io::Error) -> PortError {
-    PortError::Other(format!("cannot {what} {}: {e}", path.display()))
+/// A filesystem failure, reported without the path (logged instead).
+fn path_err(what: &str, path: &Path, e: io::Error) -> PortError {
+    tracing::warn!(path = %path.display(), error = %e, "filesystem store: cannot {what}");
+    PortError::Other(format!("cannot {what}: {e}"))
+}
+
+/// A filesystem failure on an object, naming its bucket and key.
+fn obj_err(what: &str, bucket: &str, key: &str, path: &Path, e: io::Error) -> PortError {
+    path_err(&format!("{what} object `{key}` in bucket `{bucket}`"), path, e)
+}
+
+/// A filesystem failure on a bucket, naming it.
+fn bucket_err(what: &str, bucket: &str, path: &Path, e: io::Error) -> PortError {
+    path_err(&format!("{what} bucket `{bucket}`"), path, e)
 }
 
 /// True for the errors that mean "a path component is missing or is not a
@@ -114,7 +130,7 @@ impl Layout {
             Ok(m) if m.is_dir() => Ok(dir),
             Ok(_) => Err(PortError::NoSuchBucket(bucket.to_string())),
             Err(e) if is_missing(&e) => Err(PortError::NoSuchBucket(bucket.to_string())),
-            Err(e) => Err(io_err("open bucket", &dir, e)),
+            Err(e) => Err(bucket_err("open", bucket, &dir, e)),
         }
     }
 
@@ -150,22 +166,29 @@ impl Layout {
         Ok((dir, path))
     }
 
-    /// Writes `body` to a fresh, synced temporary file and returns its path.
-    fn write_temp(&self, body: &[u8]) -> Result<PathBuf> {
+    /// Creates a fresh temporary file, fills it with `fill`, syncs it to
+    /// disk and returns its path. `bucket` and `key` name the object it is
+    /// for, in errors.
+    fn write_temp(
+        &self,
+        bucket: &str,
+        key: &str,
+        fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+    ) -> Result<PathBuf> {
         let path = self.tmp.join(format!("{}.part", uuid::Uuid::new_v4().simple()));
-        let write = || -> io::Result<()> {
-            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-            file.write_all(body)?;
-            file.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&path);
-            if e.kind() == io::ErrorKind::NotFound {
+        let open = || fs::OpenOptions::new().write(true).create_new(true).open(&path);
+        let mut file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Someone removed the temp folder: recreate it once.
-                fs::create_dir_all(&self.tmp).map_err(|e| io_err("create", &self.tmp, e))?;
-                return self.write_temp(body);
+                fs::create_dir_all(&self.tmp).map_err(|e| path_err("create the temporary folder", &self.tmp, e))?;
+                open().map_err(|e| obj_err("write", bucket, key, &path, e))?
             }
-            return Err(io_err("write", &path, e));
+            Err(e) => return Err(obj_err("write", bucket, key, &path, e)),
+        };
+        if let Err(e) = fill(&mut file).and_then(|()| file.sync_all()) {
+            let _ = fs::remove_file(&path);
+            return Err(obj_err("write", bucket, key, &path, e));
         }
         Ok(path)
     }
@@ -186,7 +209,7 @@ impl Layout {
             if let Err(e) = fs::create_dir_all(parent) {
                 return Err(match e.kind() {
                     io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => conflict(),
-                    _ => io_err("create folder", parent, e),
+                    _ => obj_err("create the folder of", bucket, key, parent, e),
                 });
             }
             if let Ok(m) = fs::symlink_metadata(dest) {
@@ -216,10 +239,12 @@ impl Layout {
                         reason: "a path segment is too long for this filesystem".to_string(),
                     });
                 }
-                Err(e) => return Err(io_err("store", dest, e)),
+                Err(e) => return Err(obj_err("store", bucket, key, dest, e)),
             }
         }
-        Err(PortError::Unavailable(format!("could not store {} (concurrent deletes)", dest.display())))
+        Err(PortError::Unavailable(format!(
+            "could not store object `{key}` in bucket `{bucket}` (concurrent deletes); try again"
+        )))
     }
 }
 
@@ -232,13 +257,30 @@ fn sync_dir(dir: &Path) {
 
 fn put_blocking(layout: &Layout, bucket: &str, key: &str, body: &[u8], replace: bool) -> Result<bool> {
     let (bucket_dir, dest) = layout.object_path(bucket, key)?;
-    let tmp = layout.write_temp(body)?;
+    let tmp = layout.write_temp(bucket, key, |f| f.write_all(body))?;
     let result = layout.install(bucket, key, &tmp, &dest, &bucket_dir, replace);
     if !replace || result.is_err() {
         // Hard-linked (or failed): the temporary name is no longer needed.
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Copies the file at `source` into a temporary file, then renames it over
+/// `key`: the same atomicity as [`put_blocking`], without holding the body
+/// in memory.
+fn put_file_blocking(layout: &Layout, bucket: &str, key: &str, source: &Path) -> Result<()> {
+    let (bucket_dir, dest) = layout.object_path(bucket, key)?;
+    let mut src = fs::File::open(source).map_err(|e| {
+        tracing::warn!(path = %source.display(), error = %e, "filesystem store: cannot read the file to upload");
+        PortError::Other(format!("cannot read the file to upload: {}", e.kind()))
+    })?;
+    let tmp = layout.write_temp(bucket, key, |f| io::copy(&mut src, f).map(drop))?;
+    let result = layout.install(bucket, key, &tmp, &dest, &bucket_dir, true);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(drop)
 }
 
 fn get_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<Bytes> {
@@ -248,12 +290,12 @@ fn get_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<Bytes> {
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(no_key()),
         Err(e) if is_missing(&e) => return Err(no_key()),
-        Err(e) => return Err(io_err("read", &path, e)),
+        Err(e) => return Err(obj_err("read", bucket, key, &path, e)),
     }
     match fs::read(&path) {
         Ok(body) => Ok(Bytes::from(body)),
         Err(e) if is_missing(&e) || e.kind() == io::ErrorKind::IsADirectory => Err(no_key()),
-        Err(e) => Err(io_err("read", &path, e)),
+        Err(e) => Err(obj_err("read", bucket, key, &path, e)),
     }
 }
 
@@ -263,22 +305,26 @@ fn head_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<Option<Obje
         Ok(m) if m.is_file() => Ok(Some(ObjectMeta { key: key.to_string(), size: m.len() })),
         Ok(_) => Ok(None),
         Err(e) if is_missing(&e) => Ok(None),
-        Err(e) => Err(io_err("stat", &path, e)),
+        Err(e) => Err(obj_err("look up", bucket, key, &path, e)),
     }
 }
 
-fn delete_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<()> {
+/// Deletes an object; true if this call unlinked it (of concurrent calls,
+/// exactly one sees its unlink succeed). A symbolic link planted at the
+/// key is removed too but was no object: false.
+fn remove_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<bool> {
     let (bucket_dir, path) = layout.object_path(bucket, key)?;
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.is_file() || m.file_type().is_symlink() => {}
-        Ok(_) => return Ok(()), // a prefix folder, not an object
-        Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(io_err("stat", &path, e)),
-    }
+    let was_file = match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => true,
+        Ok(m) if m.file_type().is_symlink() => false,
+        Ok(_) => return Ok(false), // a prefix folder, not an object
+        Err(e) if is_missing(&e) => return Ok(false),
+        Err(e) => return Err(obj_err("look up", bucket, key, &path, e)),
+    };
     match fs::remove_file(&path) {
         Ok(()) => {}
-        Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(io_err("delete", &path, e)),
+        Err(e) if is_missing(&e) => return Ok(false),
+        Err(e) => return Err(obj_err("delete", bucket, key, &path, e)),
     }
     // Remove the folders the key emptied, so the key's prefix may become an
     // object later. `remove_dir` only removes empty folders.
@@ -290,7 +336,7 @@ fn delete_blocking(layout: &Layout, bucket: &str, key: &str) -> Result<()> {
         dir = d.parent();
     }
     sync_dir(path.parent().unwrap_or(&bucket_dir));
-    Ok(())
+    Ok(was_file)
 }
 
 fn list_blocking(
@@ -315,10 +361,16 @@ fn list_blocking(
         start.push(seg);
         start_key.push_str(seg);
         start_key.push('/');
+        // Never follow a symbolic link planted in the bucket (the walk
+        // below does not either); a missing folder lists nothing.
+        match fs::symlink_metadata(&start) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(ListPage::default()),
+        }
     }
     let after = token.as_deref();
     let mut keys = Vec::new();
-    walk(&start, &start_key, prefix, after, &mut keys)?;
+    walk(bucket, &start, &start_key, prefix, after, &mut keys)?;
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let more = keys.len() > max_keys;
     keys.truncate(max_keys);
@@ -332,19 +384,38 @@ fn list_blocking(
 /// Collects `(key, size)` of the files under `dir` (whose keys start with
 /// `dir_key`) that start with `prefix` and sort after `after`. Skips
 /// subtrees that cannot hold such keys, and never follows symbolic links.
-fn walk(dir: &Path, dir_key: &str, prefix: &str, after: Option<&str>, out: &mut Vec<(String, u64)>) -> Result<()> {
+/// Entries deleted while it runs (files, whole folders) are skipped: a
+/// listing racing with deletes succeeds, with or without those keys.
+fn walk(
+    bucket: &str,
+    dir: &Path,
+    dir_key: &str,
+    prefix: &str,
+    after: Option<&str>,
+    out: &mut Vec<(String, u64)>,
+) -> Result<()> {
+    let list_err = |e: io::Error| bucket_err(&format!("list prefix `{dir_key}` of"), bucket, dir, e);
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(io_err("list", dir, e)),
+        Err(e) => return Err(list_err(e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // The folder itself went away mid-walk.
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(list_err(e)),
+        };
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue; // not UTF-8: not written by us
         };
         let key = format!("{dir_key}{name}");
-        let file_type = entry.file_type().map_err(|e| io_err("stat", &entry.path(), e))?;
+        let file_type = match entry.file_type() {
+            Ok(t) => t,
+            Err(e) if is_missing(&e) => continue, // deleted since read_dir
+            Err(e) => return Err(list_err(e)),
+        };
         if file_type.is_dir() {
             let sub = format!("{key}/");
             // Keys below start with `sub`: they can match only if `sub` and
@@ -359,10 +430,13 @@ fn walk(dir: &Path, dir_key: &str, prefix: &str, after: Option<&str>, out: &mut 
                     continue;
                 }
             }
-            walk(&entry.path(), &sub, prefix, after, out)?;
+            walk(bucket, &entry.path(), &sub, prefix, after, out)?;
         } else if file_type.is_file() && key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a) {
-            let size = entry.metadata().map_err(|e| io_err("stat", &entry.path(), e))?.len();
-            out.push((key, size));
+            match entry.metadata() {
+                Ok(m) => out.push((key, m.len())),
+                Err(e) if is_missing(&e) => {} // deleted since read_dir
+                Err(e) => return Err(list_err(e)),
+            }
         }
     }
     Ok(())
@@ -374,7 +448,7 @@ impl ObjectStore for FsObjectStore {
         let bucket = bucket.to_string();
         self.blocking(move |l| {
             let dir = l.bucket_dir(&bucket)?;
-            fs::create_dir_all(&dir).map_err(|e| io_err("create bucket", &dir, e))?;
+            fs::create_dir_all(&dir).map_err(|e| bucket_err("create", &bucket, &dir, e))?;
             sync_dir(&l.buckets);
             Ok(())
         })
@@ -418,7 +492,20 @@ impl ObjectStore for FsObjectStore {
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
-        self.blocking(move |l| delete_blocking(l, &bucket, &key)).await
+        self.blocking(move |l| remove_blocking(l, &bucket, &key).map(drop)).await
+    }
+
+    /// Exact: true only for the one caller whose unlink removed the object.
+    async fn remove(&self, bucket: &str, key: &str) -> Result<bool> {
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        self.blocking(move |l| remove_blocking(l, &bucket, &key)).await
+    }
+
+    /// Copies the file into a temporary file of the store's, then renames it
+    /// into place (atomic, like `put`); never holds the body in memory.
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<()> {
+        let (bucket, key, path) = (bucket.to_string(), key.to_string(), path.to_path_buf());
+        self.blocking(move |l| put_file_blocking(l, &bucket, &key, &path)).await
     }
 }
 

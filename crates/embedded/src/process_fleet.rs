@@ -5,18 +5,47 @@
 //! `<log-dir>/<name>.log`. The instance id is the process id. `stop` sends
 //! SIGTERM (the worker finishes its job in hand, then exits); `kill` sends
 //! SIGKILL (fault injection). Exited children are reaped by `list`.
+//!
+//! # Workers never outlive their parent unnoticed
+//!
+//! Two mechanisms, for when the parent (`facefleet up`) dies without
+//! stopping its workers (`kill -9`, a crash, the OOM killer):
+//!
+//! - **Parent-death signal (Linux).** Each worker is started with
+//!   `prctl(PR_SET_PDEATHSIG, SIGTERM)`, so the kernel sends it SIGTERM when
+//!   its parent goes; a SIGTERMed worker finishes its job in hand and exits.
+//!   If the parent died between `fork` and that call, the child notices
+//!   (`getppid()` no longer names the parent) and does not start. Caveat:
+//!   the kernel sends the signal when the *thread* that forked the child
+//!   exits, not only the process. So the fleet forks every worker from one
+//!   dedicated thread of its own that lives exactly as long as the fleet
+//!   (never from tokio's threads, whose lifetime tokio decides: a blocking
+//!   thread, or a worker thread after `block_in_place`, may exit while the
+//!   runtime lives on). Dropping the fleet ends that thread, which SIGTERMs
+//!   the workers just as [`Drop`] does.
+//! - **Pid records.** With [`ProcessFleet::with_state_dir`], each launch
+//!   writes `<state-dir>/<name>.json` (pid, process start time, name, and
+//!   the launching process); reaping a worker removes its record. A fleet
+//!   starting after a crash calls [`ProcessFleet::kill_leftovers`], which
+//!   SIGKILLs the workers recorded by a dead fleet that are still running
+//!   (checking the start time, so a recycled pid is never hit). Then the
+//!   new fleet can never run more workers than it plans.
 
-use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use facefleet_ports::{Fleet, Instance, InstanceState, PortError, Result};
-use nix::sys::signal::{killpg, Signal};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 /// Environment variable carrying the instance name to the worker.
@@ -30,9 +59,103 @@ pub struct ProcessFleet {
     env: Vec<(String, String)>,
     log_dir: PathBuf,
     niceness: Option<i32>,
+    /// Where pid records go (see the module documentation).
+    state_dir: Option<PathBuf>,
     workers: Mutex<HashMap<String, Worker>>,
     /// Exit statuses of reaped workers, by id (most recent last).
     exited: Mutex<Vec<(String, String, ExitStatus)>>,
+    /// The fleet's spawning thread (started by the first launch); it ends
+    /// when the fleet drops this sender.
+    spawner: Mutex<Option<mpsc::Sender<SpawnJob>>>,
+}
+
+/// Work for the spawning thread.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// A worker of a previous fleet that [`ProcessFleet::kill_leftovers`] killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Its instance name.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {})", self.name, self.pid)
+    }
+}
+
+/// The pid record of one launched worker, `<state-dir>/<name>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    pid: u32,
+    /// Start time of the worker process: field 22 of `/proc/<pid>/stat`
+    /// (clock ticks since boot). A recycled pid has another one.
+    start_time: u64,
+    /// The process that launched the worker, and its start time.
+    parent_pid: u32,
+    parent_start_time: u64,
+}
+
+/// State and start time of a process, from `/proc/<pid>/stat`; `None` if
+/// there is no such process (or no `/proc`).
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces and parentheses, so
+    // split after the last `)`. Field 3 (state) comes first, field 22
+    // (starttime) 19 fields later.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some((state, start_time))
+}
+
+/// True if process `pid` exists, is not a zombie, and started at
+/// `start_time` (so it is the very process recorded, not a recycled pid).
+fn is_running(pid: u32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, start)) if start == start_time && !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// This process's id and start time.
+fn own_identity() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, proc_stat(pid).map_or(0, |s| s.1))
+}
+
+/// SIGKILLs the process group led by `pid` (a worker leads its own), or
+/// the process alone if it leads none.
+fn kill_group(pid: u32) -> std::result::Result<(), Errno> {
+    match killpg(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+        Err(Errno::ESRCH) => match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// Starts the thread that forks the workers (see the module documentation).
+fn start_spawner() -> io::Result<mpsc::Sender<SpawnJob>> {
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
+    std::thread::Builder::new().name("facefleet-spawner".into()).spawn(move || {
+        // Ends when the fleet drops the sender.
+        while let Ok(job) = rx.recv() {
+            // Never let a panic end the thread: its exit would SIGTERM
+            // every worker it forked.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        }
+    })?;
+    Ok(tx)
+}
+
+/// A failure the fleet reports without its filesystem path (errors may
+/// reach HTTP clients): the path goes to the log.
+fn path_err(what: &str, path: &Path, e: impl std::fmt::Display) -> PortError {
+    tracing::error!(path = %path.display(), error = %e, "process fleet: cannot {what}");
+    PortError::Other(format!("cannot {what}: {e}"))
 }
 
 #[derive(Debug)]
@@ -52,9 +175,101 @@ impl ProcessFleet {
             env,
             log_dir: log_dir.as_ref().to_path_buf(),
             niceness: None,
+            state_dir: None,
             workers: Mutex::new(HashMap::new()),
             exited: Mutex::new(Vec::new()),
+            spawner: Mutex::new(None),
         }
+    }
+
+    /// Keeps a pid record of each running worker in `dir` (created on
+    /// launch), `<dir>/<name>.json`, so that a later fleet can kill the
+    /// workers this one leaves behind if its process dies: see
+    /// [`ProcessFleet::kill_leftovers`]. One fleet at a time per folder.
+    pub fn with_state_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.state_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Kills the workers that a previous fleet with the same state folder
+    /// left running (its process died without stopping them), and returns
+    /// them. Call it before the first launch.
+    ///
+    /// For each record in the state folder: a worker of this fleet, or one
+    /// whose launching process is another process still running (another
+    /// live fleet), is left alone; otherwise, if the recorded process still
+    /// runs with the recorded start time, its process group gets SIGKILL
+    /// and this waits until it has exited. A process whose start time
+    /// differs (the pid was recycled) is never signalled. The records are
+    /// removed. Errors: the folder cannot be read, a process cannot be
+    /// signalled or does not exit within a minute.
+    pub async fn kill_leftovers(&self) -> Result<Vec<Leftover>> {
+        let Some(dir) = &self.state_dir else { return Ok(Vec::new()) };
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(path_err("read the fleet's state folder", dir, e)),
+        };
+        let ours: HashSet<u32> = self.lock().keys().filter_map(|id| id.parse().ok()).collect();
+        let me = own_identity();
+        let mut dying = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(file) = entry.file_name().to_str().map(str::to_string) else { continue };
+            if file.starts_with('.') && file.ends_with(".tmp") {
+                let _ = fs::remove_file(&path); // a record being written when a fleet died
+                continue;
+            }
+            if file.starts_with('.') || !file.ends_with(".json") {
+                continue;
+            }
+            let read = fs::read(&path).map_err(|e| e.to_string());
+            let record: Record = match read.and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing an unreadable worker record");
+                    let _ = fs::remove_file(&path);
+                    continue;
+                }
+            };
+            if ours.contains(&record.pid) {
+                continue;
+            }
+            if (record.parent_pid, record.parent_start_time) != me && is_running(record.parent_pid, record.parent_start_time) {
+                tracing::warn!(
+                    instance = %record.name,
+                    pid = record.pid,
+                    parent = record.parent_pid,
+                    "worker record of another running fleet in this state folder: left alone"
+                );
+                continue;
+            }
+            if is_running(record.pid, record.start_time) {
+                kill_group(record.pid).map_err(|e| {
+                    PortError::Other(format!("cannot kill worker {} (pid {}) left by a previous fleet: {e}", record.name, record.pid))
+                })?;
+                tracing::warn!(instance = %record.name, pid = record.pid, "killed a worker left by a previous fleet");
+                dying.push((record, path));
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut killed = Vec::new();
+        for (record, path) in dying {
+            while is_running(record.pid, record.start_time) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(PortError::Unavailable(format!(
+                        "worker {} (pid {}) left by a previous fleet did not exit after SIGKILL",
+                        record.name, record.pid
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = fs::remove_file(&path);
+            killed.push(Leftover { name: record.name, pid: record.pid });
+        }
+        Ok(killed)
     }
 
     /// Starts workers `niceness` steps nicer than this process (Unix `nice`,
@@ -123,11 +338,72 @@ impl ProcessFleet {
         for (id, status) in gone {
             if let Some(w) = workers.remove(&id) {
                 tracing::info!(instance = %w.name, id = %id, %status, "worker exited");
+                self.remove_record(&w.name, &id);
                 exited.push((id, w.name, status));
             }
         }
         let excess = exited.len().saturating_sub(1000);
         exited.drain(..excess);
+    }
+
+    /// Removes the pid record of worker `name` if it is the one of `id`
+    /// (a later worker of the same name has its own).
+    fn remove_record(&self, name: &str, id: &str) {
+        let Some(dir) = &self.state_dir else { return };
+        let path = dir.join(format!("{name}.json"));
+        let Ok(bytes) = fs::read(&path) else { return };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) if r.pid.to_string() != id => {}
+            _ => {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a worker record");
+                }
+            }
+        }
+    }
+
+    /// Writes the pid record of a worker just started (write then rename,
+    /// so a reader never sees half a record).
+    fn write_record(&self, dir: &Path, name: &str, pid: u32) -> Result<()> {
+        let (parent_pid, parent_start_time) = own_identity();
+        let Some((_, start_time)) = proc_stat(pid) else {
+            // Not reaped yet, so it has a /proc entry unless there is no /proc.
+            return Err(PortError::Other(format!("cannot read the start time of worker {name} (pid {pid})")));
+        };
+        let record = Record { name: name.to_string(), pid, start_time, parent_pid, parent_start_time };
+        let path = dir.join(format!("{name}.json"));
+        let tmp = dir.join(format!(".{name}.{pid}.tmp"));
+        let body = serde_json::to_vec(&record).map_err(|e| PortError::Other(format!("cannot encode a worker record: {e}")))?;
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            path_err("write a worker record", &path, e)
+        })
+    }
+
+    /// Spawns `command` from the fleet's own thread (see the module
+    /// documentation), inside the caller's tokio runtime.
+    async fn spawn(&self, mut command: Command) -> io::Result<Child> {
+        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: SpawnJob = Box::new(move || {
+            let _runtime = handle.enter();
+            let _ = reply.send(command.spawn());
+        });
+        {
+            let mut spawner = self.spawner.lock().unwrap_or_else(|p| p.into_inner());
+            if spawner.is_none() {
+                *spawner = Some(start_spawner()?);
+            }
+            let gone = || io::Error::other("the fleet's spawning thread has stopped");
+            spawner.as_ref().expect("started above").send(job).map_err(|_| gone())?;
+        }
+        answer.await.map_err(|_| io::Error::other("the fleet's spawning thread has stopped"))?
     }
 
     fn signal(&self, id: &str, signal: Signal, state: InstanceState) -> Result<()> {
@@ -169,17 +445,21 @@ impl Fleet for ProcessFleet {
         if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
             return Err(PortError::InvalidArgument(format!("invalid instance name `{name}`")));
         }
-        std::fs::create_dir_all(&self.log_dir)
-            .map_err(|e| PortError::Other(format!("cannot create log folder {}: {e}", self.log_dir.display())))?;
+        // Error messages name no filesystem path (they may reach HTTP
+        // clients); the log has the paths.
+        fs::create_dir_all(&self.log_dir).map_err(|e| path_err("create the worker log folder", &self.log_dir, e))?;
         let log_path = self.log_dir.join(format!("{name}.log"));
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| PortError::Other(format!("cannot open worker log {}: {e}", log_path.display())))?;
+            .map_err(|e| path_err(&format!("open the log of worker {name}"), &log_path, e))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| PortError::Other(format!("cannot open worker log {}: {e}", log_path.display())))?;
+            .map_err(|e| path_err(&format!("open the log of worker {name}"), &log_path, e))?;
+        if let Some(dir) = &self.state_dir {
+            fs::create_dir_all(dir).map_err(|e| path_err("create the fleet's state folder", dir, e))?;
+        }
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -189,27 +469,51 @@ impl Fleet for ProcessFleet {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
-        if let Some(n) = self.niceness {
-            // SAFETY: the closure only makes async-signal-safe system calls
-            // in the forked child.
-            unsafe {
-                command.pre_exec(move || {
+        let niceness = self.niceness;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only makes async-signal-safe system calls
+        // in the forked child.
+        unsafe {
+            command.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                {
+                    // SIGTERM when the parent (the forking thread: see the
+                    // module documentation) dies.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent died before the line above: do not start.
+                    // (No allocation here: `from_raw_os_error` makes none.)
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = parent;
+                if let Some(n) = niceness {
                     // Lowering one's own priority is always permitted.
                     let current = libc::getpriority(libc::PRIO_PROCESS, 0);
                     if libc::setpriority(libc::PRIO_PROCESS, 0, (current + n).min(19)) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
+                }
+                Ok(())
+            });
+        }
+        let program = self.program.file_name().map_or_else(|| "?".into(), |f| f.to_string_lossy());
+        let child = self
+            .spawn(command)
+            .await
+            .map_err(|e| path_err(&format!("start worker program `{program}`"), &self.program, e))?;
+        let pid = child.id().ok_or_else(|| PortError::Other("worker exited before it got a process id".into()))?;
+        let id = pid.to_string();
+        if let Some(dir) = &self.state_dir {
+            if let Err(e) = self.write_record(dir, name, pid) {
+                // Unrecorded, it could outlive a crash unnoticed: no.
+                let _ = kill_group(pid);
+                return Err(e);
             }
         }
-        let child = command
-            .spawn()
-            .map_err(|e| PortError::Other(format!("cannot start worker {}: {e}", self.program.display())))?;
-        let id = child
-            .id()
-            .ok_or_else(|| PortError::Other("worker exited before it got a process id".into()))?
-            .to_string();
         tracing::info!(instance = name, id = %id, log = %log_path.display(), "launched worker");
         self.lock().insert(id.clone(), Worker { name: name.to_string(), child, state: InstanceState::Running });
         Ok(Instance { id, name: name.to_string(), state: InstanceState::Running })

@@ -121,7 +121,18 @@ pub fn validate_queue_name(queue: &str) -> Result<()> {
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(db_err)?;
+    let conn = Connection::open(path).map_err(|e| {
+        // SQLite's "cannot open" message names the file: log it, and
+        // answer without it (errors may reach HTTP clients).
+        tracing::error!(path = %path.display(), error = %e, "cannot open the queue database");
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                PortError::Unavailable("queue database busy".into())
+            }
+            Some(code) => PortError::Other(format!("cannot open the queue database: {code:?}")),
+            None => PortError::Other("cannot open the queue database".into()),
+        }
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     // WAL: readers never block the writer; NORMAL sync: a commit survives
     // any process crash (power loss may lose the last commits).
@@ -172,8 +183,11 @@ impl SqliteQueue {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| PortError::Other(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                // No path in the message (errors may reach HTTP clients).
+                tracing::error!(path = %dir.display(), error = %e, "cannot create the queue database's folder");
+                PortError::Other(format!("cannot create the queue database's folder: {e}"))
+            })?;
         }
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;

@@ -145,3 +145,85 @@ async fn list_rejects_bad_max_keys() {
         assert!(matches!(store.list("b", "", None, max).await, Err(PortError::InvalidArgument(_))));
     }
 }
+
+#[tokio::test]
+async fn errors_name_bucket_and_key_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    store.create_bucket("b").await.unwrap();
+    // A valid key whose segment is too long for the filesystem (ENAMETOOLONG).
+    let key = "x".repeat(300);
+    let data_dir = dir.path().display().to_string();
+    let messages = [
+        store.get("b", &key).await.unwrap_err().to_string(),
+        store.head("b", &key).await.unwrap_err().to_string(),
+        store.delete("b", &key).await.unwrap_err().to_string(),
+        store.remove("b", &key).await.unwrap_err().to_string(),
+        store.put_file("b", "k", &dir.path().join("no-such-upload")).await.unwrap_err().to_string(),
+    ];
+    for msg in &messages {
+        assert!(!msg.contains(&data_dir), "an error names a filesystem path: {msg}");
+    }
+    assert!(messages[0].starts_with("cannot read object") && messages[0].contains("bucket `b`"), "{}", messages[0]);
+}
+
+#[tokio::test]
+async fn put_file_copies_atomically_and_never_follows_symlinks() {
+    let outer = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(outer.path().join("data")).unwrap();
+    store.create_bucket("b").await.unwrap();
+    let upload = outer.path().join("upload.bin");
+    std::fs::write(&upload, vec![5u8; 100_000]).unwrap();
+    store.put_file("b", "videos/v.mp4", &upload).await.unwrap();
+    assert_eq!(std::fs::read(store.buckets_dir().join("b/videos/v.mp4")).unwrap(), vec![5u8; 100_000]);
+    assert_eq!(std::fs::read(&upload).unwrap().len(), 100_000, "the uploaded file is left in place");
+    assert_eq!(std::fs::read_dir(store.buckets_dir().join(".tmp")).unwrap().count(), 0, "temporary file left");
+
+    std::os::unix::fs::symlink(outer.path(), store.buckets_dir().join("b/dirlink")).unwrap();
+    let err = store.put_file("b", "dirlink/new.txt", &upload).await.unwrap_err();
+    assert!(matches!(err, PortError::InvalidKey { .. }), "{err:?}");
+    assert!(!outer.path().join("new.txt").exists());
+    // A folder/object conflict is refused as by `put`.
+    let err = store.put_file("b", "videos/v.mp4/x", &upload).await.unwrap_err();
+    assert!(matches!(err, PortError::InvalidKey { .. }), "{err:?}");
+    assert_eq!(std::fs::read_dir(store.buckets_dir().join(".tmp")).unwrap().count(), 0, "temporary file left");
+}
+
+#[tokio::test]
+async fn remove_has_exactly_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    store.create_bucket("b").await.unwrap();
+    for round in 0..20 {
+        let key = format!("r/{round}");
+        store.put("b", &key, Bytes::from_static(b"x")).await.unwrap();
+        let removes = (0..16).map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.remove("b", &key).await.unwrap() })
+        });
+        let mut winners = 0;
+        for r in removes.collect::<Vec<_>>() {
+            winners += usize::from(r.await.unwrap());
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn listing_skips_empty_folders_and_symlinked_prefixes() {
+    let outer = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(outer.path().join("data")).unwrap();
+    store.create_bucket("b").await.unwrap();
+    let bucket_dir = store.buckets_dir().join("b");
+    std::fs::create_dir_all(bucket_dir.join("p/q/r")).unwrap();
+    std::fs::create_dir_all(bucket_dir.join("p/empty")).unwrap();
+    store.put("b", "p/q/k", Bytes::from_static(b"1")).await.unwrap();
+    let keys = |v: Vec<facefleet_ports::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
+    assert_eq!(keys(store.list_all("b", "").await.unwrap()), vec!["p/q/k"]);
+    assert_eq!(keys(store.list_all("b", "p/q/r/").await.unwrap()), Vec::<String>::new());
+    assert_eq!(keys(store.list_all("b", "p/empty/x").await.unwrap()), Vec::<String>::new());
+    std::fs::write(outer.path().join("secret.txt"), b"s").unwrap();
+    std::os::unix::fs::symlink(outer.path(), bucket_dir.join("dirlink")).unwrap();
+    assert!(store.list_all("b", "dirlink/").await.unwrap().is_empty(), "listed through a symlink");
+    assert!(store.list_all("b", "dirlink/sec").await.unwrap().is_empty(), "listed through a symlink");
+}

@@ -2,6 +2,7 @@
 //! reaches the worker, stop is graceful (the job in hand finishes), kill
 //! is not, exited workers are reaped.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -130,4 +131,181 @@ async fn workers_start_with_the_configured_niceness() {
     assert_eq!(nice, (own + 7).min(19), "worker nice value");
     fleet.stop(&inst.id).await.unwrap();
     wait_gone(&fleet, &inst.id).await;
+}
+
+// ---------------------------------------------------------------------
+// Workers never outlive their parent unnoticed.
+
+/// State and start time of a process (`/proc/<pid>/stat` fields 3 and 22).
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// True while `pid` runs (a zombie has exited: it only waits to be reaped).
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+async fn wait_dead(pid: u32, what: &str) {
+    eventually(what, HANG_GUARD, || async { (!alive(pid)).then_some(()) }).await
+}
+
+fn sigkill(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Set (to a folder) when this test binary runs as the parent process of
+/// [`workers_die_with_a_killed_parent`].
+const PARENT_ENV: &str = "FACEFLEET_TEST_FLEET_PARENT";
+
+/// Not a test of its own: with [`PARENT_ENV`] set, acts as a `facefleet
+/// up` that launches a worker (`sleep 1000`), prints its pid, and waits to
+/// be killed. Without it, does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_fleet_parent() {
+    let Ok(dir) = std::env::var(PARENT_ENV) else { return };
+    let fleet = ProcessFleet::new(PathBuf::from("/bin/sleep"), vec!["1000".into()], vec![], Path::new(&dir).join("logs"))
+        .with_state_dir(Path::new(&dir).join("state"));
+    let inst = fleet.launch("app-tier-instance-1").await.unwrap();
+    println!("WORKER_PID={}", inst.id);
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    // Killed long before this ends; the bound only keeps a stray parent
+    // from living forever.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test]
+async fn workers_die_with_a_killed_parent() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper_fleet_parent", "--nocapture", "--test-threads=1"])
+        .env(PARENT_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = parent.stdout.take().unwrap();
+    // Read the worker's pid off a thread, so a silent parent cannot hang us.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, pid)) = line.split_once("WORKER_PID=") {
+                let _ = tx.send(pid.trim().parse::<u32>().unwrap());
+            }
+        }
+    });
+    let worker = match rx.recv_timeout(HANG_GUARD) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = parent.kill();
+            panic!("the parent never reported its worker: {e}");
+        }
+    };
+    assert!(alive(worker), "the worker runs");
+    let record = dir.path().join("state/app-tier-instance-1.json");
+    assert!(record.exists(), "the launch wrote a pid record");
+    parent.kill().unwrap(); // SIGKILL: no cleanup code runs in the parent
+    parent.wait().unwrap();
+    let gone = tokio::time::timeout(HANG_GUARD, wait_dead(worker, "the orphaned worker to die")).await;
+    if gone.is_err() {
+        sigkill(worker);
+        panic!("worker {worker} outlived its SIGKILLed parent");
+    }
+    // The record stays (the parent could not remove it); a new fleet
+    // cleans it up, killing nothing.
+    let fleet = ProcessFleet::new(PathBuf::from("/bin/sleep"), vec![], vec![], dir.path().join("logs"))
+        .with_state_dir(dir.path().join("state"));
+    assert_eq!(fleet.kill_leftovers().await.unwrap(), vec![]);
+    assert!(!record.exists(), "stale record removed");
+}
+
+fn sleep_fleet(dir: &Path) -> ProcessFleet {
+    ProcessFleet::new(PathBuf::from("/bin/sleep"), vec!["1000".into()], vec![], dir.join("logs"))
+        .with_state_dir(dir.join("state"))
+}
+
+#[tokio::test]
+async fn records_follow_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = sleep_fleet(dir.path());
+    let inst = fleet.launch("app-tier-instance-3").await.unwrap();
+    let record = dir.path().join("state/app-tier-instance-3.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(json["name"], "app-tier-instance-3");
+    assert_eq!(json["pid"].as_u64().unwrap().to_string(), inst.id);
+    let pid: u32 = inst.id.parse().unwrap();
+    assert_eq!(json["start_time"].as_u64(), proc_stat(pid).map(|s| s.1));
+    // The fleet's own workers are no leftovers.
+    assert_eq!(fleet.kill_leftovers().await.unwrap(), vec![]);
+    assert!(alive(pid));
+    fleet.kill(&inst.id).await.unwrap();
+    wait_gone(&fleet, &inst.id).await;
+    assert!(!record.exists(), "a reaped worker's record is removed");
+}
+
+#[tokio::test]
+async fn kill_leftovers_kills_what_a_dead_fleet_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fleet that "dies" without stopping its workers.
+    let old = sleep_fleet(dir.path());
+    let a = old.launch("app-tier-instance-1").await.unwrap();
+    let b = old.launch("app-tier-instance-2").await.unwrap();
+    std::mem::forget(old);
+    let (a_pid, b_pid): (u32, u32) = (a.id.parse().unwrap(), b.id.parse().unwrap());
+    assert!(alive(a_pid) && alive(b_pid));
+
+    // Pid reuse: b's record now names another process start time, so the
+    // process at that pid is not the recorded worker and must be spared.
+    let b_record = dir.path().join("state/app-tier-instance-2.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&b_record).unwrap()).unwrap();
+    json["start_time"] = (json["start_time"].as_u64().unwrap() + 1).into();
+    std::fs::write(&b_record, serde_json::to_vec(&json).unwrap()).unwrap();
+
+    let new = sleep_fleet(dir.path());
+    let killed = new.kill_leftovers().await.unwrap();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert_eq!(killed[0].name, "app-tier-instance-1");
+    assert_eq!(killed[0].pid, a_pid);
+    assert!(!alive(a_pid), "kill_leftovers returns once the worker is gone");
+    assert!(alive(b_pid), "a process whose start time differs from the record was hit");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("state")).unwrap().collect();
+    assert!(left.is_empty(), "records left: {left:?}");
+    // Nothing left to kill the second time.
+    assert_eq!(new.kill_leftovers().await.unwrap(), vec![]);
+    sigkill(b_pid);
+    wait_dead(b_pid, "the spared worker to die").await;
+}
+
+#[tokio::test]
+async fn kill_leftovers_spares_the_workers_of_a_live_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    // A record whose launching process is alive and is not this one: a
+    // `sleep` stands in for another running fleet.
+    let mut other_parent = std::process::Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+    let mut worker = std::process::Command::new("/bin/sleep").arg("1000").process_group(0).spawn().unwrap();
+    let (parent_pid, worker_pid) = (other_parent.id(), worker.id());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = serde_json::json!({
+        "name": "app-tier-instance-5",
+        "pid": worker_pid,
+        "start_time": proc_stat(worker_pid).unwrap().1,
+        "parent_pid": parent_pid,
+        "parent_start_time": proc_stat(parent_pid).unwrap().1,
+    });
+    std::fs::write(state.join("app-tier-instance-5.json"), record.to_string()).unwrap();
+    let fleet = sleep_fleet(dir.path());
+    assert_eq!(fleet.kill_leftovers().await.unwrap(), vec![]);
+    assert!(alive(worker_pid), "the worker of a live fleet was killed");
+    assert!(state.join("app-tier-instance-5.json").exists());
+    // Once that fleet is dead, its worker is a leftover.
+    other_parent.kill().unwrap();
+    other_parent.wait().unwrap();
+    let killed = fleet.kill_leftovers().await.unwrap();
+    assert_eq!(killed.iter().map(|l| l.pid).collect::<Vec<_>>(), vec![worker_pid]);
+    worker.wait().unwrap();
 }

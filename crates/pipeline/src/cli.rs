@@ -31,9 +31,18 @@ pub struct BackendArgs {
     /// Prefix every resource is named from (`<prefix>-in-bucket`, ...).
     #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX)]
     pub prefix: String,
-    /// AWS connection (backend `aws`).
+    /// AWS connection (backend `aws`; builds with the `aws` feature).
+    #[cfg(feature = "aws")]
     #[command(flatten)]
     pub aws: facefleet_aws::cli::AwsArgs,
+}
+
+/// The error of `--backend aws` in a build without the AWS backend.
+#[cfg(not(feature = "aws"))]
+fn no_aws() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this build has no AWS backend; rebuild with it: `cargo build --release -p facefleet --features aws` (see docs/DEPLOY_AWS.md)"
+    )
 }
 
 impl BackendArgs {
@@ -43,10 +52,13 @@ impl BackendArgs {
         let names = Names::new(&self.prefix);
         match self.backend {
             BackendKind::Embedded => backend::embedded(&self.data_dir, names),
+            #[cfg(feature = "aws")]
             BackendKind::Aws => {
                 let (store, queue) = facefleet_aws::connect(&self.aws.options()).await;
                 Ok(Deployment { names, store, queue, fleet: None })
             }
+            #[cfg(not(feature = "aws"))]
+            BackendKind::Aws => Err(no_aws()),
         }
     }
 
@@ -58,16 +70,21 @@ impl BackendArgs {
                 let dir = std::path::absolute(&self.data_dir).context("resolving the data folder")?;
                 vec!["--backend".into(), "embedded".into(), "--data-dir".into(), dir.display().to_string()]
             }
+            #[cfg(feature = "aws")]
             BackendKind::Aws => {
+                let aws = &self.aws;
                 let mut a = vec!["--backend".to_string(), "aws".to_string()];
-                if let Some(e) = &self.aws.endpoint {
-                    a.extend(["--aws-endpoint".to_string(), e.clone()]);
+                for (flag, value) in [("--aws-endpoint", &aws.endpoint), ("--aws-region", &aws.region), ("--aws-profile", &aws.profile)] {
+                    if let Some(v) = value {
+                        a.extend([flag.to_string(), v.clone()]);
+                    }
                 }
-                if let Some(r) = &self.aws.region {
-                    a.extend(["--aws-region".to_string(), r.clone()]);
-                }
+                a.extend(["--aws-max-attempts".to_string(), aws.max_attempts.to_string()]);
+                a.extend(["--aws-retry-mode".to_string(), aws.retry_mode.to_string()]);
                 a
             }
+            #[cfg(not(feature = "aws"))]
+            BackendKind::Aws => return Err(no_aws()),
         };
         args.extend(["--prefix".to_string(), self.prefix.clone()]);
         Ok(args)
@@ -314,8 +331,9 @@ pub fn process_fleet(program: Option<&Path>, backend: &BackendArgs, model: &Mode
         ("RAYON_NUM_THREADS".to_string(), std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "1".into())),
     ];
     let logs = std::path::absolute(backend.data_dir.join("logs"))?;
+    let records = std::path::absolute(backend.data_dir.join("fleet"))?;
     tracing::info!(program = %program.display(), ?args, "worker program");
-    Ok(ProcessFleet::new(program, args, env, logs))
+    Ok(ProcessFleet::new(program, args, env, logs).with_state_dir(records))
 }
 
 /// The worker fleet `scaler.fleet` asks for. `shutdown` stops local
@@ -324,8 +342,19 @@ pub async fn make_fleet(backend: &BackendArgs, model: &ModelArgs, scaler: &Scale
     match scaler.fleet {
         FleetKind::Local => {
             let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), backend, model)?.with_niceness(scaler.worker_nice));
+            // Workers of an earlier `up` on this data folder that died
+            // without stopping them (they also exit by themselves when
+            // their parent dies): never more than max after a restart.
+            let killed = f.kill_leftovers().await.context("stopping the workers of an earlier stack")?;
+            if !killed.is_empty() {
+                let list: Vec<String> = killed.iter().map(ToString::to_string).collect();
+                tracing::warn!(workers = %list.join(", "), "killed workers left running by an earlier stack on this data folder");
+            }
             Ok((f.clone(), Some(f)))
         }
+        #[cfg(not(feature = "aws"))]
+        FleetKind::Ec2 => Err(no_aws()),
+        #[cfg(feature = "aws")]
         FleetKind::Ec2 => {
             anyhow::ensure!(backend.backend == BackendKind::Aws, "--fleet ec2 needs --backend aws");
             let clients = facefleet_aws::AwsClients::load(&backend.aws.options()).await;

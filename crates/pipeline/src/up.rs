@@ -29,6 +29,9 @@ pub struct Extras {
     pub routes: Vec<ExtraRoutes>,
     /// Background tasks run for the stack's lifetime.
     pub tasks: Vec<ExtraTask>,
+    /// Facts for the start-up banner and `GET /v1/status` (e.g.
+    /// `("video", "on (ffmpeg /usr/bin/ffmpeg)")`).
+    pub info: Vec<(String, String)>,
 }
 
 /// Everything `up` needs.
@@ -55,6 +58,8 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
     let addr = opts.web.addr();
     let state = WebState::new(dep.clone(), opts.web.config()?, Some(model_enroller(&opts.model)));
     let state = opts.web.secure(state, addr).await?;
+    let info = stack_info(opts, &state, extras.info);
+    let state = state.with_info(info.clone());
     let routes = extras.routes.into_iter().map(|build| build(&dep)).collect();
     let app = web::build_router(state.clone(), routes);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
@@ -78,12 +83,7 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
             }
         }));
     }
-    tracing::info!(
-        data_dir = %opts.backend.data_dir.display(),
-        prefix = %opts.backend.prefix,
-        max_instances = opts.scaler.max_instances,
-        "facefleet is up on http://{addr} (POST / with multipart `inputFile`; GET /v1/status)"
-    );
+    print_banner(&format!("http://{addr}"), &info);
     let served = web::serve(listener, &state, app, stop.clone()).await;
     stop.cancel();
     match scaler.await {
@@ -102,4 +102,52 @@ pub async fn up(opts: &UpOptions, extras: Extras, stop: CancellationToken) -> an
     served.context("web tier")?;
     tracing::info!("facefleet stopped");
     Ok(())
+}
+
+/// What this stack is, for people: the start-up banner and `/v1/status`.
+fn stack_info(opts: &UpOptions, state: &WebState, extra: Vec<(String, String)>) -> Vec<(String, String)> {
+    let b = &opts.backend;
+    let backend = match b.backend {
+        backend::BackendKind::Embedded => {
+            let dir = std::path::absolute(&b.data_dir).unwrap_or_else(|_| b.data_dir.clone());
+            format!("embedded, data in {}", dir.display())
+        }
+        backend::BackendKind::Aws => "aws (S3, SQS)".to_string(),
+    };
+    let kind = opts.model.recognizer;
+    let recognizer = format!("{} (match threshold {:.2})", kind.name(), facefleet_model::default_threshold(kind));
+    let fleet = format!("{:?} workers, 0..{}", opts.scaler.fleet, opts.scaler.max_instances).to_lowercase();
+    let keys = if state.keys().any() {
+        "required (x-api-key or Authorization: Bearer)".to_string()
+    } else if state.access.open_without_keys {
+        "open: no API key exists yet (`facefleet keys create --scope admin` to protect it)".to_string()
+    } else {
+        "required, and none exists yet: every route but /healthz answers 401".to_string()
+    };
+    let mut info = vec![
+        ("backend".to_string(), backend),
+        ("prefix".to_string(), b.prefix.clone()),
+        ("recognizer".to_string(), recognizer),
+        ("cpu".to_string(), facefleet_model::simd::simd_path().to_string()),
+        ("fleet".to_string(), fleet),
+        ("api keys".to_string(), keys),
+    ];
+    if !state.access.open_routes.is_empty() {
+        info.push(("open routes".to_string(), state.access.open_routes.join(", ")));
+    }
+    info.extend(extra);
+    info
+}
+
+/// Prints what the person who started the stack has: where it listens and
+/// what is on or off.
+fn print_banner(url: &str, info: &[(String, String)]) {
+    let width = info.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = format!("\nfacefleet is up on {url}\n");
+    for (k, v) in info {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out.push_str(&format!("  try: curl -F inputFile=@photo.jpg {url}/   (status: {url}/v1/status)\n"));
+    println!("{out}");
+    tracing::info!(%url, "facefleet is up");
 }

@@ -280,6 +280,29 @@ async fn huge_declared_images_are_checked_from_the_header() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_decompression_bombs_at_once_are_all_answered() {
+    // 6000x6000 PNGs of zeros (36 Mpx, under the 40 Mpx limit, about 100 KB
+    // each): the web tier checks their headers only and never decodes them;
+    // the workers decode one at a time each.
+    let (dep, _store) = crowd(1, 2).await;
+    let web = start_web(dep.clone(), WebConfig::default()).await;
+    let img = image::GrayImage::new(6000, 6000);
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    let c = reqwest::Client::new();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (c, u, b) = (c.clone(), web.url.clone(), bytes.clone());
+            tokio::spawn(async move { post_file(&c, &format!("{u}/"), "inputFile", &format!("bomb{i}.png"), b).await })
+        })
+        .collect();
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        assert_eq!((s, body.ends_with(":Unknown")), (200, true), "{s}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn errors_are_clear_json_without_internals() {
     let (dep, _store) = crowd(1, 1).await;
     let web = start_web(dep.clone(), WebConfig::default()).await;

@@ -187,6 +187,9 @@ macro_rules! object_store_contract {
             put_if_absent_creates_once,
             put_if_absent_has_one_winner_under_concurrency,
             concurrent_puts_are_all_stored,
+            put_file_stores_the_file,
+            remove_says_whether_it_was_there,
+            list_tolerates_concurrent_deletes,
         ]);
     };
 }

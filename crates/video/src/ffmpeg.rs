@@ -82,6 +82,46 @@ impl FfmpegError {
     pub fn is_input_error(&self) -> bool {
         matches!(self, FfmpegError::Failed { .. } | FfmpegError::NoFrames | FfmpegError::Timeout(_))
     }
+
+    /// The error in words fit for a client: no path of this machine (the
+    /// temporary input, the ffmpeg binary), no memory address. For
+    /// [`FfmpegError::Failed`], ffmpeg's last message line, cleaned. Log the
+    /// `Display` form for the detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            FfmpegError::Failed { stderr, .. } => match last_message(stderr) {
+                Some(line) => format!("ffmpeg could not decode the video ({line})"),
+                None => "ffmpeg could not decode the video".to_string(),
+            },
+            FfmpegError::NoFrames => "no video frames in the input".to_string(),
+            FfmpegError::Timeout(t) => format!("ffmpeg ran longer than {t:?} and was killed"),
+            FfmpegError::NotFound(_) | FfmpegError::Spawn { .. } => "ffmpeg is not available on the server".to_string(),
+            FfmpegError::Io(_) => "reading ffmpeg's output failed".to_string(),
+            FfmpegError::BadSampling(_) => "the server's frame sampling setting is invalid".to_string(),
+        }
+    }
+}
+
+/// ffmpeg's last non-empty stderr line without its `[demuxer @ 0x...]`
+/// context or a leading path, at most 200 bytes, paths replaced.
+fn last_message(stderr: &str) -> Option<String> {
+    let line = stderr.lines().map(str::trim).rev().find(|l| !l.is_empty() && *l != "(no message)")?;
+    let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+        Some((_, rest)) => rest,
+        None => line,
+    };
+    let line = crate::redact::scrub_paths(line);
+    let placeholder = format!("{}: ", crate::redact::PATH_PLACEHOLDER);
+    let mut line = line.strip_prefix(&placeholder).unwrap_or(&line).trim().to_string();
+    if line.len() > 200 {
+        let mut end = 197;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    (!line.is_empty()).then_some(line)
 }
 
 /// Which frames to take from a video.
@@ -286,7 +326,7 @@ impl Ffmpeg {
             .lines()
             .filter_map(|l| l.strip_prefix("frame="))
             .filter_map(|v| v.trim().parse::<u64>().ok())
-            .last()
+            .next_back()
             .unwrap_or(0);
         Ok(frames)
     }
@@ -446,6 +486,26 @@ mod tests {
             assert_eq!(picked.len() as u64, total.min(10), "N={total}");
             assert_eq!(picked[0], 0);
         }
+    }
+
+    #[test]
+    fn public_messages_carry_no_path() {
+        let e = FfmpegError::Failed {
+            status: "exit status: 183".into(),
+            stderr: "[in#0 @ 0x55d0c0a1b2c0] Error opening input: Invalid data found when processing input\n\
+                     Error opening input file file:/tmp/facefleet-split-XyZ/input.\n\
+                     file:/tmp/facefleet-split-XyZ/input: Invalid data found when processing input"
+                .into(),
+        };
+        assert_eq!(e.public_message(), "ffmpeg could not decode the video (Invalid data found when processing input)");
+        let e = FfmpegError::Failed { status: "x".into(), stderr: "[mov,mp4 @ 0x1234] moov atom not found".into() };
+        assert_eq!(e.public_message(), "ffmpeg could not decode the video (moov atom not found)");
+        let e = FfmpegError::Failed { status: "x".into(), stderr: "(no message)".into() };
+        assert_eq!(e.public_message(), "ffmpeg could not decode the video");
+        let e = FfmpegError::Spawn { path: "/opt/x/ffmpeg".into(), source: std::io::Error::other("denied") };
+        assert!(!e.public_message().contains('/'));
+        let e = FfmpegError::NotFound("/opt/x/ffmpeg (from FACEFLEET_FFMPEG) is not a file".into());
+        assert!(!e.public_message().contains('/'));
     }
 
     #[test]

@@ -13,6 +13,12 @@
 
 use facefleet_ports::validate_key;
 
+/// Longest uploaded file name (and so video stem) accepted, in bytes of
+/// UTF-8. Object keys may be 1024 bytes long, but the embedded store keeps
+/// each key segment as a file name, and file systems allow 255 bytes: 200
+/// leaves room for the derived `<stem>.error` and the trigger's markers.
+pub const MAX_NAME_BYTES: usize = 200;
+
 /// The stem of a video key: the key without the extension of its last
 /// segment (`dir/a.b.mp4` → `dir/a.b`; `noext` → `noext`; `.hidden` stays).
 pub fn video_stem(key: &str) -> &str {
@@ -123,6 +129,12 @@ fn parse_frame_file(file: &str, ext: &str) -> Option<usize> {
 /// valid, non-hidden key.
 pub fn upload_key(file_name: &str) -> Result<String, String> {
     let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    if base.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "file name too long: {} bytes, the limit is {MAX_NAME_BYTES} bytes (UTF-8)",
+            base.len()
+        ));
+    }
     if base.is_empty() || base == "." || base == ".." {
         return Err(format!("file name {file_name:?} has no usable base name"));
     }
@@ -131,6 +143,25 @@ pub fn upload_key(file_name: &str) -> Result<String, String> {
     }
     check_video_key(base)?;
     Ok(base.to_string())
+}
+
+/// Checks a stem given by a client (`GET /v1/videos/{stem}`): at most
+/// [`MAX_NAME_BYTES`] bytes, a single segment (no `/`), and a valid video
+/// key. Returns the reason otherwise.
+pub fn check_client_stem(stem: &str) -> Result<(), String> {
+    if stem.is_empty() {
+        return Err("empty video name".into());
+    }
+    if stem.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "video name too long: {} bytes, the limit is {MAX_NAME_BYTES} bytes (UTF-8)",
+            stem.len()
+        ));
+    }
+    if stem.contains('/') {
+        return Err("a video name has no `/`".into());
+    }
+    check_video_key(stem).map_err(|e| format!("invalid video name: {e}"))
 }
 
 #[cfg(test)]
@@ -182,6 +213,22 @@ mod tests {
         assert_eq!(upload_key("vidéo \"x\".mp4").unwrap(), "vidéo \"x\".mp4");
         for bad in ["", "..", "dir/", ".hidden.mp4", "a\nb.mp4"] {
             assert!(upload_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn name_length_is_limited_in_bytes() {
+        let ok = format!("{}.mp4", "a".repeat(MAX_NAME_BYTES - 4));
+        assert_eq!(upload_key(&format!("dir/{ok}")).unwrap(), ok);
+        let long = format!("{}.mp4", "a".repeat(MAX_NAME_BYTES - 3));
+        let e = upload_key(&long).unwrap_err();
+        assert!(e.contains("201 bytes") && e.contains("limit is 200 bytes"), "{e}");
+        // 'é' is two bytes: 101 of them are over the limit.
+        assert!(upload_key(&"é".repeat(101)).unwrap_err().contains("202 bytes"));
+        assert!(check_client_stem(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(check_client_stem(&"x".repeat(300)).unwrap_err().contains("limit is 200 bytes"));
+        for bad in ["", "a/b", "..", "a\nb"] {
+            assert!(check_client_stem(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -22,6 +22,8 @@ pub mod local;
 pub mod metrics;
 pub mod model_recognizer;
 pub mod recognize;
+pub mod redact;
+pub mod sniff;
 pub mod split;
 
 use facefleet_ports::PortError;
@@ -55,6 +57,22 @@ pub enum VideoError {
     /// A stored object of ours is not readable.
     #[error("{0}")]
     Corrupt(String),
+}
+
+impl VideoError {
+    /// The error in words fit for a client (stored in `<stem>.error` and
+    /// served by `GET /v1/videos/{stem}`): its kind, without the backend's
+    /// message, paths or file names. Log the `Display` form for the detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            VideoError::Store(e) if e.is_transient() => "the object store was unavailable".to_string(),
+            VideoError::Store(_) => "the object store failed".to_string(),
+            VideoError::Ffmpeg(e) => e.public_message(),
+            VideoError::Io(_) => "a local I/O error on the server".to_string(),
+            VideoError::Model(_) => "the face model failed".to_string(),
+            VideoError::Corrupt(_) => "a stored object of the video path is unreadable".to_string(),
+        }
+    }
 }
 
 /// What one handler did with one object.

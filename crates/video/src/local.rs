@@ -335,7 +335,8 @@ async fn invoke<R: FrameRecognizer>(shared: Arc<Shared<R>>, f: Function, bucket:
                 entry.0
             };
             if attempts >= shared.config.max_attempts {
-                let reason = format!("gave up after {attempts} attempts: {e}");
+                tracing::error!(function = f.name(), key, attempts, error = %e, "invocation failed; giving up");
+                let reason = format!("gave up after {attempts} attempts: {}", e.public_message());
                 let recorded = match f {
                     Function::Split => shared.split.record_failure(&key, reason).await,
                     Function::Recognize => shared.recognize.record_failure(&key, reason).await,

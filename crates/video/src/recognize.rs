@@ -97,7 +97,8 @@ impl<R: FrameRecognizer> RecognizeHandler<R> {
                 (names, None)
             }
             Err(RecognizeError::BadFrame(reason)) => {
-                let reason = format!("frame {index} unusable: {reason}");
+                tracing::info!(key, reason, "unusable frame");
+                let reason = crate::redact::scrub_paths(&format!("frame {index} unusable: {reason}"));
                 self.store.put(out, &keys::frame_error_key(stem, index), Bytes::from(reason.clone())).await?;
                 (Vec::new(), Some(reason))
             }
@@ -118,6 +119,7 @@ impl<R: FrameRecognizer> RecognizeHandler<R> {
             return Ok(Outcome::Ignored { reason: "not a frame".into() });
         };
         let out = &self.names.video_output;
+        let reason = crate::redact::scrub_paths(&reason);
         self.store.put(out, &keys::frame_error_key(stem, index), Bytes::from(reason.clone())).await?;
         self.complete_video(stem).await?;
         Ok(Outcome::Failed { stem: stem.to_string(), reason })

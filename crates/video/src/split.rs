@@ -111,7 +111,9 @@ impl SplitHandler {
         let frames = match self.ffmpeg.split(&input, &frames_dir, &self.config.sampling).await {
             Ok(f) => f,
             Err(e) if e.is_input_error() => {
-                return self.fail(&stem, format!("not a usable video: {e}")).await;
+                // The detail names the temporary files: logged, not stored.
+                tracing::info!(key, error = %e, "not a usable video");
+                return self.fail(&stem, format!("not a usable video: {}", e.public_message())).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -172,8 +174,10 @@ impl SplitHandler {
         Ok(())
     }
 
-    /// Records `<stem>.error` with the reason.
+    /// Records `<stem>.error` with the reason, local paths replaced
+    /// ([`crate::redact::scrub_paths`]): clients read it.
     async fn fail(&self, stem: &str, reason: String) -> Result<Outcome, VideoError> {
+        let reason = crate::redact::scrub_paths(&reason);
         self.store
             .put(&self.names.video_output, &keys::video_error_key(stem), Bytes::from(reason.clone().into_bytes()))
             .await?;

@@ -78,7 +78,14 @@ pub(crate) async fn delete_person(State(state): State<WebState>, Path(name): Pat
     Ok(Json(json!({ "name": name, "removed": removed })))
 }
 
-/// `GET /v1/status`: queue depths, instances and object counts.
-pub(crate) async fn status(State(state): State<WebState>) -> Result<Json<Stats>, ApiError> {
-    Ok(Json(Stats::collect(&state.dep).await?))
+/// `GET /v1/status`: queue depths, instances and object counts, requests in
+/// flight in this web tier, and under `stack` what this stack is (backend,
+/// recognizer, video on or off...).
+pub(crate) async fn status(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
+    let stats = Stats::collect(&state.dep).await?;
+    let mut v = serde_json::to_value(stats).expect("stats serialise");
+    v["in_flight"] = json!(state.intake.in_flight(state.config.max_in_flight));
+    let stack: serde_json::Map<String, Value> = state.info.iter().map(|(k, val)| (k.clone(), Value::String(val.clone()))).collect();
+    v["stack"] = Value::Object(stack);
+    Ok(Json(v))
 }

@@ -96,6 +96,7 @@ pub struct WebState {
     arrivals: Arc<tokio::sync::Notify>,
     pub(crate) access: AccessPolicy,
     pub(crate) intake: Arc<Intake>,
+    pub(crate) info: Arc<Vec<(String, String)>>,
 }
 
 impl WebState {
@@ -122,7 +123,15 @@ impl WebState {
             arrivals: Arc::new(tokio::sync::Notify::new()),
             access: AccessPolicy { keys, open_without_keys: true, open_routes: Vec::new() },
             intake,
+            info: Arc::default(),
         }
+    }
+
+    /// The same state with facts about the stack that `GET /v1/status`
+    /// shows under `stack` (backend, recognizer, video on/off...).
+    pub fn with_info(mut self, info: Vec<(String, String)>) -> Self {
+        self.info = Arc::new(info);
+        self
     }
 
     /// The same state with access rules: whether the stack is open while

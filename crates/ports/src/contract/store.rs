@@ -24,6 +24,9 @@ pub const CASES: &[&str] = &[
     "put_if_absent_creates_once",
     "put_if_absent_has_one_winner_under_concurrency",
     "concurrent_puts_are_all_stored",
+    "put_file_stores_the_file",
+    "remove_says_whether_it_was_there",
+    "list_tolerates_concurrent_deletes",
 ];
 
 /// Runs every case in sequence, each in its own namespace derived from `ns`.
@@ -44,6 +47,9 @@ pub async fn run_all(store: &dyn ObjectStore, ns: &str) {
     put_if_absent_creates_once(store, &format!("{ns}-c14")).await;
     put_if_absent_has_one_winner_under_concurrency(store, &format!("{ns}-c15")).await;
     concurrent_puts_are_all_stored(store, &format!("{ns}-c16")).await;
+    put_file_stores_the_file(store, &format!("{ns}-c17")).await;
+    remove_says_whether_it_was_there(store, &format!("{ns}-c18")).await;
+    list_tolerates_concurrent_deletes(store, &format!("{ns}-c19")).await;
 }
 
 async fn fresh_bucket(store: &dyn ObjectStore, ns: &str) -> String {
@@ -384,4 +390,129 @@ pub async fn concurrent_puts_are_all_stored(store: &dyn ObjectStore, ns: &str) {
         let got = store.get(&bucket, &format!("c/{i:03}")).await.unwrap();
         assert_eq!(got, Bytes::from(vec![i as u8; 1000 + i]));
     }
+}
+
+/// A file written to the system's temporary folder, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(ns: &str, body: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("{ns}-{:016x}.upload", super::unique_number()));
+        std::fs::write(&path, body).unwrap_or_else(|e| panic!("cannot write a temporary file: {e}"));
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `put_file` stores a file's bytes (a 3 MiB one, an empty one) and
+/// replaces an existing object; the file itself is left in place. A bad
+/// key or a missing bucket is refused as by `put`.
+pub async fn put_file_stores_the_file(store: &dyn ObjectStore, ns: &str) {
+    let bucket = fresh_bucket(store, ns).await;
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big_file = TempFile::new(ns, &big);
+    store
+        .put_file(&bucket, "videos/big.mp4", &big_file.0)
+        .await
+        .unwrap_or_else(|e| panic!("put_file failed: {e}"));
+    let got = store.get(&bucket, "videos/big.mp4").await.unwrap();
+    assert_eq!(got.len(), big.len(), "length of the stored file");
+    assert!(got == big, "body of the stored file differs");
+    assert_eq!(std::fs::read(&big_file.0).unwrap().len(), big.len(), "put_file must leave the file");
+
+    let empty = TempFile::new(ns, b"");
+    store.put_file(&bucket, "empty", &empty.0).await.unwrap();
+    assert_eq!(store.get(&bucket, "empty").await.unwrap(), Bytes::new());
+
+    // Overwrite: a file over a put object, then a put over the file's.
+    store.put(&bucket, "k", Bytes::from_static(b"first, longer body")).await.unwrap();
+    let second = TempFile::new(ns, b"second");
+    store.put_file(&bucket, "k", &second.0).await.unwrap();
+    assert_eq!(store.get(&bucket, "k").await.unwrap(), Bytes::from_static(b"second"));
+    assert_eq!(store.head(&bucket, "k").await.unwrap().expect("object exists").size, 6);
+    store.put(&bucket, "k", Bytes::from_static(b"third")).await.unwrap();
+    assert_eq!(store.get(&bucket, "k").await.unwrap(), Bytes::from_static(b"third"));
+    assert_eq!(keys_of(store, &bucket, "").await, vec!["empty", "k", "videos/big.mp4"]);
+
+    assert!(matches!(
+        store.put_file(&bucket, "../escape", &second.0).await,
+        Err(PortError::InvalidKey { .. })
+    ));
+    match store.put_file(&format!("{ns}-missing"), "k", &second.0).await {
+        Err(PortError::NoSuchBucket(_)) => {}
+        other => panic!("put_file into a missing bucket: expected NoSuchBucket, got {other:?}"),
+    }
+}
+
+/// `remove` answers true for an object that was there and false for a
+/// missing one. Of 8 concurrent removes of one key at least one answers
+/// true (exactly one on adapters that can tell, which the contract does
+/// not require), and the object is gone.
+pub async fn remove_says_whether_it_was_there(store: &dyn ObjectStore, ns: &str) {
+    let bucket = fresh_bucket(store, ns).await;
+    store.put(&bucket, "r/one", Bytes::from_static(b"1")).await.unwrap();
+    store.put(&bucket, "r/two", Bytes::from_static(b"2")).await.unwrap();
+    assert!(store.remove(&bucket, "r/one").await.unwrap(), "removing an existing object");
+    assert!(!store.remove(&bucket, "r/one").await.unwrap(), "removing it again");
+    assert!(!store.remove(&bucket, "never/was").await.unwrap(), "removing a missing object");
+    assert_eq!(store.head(&bucket, "r/one").await.unwrap(), None);
+    assert_eq!(keys_of(store, &bucket, "").await, vec!["r/two".to_string()]);
+    assert!(matches!(store.remove(&bucket, "../x").await, Err(PortError::InvalidKey { .. })));
+
+    store.put(&bucket, "race/key", Bytes::from_static(b"x")).await.unwrap();
+    let removes = (0..8).map(|_| store.remove(&bucket, "race/key"));
+    let answers: Vec<bool> = join_all(removes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("concurrent remove failed: {e}")))
+        .collect();
+    assert!(answers.iter().any(|&a| a), "no concurrent remove saw the object: {answers:?}");
+    assert_eq!(store.head(&bucket, "race/key").await.unwrap(), None, "object still there");
+    assert!(matches!(store.get(&bucket, "race/key").await, Err(PortError::NoSuchKey { .. })));
+}
+
+/// Listing a prefix while another task deletes the objects under it never
+/// fails: every list call succeeds, and once the deletes are done the
+/// prefix lists nothing.
+pub async fn list_tolerates_concurrent_deletes(store: &dyn ObjectStore, ns: &str) {
+    let bucket = fresh_bucket(store, ns).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("p/{:02}/{i:03}.jpg", i % 20)).collect();
+    let puts = keys.iter().map(|key| store.put(&bucket, key, Bytes::from_static(b"frame")));
+    for r in join_all(puts).await {
+        r.unwrap_or_else(|e| panic!("put failed: {e}"));
+    }
+    store.put(&bucket, "q/outside", Bytes::from_static(b"kept")).await.unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let deleter = async {
+        for key in keys.iter().rev() {
+            store.delete(&bucket, key).await.unwrap_or_else(|e| panic!("delete({key}) failed: {e}"));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let lister = async {
+        let mut calls = 0u32;
+        // At least a few rounds, and until the deletes are over.
+        while calls < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+            for prefix in ["p/", "p/1", ""] {
+                let listed = store
+                    .list_all(&bucket, prefix)
+                    .await
+                    .unwrap_or_else(|e| panic!("listing {prefix:?} during deletes failed: {e}"));
+                assert!(listed.len() <= 201, "more objects listed than stored");
+                store
+                    .list(&bucket, prefix, None, 7)
+                    .await
+                    .unwrap_or_else(|e| panic!("a page of {prefix:?} during deletes failed: {e}"));
+            }
+            calls += 1;
+        }
+    };
+    futures::join!(deleter, lister);
+    assert!(keys_of(store, &bucket, "p/").await.is_empty(), "deleted objects still listed");
+    assert_eq!(keys_of(store, &bucket, "").await, vec!["q/outside".to_string()]);
 }

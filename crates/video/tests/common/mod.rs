@@ -27,6 +27,24 @@ pub fn videos_dir() -> PathBuf {
     dir
 }
 
+/// The course videos folder, or `None` after printing why the calling test
+/// is skipped (for tests that only need one real clip).
+pub fn videos_dir_or_skip(test: &str) -> Option<PathBuf> {
+    let shared = std::env::var_os("FACEFLEET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let dir = shared.join("datasets/cse546/videos");
+    if dir.join("test_0.mp4").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED {test}: the course videos are missing: expected {} (set FACEFLEET_SHARED_DIR to the folder holding datasets/)",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// The 8 course videos: (stem, path, labelled person).
 pub fn course_videos() -> Vec<(String, PathBuf, String)> {
     let dir = videos_dir();
