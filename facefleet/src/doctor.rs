@@ -220,6 +220,7 @@ fn ffmpeg_fixes(c: Check) -> Check {
         "export FACEFLEET_FFMPEG=$(python3 -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')",
     ])
     .fix(["sudo apt-get install ffmpeg"])
+    .fix(["start with scripts/up, which provides one from PyPI in ./.venv"])
     .fix(["run without the video path: facefleet up --no-video"])
 }
 
@@ -527,6 +528,7 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
 
     // Endpoint override (an emulator): is anything answering there?
     let provision = format!("facefleet provision{}", provision_flags(args));
+    let not_checked = |name: &'static str| Check::new(name, Level::Skip, "not checked: fix the problem above first");
     match config.endpoint_url() {
         None => checks.push(Check::ok("aws endpoint", "the AWS service endpoints (no override)")),
         Some(url) => {
@@ -537,10 +539,14 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
             };
             match reached {
                 Ok(()) => checks.push(Check::ok("aws endpoint", format!("{url} answers"))),
-                Err(e) => checks.push(
-                    Check::fail("aws endpoint", format!("nothing answers at {url}: {e}"))
-                        .fix(["start the emulator there (scripts/test starts moto_server), or correct --aws-endpoint / $AWS_ENDPOINT_URL"]),
-                ),
+                Err(e) => {
+                    checks.push(
+                        Check::fail("aws endpoint", format!("nothing answers at {url}: {e}"))
+                            .fix(["start the emulator there (scripts/test starts moto_server), or correct --aws-endpoint / $AWS_ENDPOINT_URL"]),
+                    );
+                    checks.extend([not_checked("aws credentials"), not_checked("aws resources")]);
+                    return checks;
+                }
             }
         }
     }
@@ -562,16 +568,16 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
             let creds = text.to_ascii_lowercase().contains("credential");
             // PortError::AccessDenied (the ports crate is not a dependency here).
             let denied = text.starts_with("access denied");
-            let c = if creds {
-                creds_fixes(Check::fail("aws credentials", format!("none found ({})", credentials_hint())).note(text))
+            let mut c = if creds {
+                creds_fixes(Check::fail("aws credentials", format!("none found ({})", credentials_hint())))
             } else if denied {
-                creds_fixes(Check::fail("aws credentials", "refused by S3").note(text))
+                creds_fixes(Check::fail("aws credentials", "refused by S3"))
                     .fix(["check who you are with `aws sts get-caller-identity`; the identity needs the S3 and SQS permissions"])
             } else {
-                Check::fail("aws credentials", "could not be checked: S3 did not answer").note(text)
+                Check::fail("aws credentials", "could not be checked: S3 did not answer")
             };
-            checks.push(c);
-            checks.push(Check::fail("aws resources", "not checked: fix the problem above first"));
+            c.notes = sdk_message_lines(&text);
+            checks.extend([c, not_checked("aws resources")]);
             return checks;
         }
     }
@@ -587,7 +593,7 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
             Ok(true) => {}
             Ok(false) if args.no_video && video.contains(&b) => missing_video.push(b.as_str()),
             Ok(false) => missing.push(b.as_str()),
-            Err(e) => errors.push(format!("{b}: {e}")),
+            Err(e) => errors.push(format!("{b}: {}", sdk_message_lines(&e.to_string()).join(" "))),
         }
     }
     checks.push(resources_check("s3 buckets", buckets.len(), &missing, &errors, &provision));
@@ -603,7 +609,7 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
         match queue.depth(q).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => missing.push(q.as_str()),
-            Err(e) => errors.push(format!("{q}: {e}")),
+            Err(e) => errors.push(format!("{q}: {}", sdk_message_lines(&e.to_string()).join(" "))),
         }
     }
     checks.push(resources_check("sqs queues", queues.len(), &missing, &errors, &provision));
@@ -644,6 +650,26 @@ fn provision_flags(args: &DoctorArgs) -> String {
     s
 }
 
+/// An AWS error message for people: without the `(DispatchFailure(...))`
+/// debug dump the SDK's `DisplayErrorContext` ends with, one entry per
+/// line (later lines indented).
+#[cfg(feature = "aws")]
+fn sdk_message_lines(text: &str) -> Vec<String> {
+    let text = text.trim_end();
+    let debug_tail = text.match_indices(" (").map(|(i, _)| i).find(|&i| {
+        let rest = &text[i + 2..];
+        let ident = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        rest.starts_with(|c: char| c.is_ascii_uppercase()) && rest[ident..].trim_start_matches(' ').starts_with(['(', '{'])
+    });
+    let text = debug_tail.map_or(text, |i| &text[..i]);
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| if i == 0 { l.to_string() } else { format!("  {l}") })
+        .collect()
+}
+
 /// Where the credentials most likely come from, in words.
 #[cfg(feature = "aws")]
 fn credentials_hint() -> String {
@@ -680,6 +706,18 @@ mod tests {
         assert!(r.contains("1 problem: `facefleet up` will not work until it is fixed (1 warning)."), "{r}");
         let r = render(&checks[2..]);
         assert!(r.contains("1 warning, no problem"), "{r}");
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn sdk_messages_lose_their_debug_dump() {
+        let m = "backend unavailable: HeadBucket on bucket `b`: dispatch failure: io error: client error (Connect): \
+                 tcp connect error: Connection refused (os error 111) (DispatchFailure(DispatchFailure { source: x }))";
+        assert_eq!(
+            sdk_message_lines(m),
+            ["backend unavailable: HeadBucket on bucket `b`: dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"]
+        );
+        assert_eq!(sdk_message_lines("no credentials. Attempted:\n  Environment: not set (X { a })"), ["no credentials. Attempted:", "  Environment: not set"]);
     }
 
     #[test]

@@ -51,7 +51,7 @@ async fn cse546_100_through_the_binaries_on_the_emulator() {
     let exe = env!("CARGO_BIN_EXE_facefleet");
     let mut child = facefleet(&endpoint)
         .args(["up", "--backend", "aws", "--fleet", "local", "--no-video", "--prefix", &prefix])
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--max-instances", "3"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--max-instances", "3"])
         .arg("--data-dir")
         .arg(data.path().join("data"))
         .args(["--worker-program", exe])

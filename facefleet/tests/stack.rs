@@ -145,6 +145,19 @@ impl Stack {
     }
 }
 
+/// Load options over the course set `face_images_<size>` with its labels.
+fn course_load(url: String, d: &Path, size: &str, concurrency: usize, limit: Option<usize>, timeout_s: u64) -> loadgen::LoadgenOptions {
+    loadgen::LoadgenOptions {
+        url,
+        dir: d.join(format!("face_images_{size}")),
+        labels: Some(d.join(format!("labels_{size}.csv"))),
+        concurrency,
+        limit,
+        timeout: Duration::from_secs(timeout_s),
+        progress: false,
+    }
+}
+
 fn labels(d: &Path) -> HashMap<String, String> {
     loadgen::read_labels(&d.join("labels_1000.csv")).unwrap()
 }
@@ -160,15 +173,7 @@ async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
     assert_eq!(stack.status().await["running_instances"], 0, "idle stack runs no worker");
 
     let (peak, watcher) = stack.watch_instances();
-    let opts = loadgen::LoadgenOptions {
-        url: stack.url.clone(),
-        dir: d.join("face_images_1000"),
-        labels: Some(d.join("labels_1000.csv")),
-        concurrency: 100,
-        limit: None,
-        timeout: Duration::from_secs(300),
-        progress: false,
-    };
+    let opts = course_load(stack.url.clone(), &d, "1000", 100, None, 300);
     let report = loadgen::run(&opts).await.unwrap();
     let failures: Vec<_> = report.outcomes.iter().filter(|o| o.correct != Some(true)).take(5).collect();
     assert_eq!((report.requests, report.completed, report.correct), (1000, 1000, 1000), "{report}\n{failures:?}");
@@ -215,15 +220,7 @@ async fn kill_9_a_worker_mid_load_every_request_answered_once() {
     let c = reqwest::Client::new();
     client::enroll_labelled(&c, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
 
-    let opts = loadgen::LoadgenOptions {
-        url: stack.url.clone(),
-        dir: d.join("face_images_1000"),
-        labels: Some(d.join("labels_1000.csv")),
-        concurrency: 50,
-        limit: Some(300),
-        timeout: Duration::from_secs(300),
-        progress: false,
-    };
+    let opts = course_load(stack.url.clone(), &d, "1000", 50, Some(300), 300);
     let load = tokio::spawn(async move { loadgen::run(&opts).await.unwrap() });
     // Once results flow, SIGKILL one worker (a process this test started,
     // through the stack).
@@ -283,15 +280,7 @@ async fn kill_9_of_up_takes_its_workers_and_a_restart_stays_within_max() {
     let stack = start_stack_in(tempfile::tempdir().unwrap(), 3, &env, &[]).await;
     let c = reqwest::Client::new();
     client::enroll_labelled(&c, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
-    let opts = loadgen::LoadgenOptions {
-        url: stack.url.clone(),
-        dir: d.join("face_images_1000"),
-        labels: Some(d.join("labels_1000.csv")),
-        concurrency: 30,
-        limit: Some(300),
-        timeout: Duration::from_secs(120),
-        progress: false,
-    };
+    let opts = course_load(stack.url.clone(), &d, "1000", 30, Some(300), 120);
     let load = tokio::spawn(async move { loadgen::run(&opts).await });
     let data_dir = stack.data.path().join("data");
     let mut seen = Vec::new();
@@ -323,15 +312,7 @@ async fn kill_9_of_up_takes_its_workers_and_a_restart_stays_within_max() {
     let stack = start_stack_in(data, 3, &env, &[]).await;
     let data_dir = stack.data.path().join("data");
     let (peak, watcher) = stack.watch_instances();
-    let opts = loadgen::LoadgenOptions {
-        url: stack.url.clone(),
-        dir: d.join("face_images_1000"),
-        labels: Some(d.join("labels_1000.csv")),
-        concurrency: 30,
-        limit: Some(150),
-        timeout: Duration::from_secs(300),
-        progress: false,
-    };
+    let opts = course_load(stack.url.clone(), &d, "1000", 30, Some(150), 300);
     let load = tokio::spawn(async move { loadgen::run(&opts).await.unwrap() });
     let mut most = 0;
     while !load.is_finished() {
@@ -379,15 +360,7 @@ async fn with_api_keys_and_an_open_course_route() {
     assert_eq!(anon.get(format!("{}/v1/people", stack.url)).send().await.unwrap().status(), 401);
     client::enroll_labelled(&admin, &stack.url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
     // The course's workload on the open route, without a key.
-    let opts = loadgen::LoadgenOptions {
-        url: stack.url.clone(),
-        dir: d.join("face_images_100"),
-        labels: Some(d.join("labels_100.csv")),
-        concurrency: 50,
-        limit: None,
-        timeout: Duration::from_secs(300),
-        progress: false,
-    };
+    let opts = course_load(stack.url.clone(), &d, "100", 50, None, 300);
     let report = loadgen::run(&opts).await.unwrap();
     assert_eq!((report.completed, report.correct), (100, 100), "{report}");
     let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
@@ -406,4 +379,69 @@ fn refuses_a_public_address_without_a_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to listen on 0.0.0.0:0 with no API key") && err.contains("keys create"), "{err}");
+}
+
+/// The README's first command, as a new user runs it: `facefleet up` with
+/// its defaults (data in `./data` of the working folder, loopback, port
+/// changed only so tests can run side by side), then one photo and one
+/// video. The video path needs an ffmpeg (`scripts/test` provides one in
+/// `FACEFLEET_FFMPEG`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_run_as_the_readme_says_answers_a_photo_and_a_video() {
+    let d = dataset();
+    let ffmpeg = std::env::var("FACEFLEET_FFMPEG").expect("FACEFLEET_FFMPEG must name an ffmpeg (scripts/test sets it)");
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(work.path().join("up.log")).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_facefleet"))
+        .args(["up", "--port", &port.to_string()])
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::new();
+    let mut up_ok = false;
+    for _ in 0..600 {
+        if c.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            up_ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let banner = || std::fs::read_to_string(work.path().join("up.log")).unwrap_or_default();
+    assert!(up_ok, "the stack did not come up:\n{}", banner());
+    assert!(banner().contains("video       on (ffmpeg"), "the banner says video is on:\n{}", banner());
+    assert!(work.path().join("data").is_dir(), "data in ./data");
+
+    // One photo.
+    client::enroll_labelled(&c, &url, &d.join("face_images_100"), &d.join("labels_100.csv")).await.unwrap();
+    let photo = d.join("face_images_1000/test_000.jpg");
+    let answer = client::recognize(&c, &url, &photo, false).await.unwrap();
+    assert_eq!(Some(answer.split_once(':').unwrap().1), labels(&d).get("test_000").map(String::as_str), "{answer}");
+
+    // One video: enroll its person from one of its frames, upload, poll.
+    let still = work.path().join("still.jpg");
+    let video = d.join("videos/test_0.mp4");
+    let st = Command::new(&ffmpeg).args(["-loglevel", "error", "-y", "-i"]).arg(&video).args(["-frames:v", "1"]).arg(&still).status().unwrap();
+    assert!(st.success());
+    client::enroll(&c, &url, "Trump", &[still]).await.unwrap();
+    let form = reqwest::multipart::Form::new().part("video", reqwest::multipart::Part::bytes(std::fs::read(&video).unwrap()).file_name("test_0.mp4"));
+    let r = c.post(format!("{url}/v1/videos")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let mut last = serde_json::Value::Null;
+    for _ in 0..1200 {
+        last = c.get(format!("{url}/v1/videos/test_0")).send().await.unwrap().json().await.unwrap();
+        if last["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((last["status"].as_str(), last["name"].as_str()), (Some("done"), Some("Trump")), "{last}");
+
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", banner());
 }
