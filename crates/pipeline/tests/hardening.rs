@@ -361,3 +361,27 @@ async fn concurrent_deletes_and_listings_agree() {
     }
     assert!(removed <= 20, "{removed} faces reported removed out of 20");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn responses_nobody_waits_for_expire() {
+    use facefleet_pipeline::protocol::{now_ms, Outcome, Recognition, Response};
+    let (dep, _store, queue) = memory_deployment().await;
+    // Answers for the waiters of a web tier that died: 25 expired ones (more
+    // than one receive batch) and one still within its time.
+    let answer = |id: String, expires_at_ms| Response {
+        request_id: id,
+        key: "r/x.jpg".into(),
+        result: Outcome::Ok(Recognition { name: "Paul".into(), faces: vec![] }),
+        expires_at_ms: Some(expires_at_ms),
+    };
+    for i in 0..25 {
+        let body = serde_json::to_string(&answer(format!("dead-{i}"), now_ms() - 60_000)).unwrap();
+        dep.queue.send(&dep.names.resp_queue, &body).await.unwrap();
+    }
+    let fresh = serde_json::to_string(&answer("alive".into(), now_ms() + 600_000)).unwrap();
+    dep.queue.send(&dep.names.resp_queue, &fresh).await.unwrap();
+    // An idle web tier sweeps them away; the live one stays for its owner.
+    let _web = start_web(dep.clone(), WebConfig::default()).await;
+    eventually(|| async { queue.bodies(&dep.names.resp_queue).len() == 1 }).await;
+    assert!(queue.bodies(&dep.names.resp_queue)[0].contains("alive"));
+}

@@ -117,21 +117,29 @@ impl Dispatcher {
 
     /// The polling loop; returns when `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // An idle sweep that deleted expired responses looks again at once
+        // (a batch is at most 10 messages).
+        let mut sweep_on = false;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
             let mut wait = self.poll_wait;
-            if self.waiting() == 0 {
+            let idle = self.waiting() == 0;
+            if idle && !sweep_on {
                 // Idle: sleep until a request registers, but look at the
                 // queue now and then so responses nobody waits for (their
                 // web tier died) are seen and expire.
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = self.wake.notified() => continue,
-                    _ = tokio::time::sleep(IDLE_SWEEP) => wait = Duration::ZERO,
+                    _ = tokio::time::sleep(IDLE_SWEEP) => {}
                 }
             }
+            if idle {
+                wait = Duration::ZERO;
+            }
+            sweep_on = false;
             let received = self
                 .queue
                 .receive(&self.resp_queue, facefleet_ports::MAX_BATCH, wait, Some(Duration::from_secs(30)))
@@ -182,6 +190,7 @@ impl Dispatcher {
                         tracing::debug!(request_id = %resp.request_id, "deleting an expired response (nobody waits for it)");
                         metrics::counter!("facefleet_responses_expired_total").increment(1);
                         self.delete(&m.receipt).await;
+                        sweep_on = true;
                     }
                     Fate::Foreign if m.receive_count >= ORPHAN_RECEIVES => {
                         tracing::warn!(request_id = %resp.request_id, "deleting orphaned response (no web tier claimed it)");
