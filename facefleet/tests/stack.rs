@@ -46,6 +46,18 @@ impl Drop for Stack {
     }
 }
 
+/// Waits (bounded: a minute) until `url/healthz` answers 200.
+async fn healthy(url: &str) -> bool {
+    let c = reqwest::Client::new();
+    for _ in 0..600 {
+        if c.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -74,12 +86,8 @@ async fn start_stack_in(data: tempfile::TempDir, max_instances: usize, env: &[(&
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let c = reqwest::Client::new();
-    for _ in 0..600 {
-        if c.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Stack { child, url, data };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if healthy(&url).await {
+        return Stack { child, url, data };
     }
     panic!("the stack did not come up; log:\n{}", std::fs::read_to_string(data.path().join("up.log")).unwrap_or_default());
 }
@@ -403,14 +411,7 @@ async fn first_run_as_the_readme_says_answers_a_photo_and_a_video() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let c = reqwest::Client::new();
-    let mut up_ok = false;
-    for _ in 0..600 {
-        if c.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            up_ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let up_ok = healthy(&url).await;
     let banner = || std::fs::read_to_string(work.path().join("up.log")).unwrap_or_default();
     assert!(up_ok, "the stack did not come up:\n{}", banner());
     assert!(banner().contains("video       on (ffmpeg"), "the banner says video is on:\n{}", banner());
