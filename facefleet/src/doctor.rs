@@ -11,18 +11,16 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use facefleet_pipeline::backend::BackendKind;
-use facefleet_pipeline::cli::{BackendArgs, ModelArgs};
+use facefleet_pipeline::cli::{BackendArgs, ModelArgs, WebArgs};
+use facefleet_ports::Names;
 use facefleet_video::ffmpeg::{Ffmpeg, FfmpegError, FFMPEG_ENV};
 
 /// Below this much free space in the data folder: a warning.
 const LOW_DISK: u64 = 1 << 30;
-
-/// The default `--prefix` (`facefleet_ports::Names::DEFAULT_PREFIX`).
-const DEFAULT_PREFIX: &str = "facefleet";
 
 /// Limit on `ffmpeg -version`.
 const FFMPEG_VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,30 +33,15 @@ pub struct DoctorArgs {
     pub backend: BackendArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Address and port `up` will listen on.
-    #[arg(long, env = "FACEFLEET_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
-    /// Port `up` will listen on (replaces the port of `--listen`, as in `up`).
-    #[arg(long, env = "FACEFLEET_PORT")]
-    pub port: Option<u16>,
-    /// The ffmpeg binary (default: `$FACEFLEET_FFMPEG`, next to this program, or `PATH`).
-    #[arg(long)]
-    pub ffmpeg: Option<PathBuf>,
-    /// Video is not wanted (`up --no-video`): ffmpeg is not checked.
-    #[arg(long, env = "FACEFLEET_NO_VIDEO")]
-    pub no_video: bool,
+    /// `up`'s web flags (`--listen`, `--port`...).
+    #[command(flatten)]
+    pub web: WebArgs,
+    /// `up`'s video flags: with `--no-video`, ffmpeg is not checked.
+    #[command(flatten)]
+    pub video: crate::video::VideoArgs,
 }
 
 impl DoctorArgs {
-    /// The address `up` would listen on.
-    fn addr(&self) -> SocketAddr {
-        let mut a = self.listen;
-        if let Some(p) = self.port {
-            a.set_port(p);
-        }
-        a
-    }
-
     /// `--data-dir D --prefix P` as `up` or `keys` would need them, for
     /// the commands of a fix (defaults left out).
     fn deployment_flags(&self) -> String {
@@ -71,7 +54,7 @@ impl DoctorArgs {
             }
             BackendKind::Aws => s.push_str(" --backend aws"),
         }
-        if self.backend.prefix != DEFAULT_PREFIX {
+        if self.backend.prefix != Names::DEFAULT_PREFIX {
             let _ = write!(s, " --prefix {}", shell_word(&self.backend.prefix));
         }
         s
@@ -137,10 +120,10 @@ impl Check {
 /// check failed.
 pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let mut checks = vec![cpu_check()];
-    if args.no_video {
+    if args.video.no_video {
         checks.push(Check::new("ffmpeg", Level::Skip, "not needed: video is off (--no-video)"));
     } else {
-        checks.push(ffmpeg_check(args.ffmpeg.as_deref()).await);
+        checks.push(ffmpeg_check(args.video.ffmpeg.as_deref()).await);
     }
     match args.backend.backend {
         BackendKind::Embedded => checks.extend(data_dir_checks(&args)),
@@ -369,7 +352,7 @@ fn bytes(n: u64) -> String {
 
 /// The listen address can be bound now; off loopback, an API key exists.
 async fn port_checks(args: &DoctorArgs) -> Vec<Check> {
-    let addr = args.addr();
+    let addr = args.web.addr();
     let port_check = match std::net::TcpListener::bind(addr) {
         Ok(l) => {
             drop(l);
@@ -591,7 +574,7 @@ async fn aws_checks(args: &DoctorArgs) -> Vec<Check> {
     for b in buckets {
         match store.bucket_exists(b).await {
             Ok(true) => {}
-            Ok(false) if args.no_video && video.contains(&b) => missing_video.push(b.as_str()),
+            Ok(false) if args.video.no_video && video.contains(&b) => missing_video.push(b.as_str()),
             Ok(false) => missing.push(b.as_str()),
             Err(e) => errors.push(format!("{b}: {}", sdk_message_lines(&e.to_string()).join(" "))),
         }
@@ -639,7 +622,7 @@ fn resources_check(name: &'static str, total: usize, missing: &[&str], errors: &
 fn provision_flags(args: &DoctorArgs) -> String {
     let aws = &args.backend.aws;
     let mut s = String::new();
-    if args.backend.prefix != DEFAULT_PREFIX {
+    if args.backend.prefix != Names::DEFAULT_PREFIX {
         let _ = write!(s, " --prefix {}", shell_word(&args.backend.prefix));
     }
     for (flag, v) in [("--aws-endpoint", &aws.endpoint), ("--aws-region", &aws.region), ("--aws-profile", &aws.profile)] {

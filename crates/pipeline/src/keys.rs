@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,12 +116,47 @@ fn record_key(id: &str) -> String {
     format!("{KEYS_PREFIX}{id}.json")
 }
 
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The id inside a well-formed secret.
 pub fn secret_id(secret: &str) -> Option<&str> {
     let rest = secret.strip_prefix(SECRET_PREFIX)?;
     let (id, tail) = rest.split_once('_')?;
-    let ok = id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && tail.len() == 64 && tail.bytes().all(|b| b.is_ascii_hexdigit());
-    ok.then_some(id)
+    (is_hex(id, 12) && is_hex(tail, 64)).then_some(id)
+}
+
+/// The record of key `id`: `None` when there is none; an unreadable record
+/// is logged and counts as none.
+async fn read_record(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<Option<KeyRecord>, PortError> {
+    let key = record_key(id);
+    let body = match store.get(bucket, &key).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match serde_json::from_slice::<KeyRecord>(&body) {
+        Ok(r) if r.id == id => Ok(Some(r)),
+        Ok(_) => {
+            tracing::warn!(%key, "skipping an API key record whose id does not match its key");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "skipping an unreadable API key record");
+            Ok(None)
+        }
+    }
+}
+
+/// The ids of the stored keys.
+async fn stored_ids(store: &dyn ObjectStore, bucket: &str) -> Result<Vec<String>, PortError> {
+    Ok(store
+        .list_all(bucket, KEYS_PREFIX)
+        .await?
+        .iter()
+        .filter_map(|m| m.key.strip_prefix(KEYS_PREFIX)?.strip_suffix(".json").map(str::to_string))
+        .collect())
 }
 
 /// Creates a key; returns its record and the secret (shown once, never
@@ -153,15 +189,8 @@ pub async fn create(store: &dyn ObjectStore, bucket: &str, new: NewKey) -> Resul
 /// Every key, oldest first. Unreadable records are skipped (and logged).
 pub async fn list(store: &dyn ObjectStore, bucket: &str) -> Result<Vec<KeyRecord>, KeyError> {
     let mut out = Vec::new();
-    for meta in store.list_all(bucket, KEYS_PREFIX).await? {
-        match store.get(bucket, &meta.key).await {
-            Ok(b) => match serde_json::from_slice::<KeyRecord>(&b) {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(key = %meta.key, error = %e, "skipping an unreadable API key record"),
-            },
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+    for id in stored_ids(store, bucket).await? {
+        out.extend(read_record(store, bucket, &id).await?);
     }
     out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
     Ok(out)
@@ -169,16 +198,12 @@ pub async fn list(store: &dyn ObjectStore, bucket: &str) -> Result<Vec<KeyRecord
 
 /// Revokes (deletes) a key by id; [`KeyError::NotFound`] if there is none.
 pub async fn revoke(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<KeyRecord, KeyError> {
-    if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(KeyError::NotFound(id.to_string()));
+    let not_found = || KeyError::NotFound(id.to_string());
+    if !is_hex(id, 12) {
+        return Err(not_found());
     }
-    let key = record_key(id);
-    let record = match store.get(bucket, &key).await {
-        Ok(b) => serde_json::from_slice::<KeyRecord>(&b).map_err(|e| KeyError::Invalid(format!("unreadable key record: {e}")))?,
-        Err(e) if e.is_not_found() => return Err(KeyError::NotFound(id.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    if !store.remove(bucket, &key).await? {
+    let record = read_record(store, bucket, id).await?.ok_or_else(not_found)?;
+    if !store.remove(bucket, &record_key(id)).await? {
         return Err(KeyError::NotFound(id.to_string()));
     }
     Ok(record)
@@ -208,37 +233,28 @@ pub struct KeyRing {
     bucket: String,
     keys: RwLock<HashMap<String, KeyRecord>>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    /// Whether one refresh has succeeded.
+    loaded: AtomicBool,
 }
 
 impl KeyRing {
     /// An empty ring over the keys in `bucket`; call [`KeyRing::refresh`]
     /// before serving.
     pub fn new(store: Arc<dyn ObjectStore>, bucket: &str) -> Arc<Self> {
-        Arc::new(Self { store, bucket: bucket.to_string(), keys: RwLock::default(), limiters: Mutex::default() })
+        Arc::new(Self { store, bucket: bucket.to_string(), keys: RwLock::default(), limiters: Mutex::default(), loaded: AtomicBool::new(false) })
     }
 
     /// Re-lists the keys: reads records it has not seen, forgets revoked
     /// ones. Costs one listing plus one read per new key.
     pub async fn refresh(&self) -> Result<(), PortError> {
-        let listed = self.store.list_all(&self.bucket, KEYS_PREFIX).await?;
-        let ids: Vec<String> = listed
-            .iter()
-            .filter_map(|m| m.key.strip_prefix(KEYS_PREFIX)?.strip_suffix(".json").map(str::to_string))
-            .collect();
+        let ids = stored_ids(self.store.as_ref(), &self.bucket).await?;
         let unseen: Vec<String> = {
             let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
             ids.iter().filter(|id| !keys.contains_key(*id)).cloned().collect()
         };
         let mut fresh = Vec::new();
         for id in unseen {
-            match self.store.get(&self.bucket, &record_key(&id)).await {
-                Ok(b) => match serde_json::from_slice::<KeyRecord>(&b) {
-                    Ok(r) if r.id == id => fresh.push(r),
-                    Ok(_) | Err(_) => tracing::warn!(%id, "skipping an unreadable API key record"),
-                },
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
-            }
+            fresh.extend(read_record(self.store.as_ref(), &self.bucket, &id).await?);
         }
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         keys.retain(|id, _| ids.contains(id));
@@ -247,7 +263,17 @@ impl KeyRing {
         }
         let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         limiters.retain(|id, _| keys.contains_key(id));
+        self.loaded.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Refreshes unless a refresh has already succeeded (the first view
+    /// must be complete before serving: until then no key looks present).
+    pub async fn ensure_loaded(&self) -> Result<(), PortError> {
+        if self.loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.refresh().await
     }
 
     /// Refreshes every `every` until `stop` fires (errors are logged; the
@@ -274,9 +300,7 @@ impl KeyRing {
     pub fn check(&self, secret: &str, needs: Scope) -> Result<KeyRecord, Denied> {
         let id = secret_id(secret).ok_or(Denied::Invalid)?;
         let record = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().ok_or(Denied::Invalid)?;
-        let presented = Sha256::digest(secret.as_bytes());
-        let stored = hex::decode(&record.secret_sha256).map_err(|_| Denied::Invalid)?;
-        if !bool::from(presented.as_slice().ct_eq(&stored)) {
+        if !bool::from(sha256_hex(secret).as_bytes().ct_eq(record.secret_sha256.as_bytes())) {
             return Err(Denied::Invalid);
         }
         if record.scope < needs {

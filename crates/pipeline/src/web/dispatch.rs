@@ -124,7 +124,6 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 return;
             }
-            let mut wait = self.poll_wait;
             let idle = self.waiting() == 0;
             if idle && !sweep_on {
                 // Idle: sleep until a request registers, but look at the
@@ -136,9 +135,8 @@ impl Dispatcher {
                     _ = tokio::time::sleep(IDLE_SWEEP) => {}
                 }
             }
-            if idle {
-                wait = Duration::ZERO;
-            }
+            // An idle sweep only looks; it does not long-poll.
+            let wait = if idle { Duration::ZERO } else { self.poll_wait };
             sweep_on = false;
             let received = self
                 .queue

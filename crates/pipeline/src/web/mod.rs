@@ -215,7 +215,7 @@ pub fn build_router(state: WebState, extra: Vec<Router>) -> Router {
 /// headers within the header timeout.
 pub async fn serve(listener: tokio::net::TcpListener, state: &WebState, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     metrics::install();
-    state.keys().refresh().await.map_err(|e| std::io::Error::other(format!("reading the API keys: {e}")))?;
+    state.keys().ensure_loaded().await.map_err(|e| std::io::Error::other(format!("reading the API keys: {e}")))?;
     let dispatcher = tokio::spawn(state.dispatcher().run(shutdown.child_token()));
     let refresher = tokio::spawn(state.keys().run(Duration::from_secs(2), shutdown.child_token()));
     let limits = server::ConnLimits { header_timeout: state.config.header_timeout, max_connections: state.config.max_connections };
