@@ -1,24 +1,21 @@
 //! `app-tier`: one worker process. Long-polls the request queue, runs the
-//! face model, writes the output bucket, answers; SIGTERM finishes the job
-//! in hand, then exits. Spawned by the autoscaler's fleet.
+//! face model, writes the output bucket, answers; SIGTERM finishes the jobs
+//! in hand, then exits. Spawned by the autoscaler's fleet, which passes its
+//! own settings in the environment variables of these flags.
 
 use clap::Parser;
-use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, WorkerArgs};
+use facefleet_app::{run, WorkerSettings};
 
 #[derive(Parser)]
 #[command(name = "app-tier", version, about = "facefleet worker: request queue -> face model -> output bucket + response queue")]
 struct Args {
     #[command(flatten)]
-    backend: BackendArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    worker: WorkerArgs,
+    settings: WorkerSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_tracing();
+    run::init_tracing();
     let a = Args::parse();
-    cli::run_worker(&a.backend, &a.model, &a.worker, cli::shutdown_on_signals()).await
+    run::run_worker(&a.settings, run::shutdown_on_signals()).await
 }

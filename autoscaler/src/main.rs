@@ -1,23 +1,22 @@
-//! `autoscaler`: sizes a local fleet of `app-tier` processes from the
-//! request backlog (0..=max), logging a status table per change.
+//! `autoscaler`: sizes a fleet of `app-tier` workers from the request
+//! backlog (0..=max), logging a status table per change. Its workers run
+//! with its own backend, model and worker settings.
 
 use clap::Parser;
-use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, ScalerArgs};
+use facefleet_app::{run, ScalerArgs, WorkerSettings};
 
 #[derive(Parser)]
 #[command(name = "autoscaler", version, about = "facefleet autoscaler")]
 struct Args {
     #[command(flatten)]
-    backend: BackendArgs,
-    #[command(flatten)]
-    model: ModelArgs,
+    settings: WorkerSettings,
     #[command(flatten)]
     scaler: ScalerArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_tracing();
+    run::init_tracing();
     let a = Args::parse();
-    cli::run_autoscaler(&a.backend, &a.model, &a.scaler, cli::shutdown_on_signals()).await
+    run::run_autoscaler(&a.settings, &a.scaler, run::shutdown_on_signals()).await
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use facefleet_pipeline::{client, loadgen};
+use facefleet_app::{client, loadgen};
 
 fn endpoint() -> String {
     std::env::var("FACEFLEET_TEST_AWS_ENDPOINT").expect(

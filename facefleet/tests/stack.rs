@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use facefleet_pipeline::{client, loadgen};
+use facefleet_app::{client, loadgen};
 
 fn dataset() -> PathBuf {
     let shared = std::env::var_os("FACEFLEET_SHARED_DIR")

@@ -66,22 +66,22 @@ impl DeploySpec {
 
     /// `<prefix>-video-splitting`.
     pub fn split_function(&self) -> String {
-        format!("{}-video-splitting", self.names.prefix)
+        self.names.split_function.clone()
     }
 
     /// `<prefix>-face-recognition`.
     pub fn recognize_function(&self) -> String {
-        format!("{}-face-recognition", self.names.prefix)
+        self.names.recognize_function.clone()
     }
 
     /// `<prefix>-lambda-artifacts`.
     pub fn artifact_bucket(&self) -> String {
-        format!("{}-lambda-artifacts", self.names.prefix)
+        self.names.lambda_artifacts.clone()
     }
 
     /// `<prefix>-video-lambda`.
     pub fn role_name(&self) -> String {
-        format!("{}-video-lambda", self.names.prefix)
+        self.names.lambda_role.clone()
     }
 }
 
@@ -217,8 +217,8 @@ pub async fn deploy(c: &DeployClients, spec: &DeploySpec) -> Result<DeployReport
     for (arn, bucket) in [(&arns[0], &n.video_input), (&arns[1], &n.video_stage1)] {
         ensure_permission(c, arn, bucket, &account, &mut report).await?;
     }
-    ensure_notification(c, &n.video_input, &format!("{}-input-to-split", n.prefix), &arns[0], None, &mut report).await?;
-    ensure_notification(c, &n.video_stage1, &format!("{}-frames-to-recognition", n.prefix), &arns[1], Some(".jpg"), &mut report)
+    ensure_notification(c, &n.video_input, &n.split_notification, &arns[0], None, &mut report).await?;
+    ensure_notification(c, &n.video_stage1, &n.recognize_notification, &arns[1], Some(".jpg"), &mut report)
         .await?;
     Ok(report)
 }

@@ -3,7 +3,9 @@
 //! - `video-splitting` and `face-recognition` (binaries): the handlers of
 //!   `facefleet-video` behind `lambda_runtime`, on S3 through
 //!   `facefleet_aws::S3Store`. Configured by environment variables (see
-//!   [`FunctionArgs`]).
+//!   [`FunctionArgs`]; face-recognition also reads the model settings of
+//!   `facefleet_app::ModelArgs`, set by [`deploy`] from the deploying
+//!   command's own).
 //! - [`package`]: the Lambda zip of a function (`bootstrap` + a static
 //!   `ffmpeg`), deterministic so that an unchanged build redeploys nothing.
 //! - [`deploy`]: idempotent creation/update of the functions, their role,
@@ -21,11 +23,10 @@ use facefleet_video::{Sampling, SplitConfig};
 
 /// Settings of both functions, from the environment the deployment sets
 /// (or flags when run by hand).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(about = "A facefleet Lambda function (reads S3 events from the Lambda runtime API)")]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FunctionArgs {
     /// Prefix of every resource name (`<prefix>-input`, `<prefix>-stage-1`...).
-    #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX)]
+    #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX, value_parser = facefleet_app::settings::parse_prefix)]
     pub prefix: String,
     /// Largest accepted video in bytes (refused before download).
     #[arg(long, env = "FACEFLEET_MAX_VIDEO_BYTES", default_value_t = facefleet_video::split::DEFAULT_MAX_VIDEO_BYTES)]

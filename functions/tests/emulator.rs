@@ -10,7 +10,8 @@ use aws_lambda_events::event::s3::S3Event;
 use facefleet_functions::deploy::{deploy, Change, DeployClients, DeploySpec};
 use facefleet_functions::package::package;
 use facefleet_ports::{Names, ObjectStore};
-use facefleet_video::{FrameRecognizer, GalleryEntry, Outcome, RecognizeError, RecognizeHandler, SplitConfig, SplitHandler};
+use facefleet_gallery::{AnalyzedFace, EngineError, FaceBox, FaceEngine, FaceQuality, Gallery, NewFace, DEFAULT_COLLECTION};
+use facefleet_video::{Outcome, RecognizeHandler, SplitConfig, SplitHandler};
 
 fn endpoint() -> String {
     std::env::var("FACEFLEET_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
@@ -151,21 +152,31 @@ fn sample_event(bucket: &str, encoded_key: &str) -> S3Event {
     serde_json::from_str(&json).unwrap()
 }
 
-/// Every frame shows the first enrolled person (a test double; the real
-/// model is tested in facefleet-video's `real_model` tests).
-struct FirstEnrolled;
+/// Every frame shows one face whose embedding is `[1.0]`, the one enrolled
+/// (a test double; the real model is tested in facefleet-video's
+/// `real_model` tests).
+struct OneFace;
 
-impl FrameRecognizer for FirstEnrolled {
-    type Gallery = Vec<String>;
-    fn recognizer(&self) -> String {
-        "fake".into()
+impl FaceEngine for OneFace {
+    fn model_id(&self) -> &str {
+        "fake"
     }
-    fn build_gallery(&self, entries: &[GalleryEntry]) -> Result<Vec<String>, RecognizeError> {
-        Ok(entries.iter().map(|e| e.name.clone()).collect())
+    fn threshold(&self) -> f32 {
+        0.5
     }
-    fn recognize(&self, frame: &[u8], g: &Vec<String>) -> Result<Vec<Option<String>>, RecognizeError> {
+    fn analyze(&self, frame: &[u8], _max_faces: usize, embed: bool) -> Result<Vec<AnalyzedFace>, EngineError> {
         assert!(frame.starts_with(&[0xFF, 0xD8]));
-        Ok(vec![g.first().cloned()])
+        Ok(vec![AnalyzedFace {
+            bbox: FaceBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 },
+            landmarks: [[0.0; 2]; 5],
+            score: 1.0,
+            size: 10.0,
+            quality: FaceQuality { sharpness: 1.0, yaw: 0.0, pitch: 0.0 },
+            embedding: if embed { vec![1.0] } else { Vec::new() },
+        }])
+    }
+    fn thumbnail(&self, _image: &[u8], _face: &AnalyzedFace) -> Result<Vec<u8>, EngineError> {
+        Ok(Vec::new())
     }
 }
 
@@ -179,9 +190,8 @@ async fn the_handlers_run_on_s3_from_the_sample_event() {
     }
     let key = "my clip é.mp4";
     store.put(&names.video_input, key, video("test_7.mp4").into()).await.unwrap();
-    let entry = GalleryEntry { name: "Freeman".into(), recognizer: "fake".into(), embedding: vec![1.0] };
-    store
-        .put(&names.gallery_bucket, "people/Freeman/1.json", serde_json::to_vec(&entry).unwrap().into())
+    Gallery::new(store.clone(), &names.gallery_bucket)
+        .add_faces(DEFAULT_COLLECTION, "Freeman", vec![NewFace::new(vec![1.0], "fake")])
         .await
         .unwrap();
 
@@ -190,7 +200,7 @@ async fn the_handlers_run_on_s3_from_the_sample_event() {
     let outcomes = split.handle(&sample_event(&names.video_input, "my+clip+%C3%A9.mp4")).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Split { stem: "my clip é".into(), frames: 10 }]);
 
-    let recognize = RecognizeHandler::new(store.clone(), names.clone(), Arc::new(FirstEnrolled));
+    let recognize = RecognizeHandler::new(store.clone(), names.clone(), Arc::new(OneFace));
     let mut written = Vec::new();
     for i in 0..10 {
         let frame = format!("my+clip+%C3%A9/output-{i:02}.jpg");

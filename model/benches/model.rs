@@ -8,12 +8,18 @@
 //! * `embed/<recognizer>/<n>`: align + embed n faces in one batch
 //! * `match/<n>`: best match of one embedding against n gallery entries
 //! * `recognize/250x250`: decode + detect + embed + match, one-face photo,
-//!   100-person gallery
+//!   100-person gallery, on the SIMD path the CPU (or `FACEFLEET_SIMD`) selects
+//! * `recognize-per-path/<path>`: the same on every SIMD path this CPU can
+//!   run (`AVX-512`, `AVX2+FMA`, ...), forced with `simd::with_level`
+//!
+//! The CPU model and the SIMD path are printed first: label every number
+//! with them.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use facefleet_model::eval::dataset_dir;
+use facefleet_model::simd;
 use facefleet_model::{
     decode_image, DecodeLimits, Embedding, FaceModel, Gallery, ModelConfig, RecognizerKind,
 };
@@ -36,7 +42,22 @@ fn random_unit(seed: u64, dim: usize) -> Embedding {
     )
 }
 
+/// The CPU model from /proc/cpuinfo (Linux), else "unknown CPU".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 fn bench(c: &mut Criterion) {
+    eprintln!(
+        "CPU: {} ({:?}); SIMD path: {}; RAYON_NUM_THREADS={}",
+        cpu_model(),
+        simd::cpu_features(),
+        simd::simd_summary(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into())
+    );
     let lfw = dataset_dir("lfw-dev").expect("benchmarks need the shared lfw-dev data set");
     let cse = dataset_dir("cse546").expect("benchmarks need the shared cse546 data set");
     let photo_bytes = read(lfw.join("Tom_Cruise/Tom_Cruise_0001.jpg"));
@@ -95,6 +116,20 @@ fn bench(c: &mut Criterion) {
             mfn.recognize(&img, &gallery).unwrap()
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("recognize-per-path");
+    g.sample_size(20);
+    for level in simd::SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+        g.bench_function(level.name(), |b| {
+            b.iter(|| {
+                simd::with_level(level, || {
+                    let img = decode_image(black_box(&photo_bytes), &DecodeLimits::default()).unwrap();
+                    mfn.recognize(&img, &gallery).unwrap()
+                })
+            })
+        });
+    }
     g.finish();
 }
 

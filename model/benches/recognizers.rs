@@ -8,6 +8,7 @@ use facefleet_model::{load_recognizer, RecognizerKind};
 use image::RgbImage;
 
 fn bench(c: &mut Criterion) {
+    eprintln!("SIMD path: {} (CPU features {:?})", facefleet_model::simd::simd_summary(), facefleet_model::simd::cpu_features());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
     for (kind, file) in [(RecognizerKind::MobileFaceNet, "mobilefacenet.safetensors"), (RecognizerKind::DlibResnet, "dlib_resnet.safetensors")] {
         // SAFETY: the weight file is not modified while mapped.

@@ -1,52 +1,83 @@
-//! Times the full recognize path per stage on real photos: decode, detect,
-//! align + embed, match, and the whole `FaceModel::recognize` call.
+//! Times the full recognize path per stage on real photos: decode, MTCNN
+//! (pyramid, P-Net, R-Net, O-Net), align, embed, match, and the whole
+//! `FaceModel::recognize` call, on one or several SIMD paths.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p facefleet-model --example recognize_bench -- \
-//!     [--runs N] [--recognizer mobilefacenet|dlib-resnet] [IMAGE...]
+//!     [--runs N] [--recognizer mobilefacenet|dlib-resnet] [--levels avx512,avx2,baseline] [IMAGE...]
 //! ```
 //! Without images it uses the first photo of the first 20 people of the
 //! shared lfw-dev set (250x250, one face each); the gallery is those 20
-//! people. `RAYON_NUM_THREADS` sets the thread count of both the detector's
-//! own loops and candle's matmuls. Prints the median and minimum per stage
-//! over all images and runs.
+//! people. `RAYON_NUM_THREADS` sets the thread count of both the model's own
+//! loops and its matmuls. `--levels` runs every photo on each listed SIMD
+//! level in turn (interleaved, so that a busy machine slows them alike;
+//! default: the level `FACEFLEET_SIMD` or the CPU selects) and prints a
+//! table per level, then the ratio of the medians to the first level.
+//! Prints the median and minimum per stage over all images and runs.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use facefleet_model::eval::{dataset_dir, person_photos};
-use facefleet_model::{
-    decode_image, DecodeLimits, FaceModel, Gallery, ModelConfig, RecognizerKind,
-};
+use facefleet_model::mtcnn::StageTimes;
+use facefleet_model::simd::{self, SimdLevel};
+use facefleet_model::{decode_image, DecodeLimits, FaceModel, Gallery, ModelConfig, RecognizerKind};
+
+const STAGES: [&str; 10] = [
+    "decode",
+    "detect (MTCNN)",
+    "  pyramid resample",
+    "  P-Net (incl. pyramid)",
+    "  R-Net",
+    "  O-Net",
+    "align",
+    "embed",
+    "match",
+    "recognize (decode..match)",
+];
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut runs = 20usize;
     let mut kind = RecognizerKind::MobileFaceNet;
     let mut images: Vec<PathBuf> = Vec::new();
+    let mut levels: Vec<SimdLevel> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--runs" => {
-                runs = args
-                    .next()
-                    .context("--runs needs a value")?
-                    .parse::<usize>()?
-                    .max(1)
-            }
+            "--runs" => runs = args.next().context("--runs needs a value")?.parse::<usize>()?.max(1),
             "--recognizer" => {
-                kind = args
-                    .next()
-                    .context("--recognizer needs a value")?
-                    .parse()
-                    .map_err(anyhow::Error::msg)?
+                kind = args.next().context("--recognizer needs a value")?.parse().map_err(anyhow::Error::msg)?
+            }
+            "--levels" => {
+                for l in args.next().context("--levels needs a value")?.split(',') {
+                    match SimdLevel::parse(l).map_err(anyhow::Error::msg)? {
+                        Some(l) if l.is_supported() => levels.push(l),
+                        Some(l) => bail!("this CPU cannot run {l}"),
+                        None => levels.push(simd::detected_level()),
+                    }
+                }
             }
             _ => images.push(a.into()),
         }
     }
+    if levels.is_empty() {
+        levels.push(simd::simd_level());
+    }
     if images.is_empty() {
-        let lfw = dataset_dir("lfw-dev")
-            .context("no images given and the shared lfw-dev set is missing")?;
+        let lfw = dataset_dir("lfw-dev").context("no images given and the shared lfw-dev set is missing")?;
         images.extend(person_photos(&lfw)?.into_iter().take(20).filter_map(|(_, photos)| photos.into_iter().next()));
     }
     if images.is_empty() {
@@ -57,11 +88,7 @@ fn main() -> Result<()> {
     let limits = DecodeLimits::default();
     let photos: Vec<(PathBuf, Vec<u8>)> = images
         .into_iter()
-        .map(|p| {
-            std::fs::read(&p)
-                .map(|b| (p.clone(), b))
-                .with_context(|| p.display().to_string())
-        })
+        .map(|p| std::fs::read(&p).map(|b| (p.clone(), b)).with_context(|| p.display().to_string()))
         .collect::<Result<_>>()?;
 
     // Gallery: one embedding per photo, named after its file.
@@ -69,61 +96,98 @@ fn main() -> Result<()> {
     for (path, bytes) in &photos {
         let img = decode_image(bytes, &limits)?;
         if let Some(face) = model.detect(&img)?.first() {
-            let name = path
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             gallery.enroll(&name, vec![model.embed(&img, face)?])?;
         }
     }
 
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    let mut stages: [Vec<f64>; 5] = Default::default();
+    let mut stages: Vec<[Vec<f64>; STAGES.len()]> = vec![Default::default(); levels.len()];
+    let candidates = std::cell::Cell::new((0usize, 0usize, 0usize)); // calls, P-Net out, R-Net out
+    let one = |st: &mut [Vec<f64>; STAGES.len()], bytes: &[u8]| -> Result<()> {
+        let t = Instant::now();
+        let img = decode_image(bytes, &limits)?;
+        st[0].push(ms(t));
+        let mut times = StageTimes::default();
+        let t = Instant::now();
+        let faces = model.detect_timed(&img, &mut times)?;
+        st[1].push(ms(t));
+        st[2].push(times.pyramid.as_secs_f64() * 1e3);
+        st[3].push(times.pnet.as_secs_f64() * 1e3);
+        st[4].push(times.rnet.as_secs_f64() * 1e3);
+        st[5].push(times.onet.as_secs_f64() * 1e3);
+        let (calls, p, r) = candidates.get();
+        candidates.set((calls + 1, p + times.pnet_candidates, r + times.rnet_candidates));
+        let Some(face) = faces.first() else { return Ok(()) };
+        let t = Instant::now();
+        let chip = model.align(&img, face);
+        st[6].push(ms(t));
+        let t = Instant::now();
+        let e = model.embed_chips(std::slice::from_ref(&chip))?.pop().context("no embedding")?;
+        st[7].push(ms(t));
+        let t = Instant::now();
+        std::hint::black_box(gallery.identify(&e)?);
+        st[8].push(ms(t));
+        let t = Instant::now();
+        let img = decode_image(bytes, &limits)?;
+        std::hint::black_box(model.recognize(&img, &gallery)?);
+        st[9].push(ms(t));
+        Ok(())
+    };
+    // Warm-up on every level.
+    for (i, &level) in levels.iter().enumerate() {
+        simd::with_level(level, || one(&mut stages[i], &photos[0].1))?;
+    }
+    stages.iter_mut().flatten().for_each(Vec::clear);
     for _ in 0..runs {
         for (_, bytes) in &photos {
-            let t = Instant::now();
-            let img = decode_image(bytes, &limits)?;
-            stages[0].push(ms(t));
-            let t = Instant::now();
-            let faces = model.detect(&img)?;
-            stages[1].push(ms(t));
-            let Some(face) = faces.first() else { continue };
-            let t = Instant::now();
-            let e = model.embed(&img, face)?;
-            stages[2].push(ms(t));
-            let t = Instant::now();
-            std::hint::black_box(gallery.identify(&e)?);
-            stages[3].push(ms(t));
-            let t = Instant::now();
-            let img = decode_image(bytes, &limits)?;
-            std::hint::black_box(model.recognize(&img, &gallery)?);
-            stages[4].push(ms(t));
+            for (i, &level) in levels.iter().enumerate() {
+                simd::with_level(level, || one(&mut stages[i], bytes))?;
+            }
         }
     }
     println!(
-        "recognizer {kind}, {} photo(s) x {runs} runs, RAYON_NUM_THREADS={}",
+        "recognizer {kind}, {} photo(s) x {runs} runs, RAYON_NUM_THREADS={}, CPU: {} ({} cores; features {:?})",
         photos.len(),
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into())
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into()),
+        cpu_model(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        simd::cpu_features(),
     );
-    println!("{:<28} {:>10} {:>10}", "stage", "median ms", "min ms");
-    let names = [
-        "decode",
-        "detect (MTCNN)",
-        "align + embed",
-        "match",
-        "recognize (decode..match)",
-    ];
-    for (name, times) in names.iter().zip(stages.iter_mut()) {
-        if times.is_empty() {
-            continue;
+    let (calls, p, r) = candidates.get();
+    println!(
+        "MTCNN candidates per photo: {:.1} from P-Net to R-Net, {:.1} from R-Net to O-Net",
+        p as f64 / calls.max(1) as f64,
+        r as f64 / calls.max(1) as f64
+    );
+    let mut medians = vec![vec![f64::NAN; STAGES.len()]; levels.len()];
+    for (li, &level) in levels.iter().enumerate() {
+        let summary = simd::with_level(level, simd::simd_summary);
+        println!("\nSIMD path: {summary}");
+        println!("{:<28} {:>10} {:>10}", "stage", "median ms", "min ms");
+        for (si, (name, times)) in STAGES.iter().zip(stages[li].iter_mut()).enumerate() {
+            if times.is_empty() {
+                continue;
+            }
+            times.sort_by(f64::total_cmp);
+            medians[li][si] = times[times.len() / 2];
+            println!("{name:<28} {:>10.2} {:>10.2}", medians[li][si], times[0]);
         }
-        times.sort_by(f64::total_cmp);
-        println!(
-            "{name:<28} {:>10.2} {:>10.2}",
-            times[times.len() / 2],
-            times[0]
-        );
+    }
+    if levels.len() > 1 {
+        println!("\nspeed relative to {} (median time of {} / median time of the other; 1.00 = as fast)", levels[0], levels[0]);
+        print!("{:<28}", "stage");
+        for l in &levels[1..] {
+            print!(" {:>12}", l.name());
+        }
+        println!();
+        for (si, name) in STAGES.iter().enumerate() {
+            print!("{name:<28}");
+            for m in &medians[1..] {
+                print!(" {:>12.2}", medians[0][si] / m[si]);
+            }
+            println!();
+        }
     }
     Ok(())
 }

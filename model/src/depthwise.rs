@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::{madd, simd_kernel, simd_level, Isa};
+
 /// Zero padding of a 2-D convolution, possibly asymmetric (TensorFlow "SAME"
 /// pads the extra row/column at the bottom/right).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,24 +162,33 @@ impl CustomOp2 for BiasPreluOp {
         }
         let plane = dims[2..].iter().product::<usize>().max(1);
         let mut out = x.to_vec();
-        out.par_chunks_mut(plane * c).for_each(|sample| {
-            for (ch, o) in sample.chunks_mut(plane).enumerate() {
-                let b = params[ch];
-                if rows == 2 {
-                    let a = params[c + ch];
-                    for v in o.iter_mut() {
-                        let t = *v + b;
-                        *v = if t < 0.0 { t * a } else { t };
-                    }
-                } else {
-                    for v in o.iter_mut() {
-                        *v += b;
-                    }
-                }
-            }
-        });
+        let level = simd_level();
+        let slopes = (rows == 2).then(|| &params[c..2 * c]);
+        out.par_chunks_mut(plane * c)
+            .for_each(|sample| bias_prelu_planes(level, sample, plane, &params[..c], slopes));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+simd_kernel! {
+/// Adds `bias[ch]` to plane `ch` of `sample` (`bias.len()` planes of
+/// `plane` values), then applies the PReLU slope `slopes[ch]` if given.
+fn bias_prelu_planes(sample: &mut [f32], plane: usize, bias: &[f32], slopes: Option<&[f32]>) {
+    for (ch, o) in sample.chunks_mut(plane).enumerate() {
+        let b = bias[ch];
+        match slopes {
+            Some(a) => {
+                let a = a[ch];
+                for v in o.iter_mut() {
+                    let t = *v + b;
+                    // Branch-free; equals `t < 0 ? a * t : t`.
+                    *v = t.max(0.0) + a * t.min(0.0);
+                }
+            }
+            None => o.iter_mut().for_each(|v| *v += b),
+        }
+    }
+}
 }
 
 /// The CPU kernel: inputs x [N,C,H,W], weight [C,1,kh,kw], params [1|2, C].
@@ -226,6 +237,7 @@ impl CustomOp3 for DepthwiseOp {
         }
         let (oh, ow) = ((hp - kh) / s + 1, (wp - kw) / s + 1);
         let geo = PlaneGeometry {
+            h,
             w,
             hp,
             wp,
@@ -237,6 +249,7 @@ impl CustomOp3 for DepthwiseOp {
             ow,
         };
         let mut out = vec![0f32; n * c * oh * ow];
+        let level = simd_level();
         let run = |(padded, row): &mut (Vec<f32>, Vec<f32>), (plane, o): (usize, &mut [f32])| {
             let ch = plane % c;
             let alpha = if rows == 2 {
@@ -248,7 +261,7 @@ impl CustomOp3 for DepthwiseOp {
                 &x[plane * h * w..(plane + 1) * h * w],
                 &wt[ch * kh * kw..(ch + 1) * kh * kw],
             );
-            depthwise_plane(&geo, inp, k, params[ch], alpha, padded, row, o);
+            depthwise_plane(level, &geo, inp, k, params[ch], alpha, padded, row, o);
         };
         let buffers = || (Vec::new(), Vec::new());
         if rayon::current_num_threads() > 1 {
@@ -269,6 +282,7 @@ impl CustomOp3 for DepthwiseOp {
 /// Sizes of one depthwise plane computation.
 #[derive(Debug, Clone, Copy)]
 struct PlaneGeometry {
+    h: usize,
     w: usize,
     hp: usize,
     wp: usize,
@@ -280,21 +294,18 @@ struct PlaneGeometry {
     ow: usize,
 }
 
+/// Partial sums of [`dot`]: one AVX-512 vector, two AVX2 / four NEON vectors.
+const BLOCK: usize = 16;
+
+simd_kernel! {
 /// Convolves one `h x w` plane with its `kh x kw` kernel into `out`
 /// (`oh x ow`), adding `bias` and applying the PReLU slope `alpha`.
 ///
-/// Stride 1: the result is computed on a "wide" grid of `oh` rows x `wp`
-/// columns, so that every kernel tap is one long contiguous multiply-add
-/// over the whole plane (vectorises well), and the valid columns are kept.
-/// Stride 2 and more: each output row is computed at stride 1 along its
-/// input row and every `stride`-th value kept, so only the input rows an
-/// output row needs are visited.
-#[allow(clippy::too_many_arguments)]
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx2+fma",
-    "x86_64+avx2+fma",
-    "aarch64+neon"
-))]
+/// 3x3 kernels with stride 1 or 2 (all of MobileFaceNet's but the last)
+/// take [`dw3_stride1`] / [`dw3_stride2`]: one flat pass over the plane
+/// with the nine taps multiplied and added in registers, stored once. A
+/// kernel as large as its unpadded input (the global depthwise layer) is a
+/// dot product. Anything else takes [`dw_generic`].
 fn depthwise_plane(
     geo: &PlaneGeometry,
     inp: &[f32],
@@ -305,20 +316,215 @@ fn depthwise_plane(
     wide: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let (s, p, wp, ow) = (geo.stride, geo.pad, geo.wp, geo.ow);
+    let epi = Prelu { bias, slope: alpha.unwrap_or(1.0) };
+    if geo.kh == geo.h && geo.kw == geo.w && geo.pad == Padding2d::VALID {
+        out[0] = epi.apply(dot::<S>(inp, k));
+    } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 1 {
+        dw3_stride1::<S>(geo, inp, k, epi, padded, wide, out);
+    } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 2 {
+        dw3_stride2::<S>(geo, inp, k, epi, padded, wide, out);
+    } else {
+        dw_generic::<S>(geo, inp, k, epi, padded, wide, out);
+    }
+}
+}
+
+/// Bias, then PReLU (`v` for a slope of 1).
+#[derive(Debug, Clone, Copy)]
+struct Prelu {
+    bias: f32,
+    slope: f32,
+}
+
+impl Prelu {
+    /// `max(v, 0) + slope * min(v, 0)` of `v + bias`: no branch per value.
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        let v = v + self.bias;
+        v.max(0.0) + self.slope * v.min(0.0)
+    }
+}
+
+/// `sum(a[i] * b[i])` with [`BLOCK`] partial sums (vectorised).
+#[inline(always)]
+fn dot<S: Isa>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; BLOCK];
+    let (ac, bc) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
+    let tail = ac.remainder().iter().zip(bc.remainder()).fold(0.0, |s, (x, y)| madd::<S>(*x, *y, s));
+    for (x, y) in ac.zip(bc) {
+        for i in 0..BLOCK {
+            acc[i] = madd::<S>(x[i], y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Nine-tap multiply-add over a flat grid: `out[i] = epi(sum over t of
+/// k[t] * taps[t][i])`, each tap row at least `out.len()` long. One long
+/// element-wise loop (no reduction), so it vectorises at the level's width,
+/// with FMAs where the level has them, and out-of-order execution overlaps
+/// its iterations.
+#[inline(always)]
+fn taps9<S: Isa>(k: &[f32], taps: [&[f32]; 9], epi: Prelu, out: &mut [f32]) {
+    let n = out.len();
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8] = taps;
+    let (t0, t1, t2, t3, t4, t5, t6, t7, t8) =
+        (&t0[..n], &t1[..n], &t2[..n], &t3[..n], &t4[..n], &t5[..n], &t6[..n], &t7[..n], &t8[..n]);
+    let k: [f32; 9] = k[..9].try_into().unwrap();
+    for i in 0..n {
+        // Three independent chains, joined at the end (shorter latency).
+        let a = madd::<S>(k[2], t2[i], madd::<S>(k[1], t1[i], k[0] * t0[i]));
+        let b = madd::<S>(k[5], t5[i], madd::<S>(k[4], t4[i], k[3] * t3[i]));
+        let c = madd::<S>(k[8], t8[i], madd::<S>(k[7], t7[i], k[6] * t6[i]));
+        out[i] = epi.apply(a + b + c);
+    }
+}
+
+/// Copies the valid `ow` columns of each `stride`-long row of `wide` into
+/// `out` (`ow` per row).
+#[inline(always)]
+fn compact(wide: &[f32], stride: usize, ow: usize, out: &mut [f32]) {
+    for (o, w) in out.chunks_exact_mut(ow).zip(wide.chunks(stride)) {
+        o.copy_from_slice(&w[..ow]);
+    }
+}
+
+/// Copies input row `y` of the padded plane (zeros outside the input) into
+/// `row` (padded column `j` to `row[j]`; columns past the padded width are
+/// zero).
+#[inline(always)]
+fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
+    let p = geo.pad;
+    if y < p.top || y >= p.top + geo.h {
+        row.fill(0.0);
+        return;
+    }
+    let src = &inp[(y - p.top) * geo.w..(y - p.top + 1) * geo.w];
+    let left = p.left.min(row.len());
+    let n = geo.w.min(row.len() - left);
+    row[..left].fill(0.0);
+    row[left..left + n].copy_from_slice(&src[..n]);
+    row[left + n..].fill(0.0);
+}
+
+/// 3x3, stride 1: pads the plane (rows of `wp`), then computes the "wide"
+/// grid of `oh` rows x `wp` columns in one flat [`taps9`] loop (tap `(ky,
+/// kx)` of grid cell `i` is padded value `i + ky * wp + kx`; the last two
+/// columns of each row are discarded) and keeps the valid columns.
+#[inline(always)]
+fn dw3_stride1<S: Isa>(
+    geo: &PlaneGeometry,
+    inp: &[f32],
+    k: &[f32],
+    epi: Prelu,
+    buf: &mut Vec<f32>,
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let wp = geo.wp;
+    let len = geo.hp * wp + 2; // the last cell's last tap reads 2 past the plane
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let pad = &mut buf[..len];
+    for (y, row) in pad.chunks_exact_mut(wp).enumerate() {
+        padded_row(geo, inp, y, row);
+    }
+    pad[geo.hp * wp..].fill(0.0);
+    let n = geo.oh * wp;
+    if wide.len() < n {
+        wide.resize(n, 0.0);
+    }
+    let t = |ky: usize, kx: usize| &pad[ky * wp + kx..];
+    let taps = [t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2)];
+    taps9::<S>(k, taps, epi, &mut wide[..n]);
+    compact(&wide[..n], wp, geo.ow, out);
+}
+
+/// 3x3, stride 2, by polyphase decomposition: the padded plane is split
+/// into four planes by row and column parity (even rows / even columns,
+/// even / odd, odd / even, odd / odd), each with rows of `ow + 1`. Output
+/// `(y, x)` then reads cells `i = y * (ow + 1) + x`, `i + 1`, `i + ow + 1`
+/// and `i + ow + 2` of those planes: one flat [`taps9`] loop again.
+#[inline(always)]
+fn dw3_stride2<S: Isa>(
+    geo: &PlaneGeometry,
+    inp: &[f32],
+    k: &[f32],
+    epi: Prelu,
+    buf: &mut Vec<f32>,
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let half = geo.ow + 1;
+    let rows = geo.oh + 1;
+    let plane = rows * half + 1;
+    if buf.len() < 4 * plane {
+        buf.resize(4 * plane, 0.0);
+    }
+    let all = &mut buf[..4 * plane];
+    all.fill(0.0);
+    let p = geo.pad;
+    {
+        let (ee, rest) = all.split_at_mut(plane);
+        let (eo, rest) = rest.split_at_mut(plane);
+        let (oe, oo) = rest.split_at_mut(plane);
+        let mut planes = [[ee, eo], [oe, oo]];
+        let shift = p.left % 2;
+        for (r, src) in inp.chunks_exact(geo.w).enumerate() {
+            let py = r + p.top;
+            if py / 2 >= rows {
+                break;
+            }
+            let [pe, po] = &mut planes[py % 2];
+            let (even, odd) = (&mut pe[(py / 2) * half..(py / 2 + 1) * half], &mut po[(py / 2) * half..(py / 2 + 1) * half]);
+            // Padded column c = left + i goes to (c even ? even : odd)[c / 2]:
+            // src[2j] -> first[start + j], src[2j + 1] -> second[start + shift + j].
+            let (first, second, start) = if shift == 0 { (even, odd, p.left / 2) } else { (odd, even, p.left / 2) };
+            let pairs = (geo.w / 2).min(half.saturating_sub(start + shift));
+            let (f, sc) = (&mut first[start..start + pairs], &mut second[start + shift..start + shift + pairs]);
+            for (j, pair) in src.chunks_exact(2).take(pairs).enumerate() {
+                f[j] = pair[0];
+                sc[j] = pair[1];
+            }
+            if geo.w % 2 == 1 && start + pairs < half {
+                first[start + pairs] = src[geo.w - 1];
+            }
+        }
+    }
+    let all = &*all;
+    let (ee, eo, oe, oo) = (&all[..plane], &all[plane..2 * plane], &all[2 * plane..3 * plane], &all[3 * plane..]);
+    let n = geo.oh * half;
+    if wide.len() < n {
+        wide.resize(n, 0.0);
+    }
+    let taps = [ee, eo, &ee[1..], oe, oo, &oe[1..], &ee[half..], &eo[half..], &ee[half + 1..]];
+    taps9::<S>(k, taps, epi, &mut wide[..n]);
+    compact(&wide[..n], half, geo.ow, out);
+}
+
+/// Any kernel size and stride. Stride 1: the result is computed on a
+/// "wide" grid of `oh` rows x `wp` columns, so that every kernel tap is one
+/// long contiguous multiply-add over the whole plane, and the valid columns
+/// are kept. Stride 2 and more: each output row is computed at stride 1
+/// along its input row and every `stride`-th value kept.
+#[inline(always)]
+fn dw_generic<S: Isa>(
+    geo: &PlaneGeometry,
+    inp: &[f32],
+    k: &[f32],
+    epi: Prelu,
+    padded: &mut Vec<f32>,
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (s, wp, ow) = (geo.stride, geo.wp, geo.ow);
     // Rows read past the last one by the wide grid's tail: keep them zero.
     padded.clear();
     padded.resize(geo.hp * wp + geo.kw, 0.0);
-    for (y, r) in inp.chunks_exact(geo.w).enumerate() {
-        let at = (y + p.top) * wp + p.left;
-        padded[at..at + geo.w].copy_from_slice(r);
+    for (y, row) in padded.chunks_exact_mut(wp).enumerate().take(geo.hp) {
+        padded_row(geo, inp, y, row);
     }
-    // `max(v, 0) + a * min(v, 0)` is `v` for a = 1: no branch per value.
-    let a = alpha.unwrap_or(1.0);
-    let finish = |v: f32| {
-        let v = v + bias;
-        v.max(0.0) + a * v.min(0.0)
-    };
     if s == 1 {
         let len = geo.oh * wp;
         wide.clear();
@@ -328,13 +534,13 @@ fn depthwise_plane(
                 let wv = k[ky * geo.kw + kx];
                 let off = ky * wp + kx;
                 for (acc, v) in wide.iter_mut().zip(&padded[off..off + len]) {
-                    *acc += wv * v;
+                    *acc = madd::<S>(wv, *v, *acc);
                 }
             }
         }
         for (o, w) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
             for (dst, v) in o.iter_mut().zip(w) {
-                *dst = finish(*v);
+                *dst = epi.apply(*v);
             }
         }
         return;
@@ -349,12 +555,12 @@ fn depthwise_plane(
             for kx in 0..geo.kw {
                 let wv = k[ky * geo.kw + kx];
                 for (acc, v) in wide.iter_mut().zip(&line[kx..kx + span]) {
-                    *acc += wv * v;
+                    *acc = madd::<S>(wv, *v, *acc);
                 }
             }
         }
         for (dst, v) in o.iter_mut().zip(wide.iter().step_by(s)) {
-            *dst = finish(*v);
+            *dst = epi.apply(*v);
         }
     }
 }
@@ -362,6 +568,7 @@ fn depthwise_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::SimdLevel;
     use candle_core::Device;
 
     fn reference(x: &Tensor, layer: &DepthwiseConv2d) -> Result<Tensor> {
@@ -409,17 +616,26 @@ mod tests {
             (3, 3, 7, 7, 7, 1, false, true),
             (1, 6, 8, 13, 3, 2, false, false),
             (2, 2, 5, 6, 3, 2, true, true),
+            // MobileFaceNet's shapes: stride 2 with TF padding, odd sizes, the 7x7 global layer.
+            (1, 3, 56, 56, 3, 2, true, true),
+            (1, 3, 7, 7, 3, 2, true, true),
+            (1, 3, 13, 9, 3, 2, true, true),
+            (1, 4, 7, 7, 7, 1, false, false),
+            (1, 3, 1, 1, 3, 1, true, true),
+            (1, 3, 9, 11, 5, 3, true, true),
         ] {
             let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1., (c, 1, k, k), &dev)?;
             let b = Tensor::randn(0f32, 1., c, &dev)?;
             let a = if prelu_on { Some(Tensor::randn(0f32, 1., c, &dev)?) } else { None };
             let layer = DepthwiseConv2d::new(wt, b, a, stride, same)?;
-            let got = layer.forward(&x)?;
             let want = reference(&x, &layer)?;
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(diff < 1e-4, "max diff {diff} for {:?}", (n, c, h, w, k, stride, same));
+            for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+                let got = crate::simd::with_level(level, || layer.forward(&x))?;
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{level}: max diff {diff} for {:?}", (n, c, h, w, k, stride, same));
+            }
         }
         Ok(())
     }

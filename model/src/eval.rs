@@ -305,6 +305,116 @@ impl PeopleSet {
     }
 }
 
+/// Result of one open-set experiment with a chosen gallery (see
+/// [`PeopleSet::open_set_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SplitResult {
+    /// Queries of enrolled people (their photos after the first).
+    pub enrolled_queries: usize,
+    /// ... whose nearest enrolled person is right (closed-set top-1).
+    pub enrolled_top1: usize,
+    /// ... answered with the right name at the threshold.
+    pub enrolled_correct: usize,
+    /// Queries of people not enrolled (all their photos).
+    pub unknown_queries: usize,
+    /// ... answered Unknown at the threshold.
+    pub unknown_rejected: usize,
+}
+
+impl SplitResult {
+    /// Adds another experiment's counts.
+    pub fn add(&mut self, o: &SplitResult) {
+        self.enrolled_queries += o.enrolled_queries;
+        self.enrolled_top1 += o.enrolled_top1;
+        self.enrolled_correct += o.enrolled_correct;
+        self.unknown_queries += o.unknown_queries;
+        self.unknown_rejected += o.unknown_rejected;
+    }
+    /// Closed-set top-1 of the enrolled people's queries (%).
+    pub fn top1_pct(&self) -> f64 {
+        percent(self.enrolled_top1, self.enrolled_queries)
+    }
+    /// Enrolled people's queries answered with the right name (%).
+    pub fn enrolled_pct(&self) -> f64 {
+        percent(self.enrolled_correct, self.enrolled_queries)
+    }
+    /// Unknown people's queries answered Unknown (%).
+    pub fn unknown_pct(&self) -> f64 {
+        percent(self.unknown_rejected, self.unknown_queries)
+    }
+}
+
+impl PeopleSet {
+    /// Cosine similarities of every pair of photos (with a face) of two
+    /// different people: the impostor score distribution.
+    pub fn impostor_scores(&self, keep: impl Fn(usize) -> bool) -> Vec<f32> {
+        let all: Vec<(usize, &Embedding)> = self
+            .people
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .flat_map(|(i, p)| p.embeddings.iter().flatten().map(move |e| (i, e)))
+            .collect();
+        let mut out = Vec::new();
+        for (a, (pa, ea)) in all.iter().enumerate() {
+            for (pb, eb) in &all[a + 1..] {
+                if pa != pb {
+                    out.push(ea.cosine(eb));
+                }
+            }
+        }
+        out
+    }
+
+    /// Cosine similarities of every pair of photos of the same person.
+    pub fn genuine_scores(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for p in &self.people {
+            let es: Vec<&Embedding> = p.embeddings.iter().flatten().collect();
+            for (a, ea) in es.iter().enumerate() {
+                for eb in &es[a + 1..] {
+                    out.push(ea.cosine(eb));
+                }
+            }
+        }
+        out
+    }
+
+    /// One open-set experiment: the people with `enrolled[i]` are enrolled
+    /// with their first photo and queried with the others; everybody else
+    /// is queried with all their photos and should be answered Unknown.
+    /// `threshold(n)` gives the threshold for a gallery of `n` people.
+    /// Photos without a face count as wrong answers.
+    pub fn open_set_split(&self, enrolled: &[bool], threshold: impl Fn(usize) -> f32) -> SplitResult {
+        let g = self.gallery(|i| enrolled[i]);
+        let t = threshold(g.people().len());
+        let mut r = SplitResult::default();
+        for (i, p) in self.people.iter().enumerate() {
+            let queries = if enrolled[i] { &p.embeddings[1.min(p.embeddings.len())..] } else { &p.embeddings[..] };
+            for e in queries {
+                let nearest = e.as_ref().and_then(|e| g.nearest(e).expect("same recognizer"));
+                if enrolled[i] {
+                    r.enrolled_queries += 1;
+                    if let Some((n, s)) = nearest {
+                        if n == p.name {
+                            r.enrolled_top1 += 1;
+                            if s >= t {
+                                r.enrolled_correct += 1;
+                            }
+                        }
+                    }
+                } else {
+                    r.unknown_queries += 1;
+                    if matches!(nearest, Some((_, s)) if s < t) || (e.is_some() && nearest.is_none()) {
+                        r.unknown_rejected += 1;
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
 fn largest_face(model: &FaceModel, path: &Path) -> Result<Option<Embedding>> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let img = decode_image(&bytes, &DecodeLimits::default())?;

@@ -110,15 +110,25 @@ impl FaceModel {
     }
 
     /// The threshold [`FaceModel::recognize`] applies with `gallery`:
-    /// [`ModelConfig::threshold`] if set, else the gallery's.
+    /// [`ModelConfig::threshold`] if set, else the gallery's
+    /// [`Gallery::effective_threshold`] (its default threshold rises with
+    /// the number of enrolled people, see [`crate::open_set_threshold`]).
     pub fn threshold_for(&self, gallery: &Gallery) -> f32 {
-        self.config.threshold.unwrap_or(gallery.threshold())
+        self.config.threshold.unwrap_or(gallery.effective_threshold())
     }
 
     /// Detects faces, largest first (by the part of the box inside the
     /// image: a face cut by the border counts for what is visible of it).
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Face>> {
         let mut faces = self.detector.detect(img, &self.config.detect)?;
+        sort_largest_first(&mut faces, img.width(), img.height());
+        Ok(faces)
+    }
+
+    /// [`FaceModel::detect`], adding the time each MTCNN stage took to
+    /// `times` (for profiling).
+    pub fn detect_timed(&self, img: &RgbImage, times: &mut crate::mtcnn::StageTimes) -> Result<Vec<Face>> {
+        let mut faces = self.detector.detect_timed(img, &self.config.detect, times)?;
         sort_largest_first(&mut faces, img.width(), img.height());
         Ok(faces)
     }

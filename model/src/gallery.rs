@@ -36,6 +36,147 @@ pub fn default_threshold(kind: RecognizerKind) -> f32 {
     }
 }
 
+/// Target of [`open_set_threshold`]: the share of queries of people who are
+/// not enrolled that may still be answered with a name (false accepts per
+/// query), whatever the number of enrolled people.
+pub const OPEN_SET_FAR: f64 = 0.02;
+
+/// The fitted upper tail of a recognizer's impostor scores: the cosine
+/// similarity `s` of two photos of *different* people is modelled as normal,
+/// `P(s >= t) = Q((t - mean) / sd)` (`Q` the standard normal tail), with
+/// `mean` and `sd` fitted to the upper tail only (the empirical quantiles
+/// between the 95th and the 99.9th percentile, by least squares of the
+/// similarity on the normal quantile), which is where thresholds live.
+/// On lfw-dev the far tail is no heavier than this normal one (an
+/// exponential tail fitted to the same pairs overestimated the rate at
+/// 0.6 twenty-fold). Fitted on lfw-dev's impostor pairs by `cargo run
+/// --release -p facefleet-model --example calibrate_open_set` (see
+/// `model/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImpostorTail {
+    /// Location of the fitted normal tail (a similarity).
+    pub mean: f32,
+    /// Scale of the fitted normal tail.
+    pub sd: f32,
+}
+
+/// Upper-tail probabilities whose empirical quantiles [`ImpostorTail::fit`]
+/// uses: 5 % down to 0.1 %, evenly on a log scale.
+const FIT_TAIL: (f64, f64, usize) = (5e-2, 1e-3, 12);
+
+impl ImpostorTail {
+    /// The shipped fit for `kind` (lfw-dev: 63 people, 70 308 impostor pairs
+    /// for MobileFaceNet).
+    pub fn of(kind: RecognizerKind) -> Self {
+        match kind {
+            RecognizerKind::MobileFaceNet => ImpostorTail { mean: 0.0121, sd: 0.1528 },
+            RecognizerKind::DlibResnet => ImpostorTail { mean: 0.8487, sd: 0.0260 },
+        }
+    }
+
+    /// Fits the tail to `impostor` similarities (see [`ImpostorTail`]).
+    /// `None` with fewer than 2 000 finite scores (the 99.9th percentile
+    /// needs a few pairs above it).
+    pub fn fit(impostor: &[f32]) -> Option<Self> {
+        let mut s: Vec<f32> = impostor.iter().copied().filter(|v| v.is_finite()).collect();
+        if s.len() < 2000 {
+            return None;
+        }
+        s.sort_by(|a, b| b.total_cmp(a));
+        let (hi, lo, n) = FIT_TAIL;
+        let pts: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let p = hi * (lo / hi).powf(i as f64 / (n - 1) as f64);
+                let idx = ((s.len() as f64 * p) as usize).min(s.len() - 1);
+                (normal_tail_inverse(p), s[idx] as f64)
+            })
+            .collect();
+        let (mz, mt) = pts.iter().fold((0.0, 0.0), |(a, b), (z, t)| (a + z / n as f64, b + t / n as f64));
+        let sxy: f64 = pts.iter().map(|(z, t)| (z - mz) * (t - mt)).sum();
+        let sxx: f64 = pts.iter().map(|(z, _)| (z - mz) * (z - mz)).sum();
+        let sd = sxy / sxx;
+        Some(ImpostorTail { mean: (mt - sd * mz) as f32, sd: sd as f32 })
+    }
+
+    /// `p(t)`: the modelled share of impostor pairs scoring at least `t`.
+    pub fn pair_rate(&self, t: f32) -> f64 {
+        normal_tail(((t - self.mean) / self.sd) as f64)
+    }
+
+    /// The similarity that a share `p` of impostor pairs reaches:
+    /// `mean + sd * Q^-1(p)`.
+    pub fn threshold_for_pair_rate(&self, p: f64) -> f32 {
+        self.mean + self.sd * normal_tail_inverse(p) as f32
+    }
+
+    /// Expected false-accept rate per query of an unknown person against
+    /// `entries` enrolled embeddings at threshold `t`: the chance that the
+    /// best of `entries` impostor scores reaches `t`, `1 - (1 - p(t))^entries`
+    /// (treating the scores as independent).
+    pub fn far_per_query(&self, t: f32, entries: usize) -> f64 {
+        -(entries as f64 * (-self.pair_rate(t)).ln_1p()).exp_m1()
+    }
+
+    /// The threshold whose [`ImpostorTail::far_per_query`] is `far` with
+    /// `entries` enrolled embeddings.
+    pub fn threshold_for(&self, far: f64, entries: usize) -> f32 {
+        let n = entries.max(1) as f64;
+        // 1 - (1 - p)^n = far  <=>  p = 1 - (1 - far)^(1/n)   (about far / n)
+        let p = -((-far).ln_1p() / n).exp_m1();
+        self.threshold_for_pair_rate(p)
+    }
+}
+
+/// `Q(z)`: the upper tail of the standard normal distribution (absolute
+/// error below 1e-7; Abramowitz & Stegun 7.1.26 for `erfc`).
+fn normal_tail(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erfc = poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * erfc
+    } else {
+        1.0 - 0.5 * erfc
+    }
+}
+
+/// `Q^-1(p)` for `0 < p < 1`: a rational first guess (Abramowitz & Stegun
+/// 26.2.23) refined by Newton steps on [`normal_tail`].
+fn normal_tail_inverse(p: f64) -> f64 {
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    let q = p.min(1.0 - p);
+    let t = (-2.0 * q.ln()).sqrt();
+    let mut z = t - (2.515_517 + t * (0.802_853 + t * 0.010_328)) / (1.0 + t * (1.432_788 + t * (0.189_269 + t * 0.001_308)));
+    if p > 0.5 {
+        z = -z;
+    }
+    for _ in 0..3 {
+        let density = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        z += (normal_tail(z) - p) / density;
+    }
+    z
+}
+
+/// The open-set decision threshold for a gallery of `people` enrolled
+/// people: the similarity a query of someone *not* enrolled reaches with
+/// its best match in [`OPEN_SET_FAR`] (2 %) of cases, from the fitted
+/// impostor tail ([`ImpostorTail::of`]): with a per-pair impostor rate
+/// `p(t)`, the false-accept rate per query is `1 - (1 - p(t))^people`, so
+/// `t` is chosen with `p(t) = 1 - (1 - 0.02)^(1 / people)` (about
+/// `0.02 / people`). Each enrolled person is one more chance of a false
+/// match, so the threshold rises with the gallery: for MobileFaceNet 0.46
+/// up to 11 people, 0.503 for 31, 0.553 for 100, 0.588 for 248, 0.639 for
+/// 1 000, 0.716 for 10 000 (`model/README.md` has the table, the measured
+/// rejection and what it costs enrolled people). Never below
+/// [`default_threshold`] (the 1:1 verification threshold), so small
+/// galleries answer as before. People enrolled with several photos give a
+/// query several chances each: the false-accept rate then lies between
+/// the target and the target times the photos per person.
+pub fn open_set_threshold(kind: RecognizerKind, people: usize) -> f32 {
+    ImpostorTail::of(kind).threshold_for(OPEN_SET_FAR, people).max(default_threshold(kind))
+}
+
 /// The outcome of matching one embedding against a [`Gallery`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Match {
@@ -96,6 +237,27 @@ impl Gallery {
     /// The similarity threshold below which a face is Unknown.
     pub fn threshold(&self) -> f32 {
         self.threshold
+    }
+
+    /// [`open_set_threshold`] for this gallery's number of enrolled people:
+    /// the threshold that keeps false accepts of people who are not
+    /// enrolled near [`OPEN_SET_FAR`] per query as the gallery grows.
+    pub fn open_set_threshold(&self) -> f32 {
+        open_set_threshold(self.kind, self.names.len())
+    }
+
+    /// The threshold [`crate::FaceModel::recognize`] applies (without a
+    /// per-model override): the gallery's own threshold, raised to
+    /// [`Gallery::open_set_threshold`] when that is the recognizer's
+    /// [`default_threshold`] (a threshold set explicitly, with
+    /// [`Gallery::with_threshold`] or [`Gallery::set_threshold`] to any
+    /// other value, is kept as it is).
+    pub fn effective_threshold(&self) -> f32 {
+        if self.threshold == default_threshold(self.kind) {
+            self.threshold.max(self.open_set_threshold())
+        } else {
+            self.threshold
+        }
     }
 
     /// Changes the similarity threshold.
@@ -199,9 +361,10 @@ impl Gallery {
             .map(|(row, sim)| (self.names[self.owners[row] as usize].as_str(), sim)))
     }
 
-    /// Matches `query` using the gallery's own threshold.
+    /// Matches `query` using [`Gallery::effective_threshold`] (the gallery's
+    /// own threshold, raised with the gallery's size when it is the default).
     pub fn identify(&self, query: &Embedding) -> Result<Match> {
-        self.identify_with_threshold(query, self.threshold)
+        self.identify_with_threshold(query, self.effective_threshold())
     }
 
     /// Matches `query`: the nearest person if their similarity is at least
@@ -435,6 +598,62 @@ fn fnv1a(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normal_tail_and_its_inverse() {
+        assert!((normal_tail(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_tail(1.959_964) - 0.025).abs() < 1e-6);
+        assert!((normal_tail(-1.0) - 0.841_344_7).abs() < 1e-6);
+        for p in [0.3, 0.05, 1e-3, 1e-5, 1e-7] {
+            let z = normal_tail_inverse(p);
+            assert!((normal_tail(z) / p - 1.0).abs() < 1e-3, "{p}: z {z}");
+        }
+    }
+
+    #[test]
+    fn the_tail_fit_recovers_a_normal_distribution() {
+        // Deterministic normal samples by inverse transform of a stratified grid.
+        let n = 20_000;
+        let samples: Vec<f32> = (0..n).map(|i| (0.1 + 0.2 * normal_tail_inverse((i as f64 + 0.5) / n as f64)) as f32).collect();
+        let fit = ImpostorTail::fit(&samples).unwrap();
+        assert!((fit.mean - 0.1).abs() < 0.01 && (fit.sd - 0.2).abs() < 0.01, "{fit:?}");
+        assert!(ImpostorTail::fit(&samples[..100]).is_none());
+    }
+
+    #[test]
+    fn open_set_threshold_rises_with_the_gallery_and_holds_the_target() {
+        for kind in [RecognizerKind::MobileFaceNet, RecognizerKind::DlibResnet] {
+            let tail = ImpostorTail::of(kind);
+            let mut last = 0.0;
+            for n in [1usize, 2, 8, 31, 100, 248, 1000, 10_000, 1_000_000] {
+                let t = open_set_threshold(kind, n);
+                assert!(t >= default_threshold(kind) && t >= last, "{kind} {n}: {t}");
+                if t > default_threshold(kind) {
+                    let far = tail.far_per_query(t, n);
+                    assert!((far / OPEN_SET_FAR - 1.0).abs() < 0.01, "{kind} {n}: far {far}");
+                }
+                last = t;
+            }
+            assert_eq!(open_set_threshold(kind, 0), open_set_threshold(kind, 1));
+        }
+        assert_eq!(open_set_threshold(RecognizerKind::MobileFaceNet, 8), 0.46);
+        assert!(open_set_threshold(RecognizerKind::MobileFaceNet, 248) > 0.55);
+    }
+
+    #[test]
+    fn a_default_threshold_follows_the_gallery_size_a_chosen_one_does_not() {
+        let mut g = Gallery::new(K);
+        for p in 0..3000u64 {
+            g.enroll(&format!("p{p}"), vec![vec_for(p)]).unwrap();
+        }
+        assert_eq!(g.threshold(), default_threshold(K));
+        assert_eq!(g.effective_threshold(), open_set_threshold(K, 3000));
+        assert!(g.effective_threshold() > g.threshold());
+        g.set_threshold(0.5);
+        assert_eq!(g.effective_threshold(), 0.5);
+        let small = Gallery::new(K);
+        assert_eq!(small.effective_threshold(), default_threshold(K));
+    }
 
     const K: RecognizerKind = RecognizerKind::DlibResnet;
 

@@ -45,7 +45,10 @@ pub mod weights;
 pub use config::{ModelConfig, WEIGHTS_DIR_ENV};
 pub use error::{ModelError, Result};
 pub use face_model::{Answer, FaceModel, RecognizedFace};
-pub use gallery::{default_threshold, Gallery, Match, FORMAT_VERSION as GALLERY_FORMAT_VERSION};
+pub use gallery::{
+    default_threshold, open_set_threshold, Gallery, ImpostorTail, Match, FORMAT_VERSION as GALLERY_FORMAT_VERSION,
+    OPEN_SET_FAR,
+};
 pub use image_io::{decode_image, DecodeLimits};
 pub use mtcnn::{DetectParams, Mtcnn};
 pub use recognizer::{load_recognizer, Recognizer};

@@ -23,12 +23,16 @@ pub const EMBEDDING_DIM: usize = 192;
 pub const INPUT_SIZE: usize = 112;
 
 /// An ordinary convolution with bias, TF "SAME" (or "VALID") padding and an
-/// optional PReLU. 1x1 stride-1 layers run as a fused [`Pointwise`] kernel.
+/// optional PReLU. 1x1 stride-1 layers run as a fused [`Pointwise`] kernel;
+/// larger kernels on CPU as [`im2col`] followed by the same fused kernel
+/// (so their matrix product follows the forced SIMD level too).
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Tensor,               // [O, I, k, k]
     pointwise: Option<Pointwise>, // for 1x1 stride-1 layers
-    params: Tensor,               // [1 or 2, O]: bias, then PReLU slope
+    /// `[O, I * k * k]` weights as a pointwise layer over [`im2col`] columns.
+    unfolded: Option<Pointwise>,
+    params: Tensor, // [1 or 2, O]: bias, then PReLU slope
     stride: usize,
     same: bool,
 }
@@ -39,11 +43,16 @@ impl Conv {
         let bias = vb.get(cout, "bias")?.to_dtype(DType::F32)?;
         let alpha = if with_prelu { Some(vb.get(cout, "alpha")?.to_dtype(DType::F32)?) } else { None };
         let pointwise = if k == 1 && stride == 1 { Some(Pointwise::new(&weight, &bias, alpha.as_ref())?) } else { None };
+        let unfolded = if pointwise.is_none() {
+            Some(Pointwise::new(&weight.reshape((cout, cin * k * k))?, &bias, alpha.as_ref())?)
+        } else {
+            None
+        };
         let params = match alpha {
             Some(a) => Tensor::stack(&[bias, a], 0)?,
             None => bias.unsqueeze(0)?,
         };
-        Ok(Self { weight, pointwise, params, stride, same })
+        Ok(Self { weight, pointwise, unfolded, params, stride, same })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -58,12 +67,48 @@ impl Conv {
         let (_, _, h, w) = x.dims4()?;
         let (_, _, k, _) = self.weight.dims4()?;
         let pad = if self.same { Padding2d::tf_same(h, w, k, self.stride) } else { Padding2d::VALID };
+        if let (Some(u), true) = (&self.unfolded, x.device().is_cpu() && x.dtype() == DType::F32) {
+            return u.forward(&im2col(x, k, self.stride, pad)?, residual);
+        }
         let y = bias_prelu(&pad.apply(x)?.conv2d(&self.weight, 0, self.stride, 1, 1)?, &self.params)?;
         match residual {
             Some(r) => y + r,
             None => Ok(y),
         }
     }
+}
+
+/// The `[N, C * k * k, OH, OW]` columns of a `k x k` convolution with
+/// `stride` and zero padding `pad` over `x` `[N, C, H, W]` (CPU, f32): row
+/// `(c * k + ky) * k + kx` holds input channel `c` at offset `(ky, kx)` of
+/// every output position, the order of a `[O, C, k, k]` weight's columns.
+fn im2col(x: &Tensor, k: usize, stride: usize, pad: Padding2d) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (hp, wp) = (h + pad.top + pad.bottom, w + pad.left + pad.right);
+    if hp < k || wp < k || stride == 0 {
+        candle_core::bail!("im2col: input {h}x{w} too small for kernel {k}x{k}");
+    }
+    let (oh, ow) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut cols = vec![0f32; n * c * k * k * oh * ow];
+    for (plane, src) in data.chunks_exact(h * w).enumerate() {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (plane * k + ky) * k + kx;
+                let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                    let Some(iy) = (oy * stride + ky).checked_sub(pad.top).filter(|&iy| iy < h) else { continue };
+                    let line = &src[iy * w..(iy + 1) * w];
+                    for (ox, v) in d.iter_mut().enumerate() {
+                        if let Some(ix) = (ox * stride + kx).checked_sub(pad.left).filter(|&ix| ix < w) {
+                            *v = line[ix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Tensor::from_vec(cols, (n, c * k * k, oh, ow), x.device())
 }
 
 /// One inverted-residual bottleneck: 1x1 expand + PReLU, 3x3 depthwise +

@@ -12,6 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use crate::depthwise::contiguous_f32 as slice;
+use crate::simd::{gemm_parallelism, sgemm_into, simd_kernel, simd_level};
 
 const INPUT: &str = "pointwise conv: input";
 const WEIGHT: &str = "pointwise conv: weight";
@@ -98,9 +99,9 @@ impl Pointwise {
     }
 }
 
+simd_kernel! {
 /// Adds the bias, applies the PReLU and adds the residual, in place, over
 /// `dst` (`bias.len()` rows of `plane` values).
-#[multiversion::multiversion(targets = "simd")]
 fn epilogue(
     dst: &mut [f32],
     plane: usize,
@@ -127,6 +128,7 @@ fn epilogue(
             }
         }
     }
+}
 }
 
 struct PointwiseOp<'a> {
@@ -158,44 +160,25 @@ impl PointwiseOp<'_> {
                 );
             }
         }
-        let threads = rayon::current_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        let mut out: Vec<f32> = vec![0.0; n * cout * plane];
+        let level = simd_level();
+        let parallelism = gemm_parallelism();
+        let size = cout * plane;
+        // Not zeroed: the matrix product writes every value first.
+        let mut out: Vec<f32> = Vec::with_capacity(n * size);
         for i in 0..n {
-            let dst = &mut out[i * cout * plane..(i + 1) * cout * plane];
             let src = &x[i * cin * plane..(i + 1) * cin * plane];
-            // SAFETY: dst is cout x plane, w is cout x cin, src is cin x plane,
-            // all row-major and in bounds; read_dst = false, so dst is only written.
-            unsafe {
-                gemm::gemm(
-                    cout,
-                    plane,
-                    cin,
-                    dst.as_mut_ptr(),
-                    1,
-                    plane as isize,
-                    false,
-                    w.as_ptr(),
-                    1,
-                    cin as isize,
-                    src.as_ptr(),
-                    1,
-                    plane as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-            let res = residual.map(|(r, _)| &r[i * cout * plane..(i + 1) * cout * plane]);
-            epilogue(dst, plane, self.bias, self.alpha, res);
+            // SAFETY: sample i's `size` values lie in the capacity; `sgemm_into`
+            // initialises all of them before the slice over them is made.
+            let dst = unsafe {
+                let at = out.as_mut_ptr().add(i * size);
+                sgemm_into(level, cout, plane, cin, at, w, src, parallelism);
+                std::slice::from_raw_parts_mut(at, size)
+            };
+            let res = residual.map(|(r, _)| &r[i * size..(i + 1) * size]);
+            epilogue(level, dst, plane, self.bias, self.alpha, res);
         }
+        // SAFETY: all n samples were written above.
+        unsafe { out.set_len(n * size) };
         Ok((CpuStorage::F32(out), shape))
     }
 }
@@ -246,6 +229,7 @@ mod tests {
             (1, 8, 16, 7, 5, true, false),
             (3, 16, 16, 4, 4, false, true),
             (2, 5, 3, 1, 1, true, true),
+            (1, 64, 128, 9, 7, true, false),
         ] {
             let x = Tensor::randn(0f32, 1., (n, cin, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1., (cout, cin, 1, 1), &dev)?;
@@ -253,7 +237,8 @@ mod tests {
             let a = Tensor::randn(0f32, 1., cout, &dev)?;
             let r = Tensor::randn(0f32, 1., (n, cout, h, w), &dev)?;
             let layer = Pointwise::new(&wt, &b, prelu.then_some(&a))?;
-            let got = layer.forward(&x, residual.then_some(&r))?;
+            for level in crate::simd::SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            let got = crate::simd::with_level(level, || layer.forward(&x, residual.then_some(&r)))?;
             let mut want = x
                 .conv2d(&wt, 0, 1, 1, 1)?
                 .broadcast_add(&b.reshape((1, cout, 1, 1))?)?;
@@ -267,9 +252,10 @@ mod tests {
             let d = max_diff(&got, &want);
             assert!(
                 d < 1e-4,
-                "max diff {d} for {:?}",
+                "{level}: max diff {d} for {:?}",
                 (n, cin, cout, h, w, prelu, residual)
             );
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! may share the same queues.
 
 use clap::Parser;
-use facefleet_pipeline::cli::{self, BackendArgs, ModelArgs, WebArgs};
+use facefleet_app::{run, BackendArgs, ModelArgs, WebArgs};
 
 #[derive(Parser)]
 #[command(name = "web-tier", version, about = "facefleet web tier")]
@@ -18,7 +18,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cli::init_tracing();
+    run::init_tracing();
     let a = Args::parse();
-    cli::run_web(&a.backend, &a.model, &a.web, cli::shutdown_on_signals()).await
+    run::run_web(&a.backend, &a.model, &a.web, run::shutdown_on_signals()).await
 }

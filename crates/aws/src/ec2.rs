@@ -50,9 +50,10 @@ impl Ec2FleetConfig {
     /// fleet `<prefix>-app-tier`, at most `max_running` instances, a pool as
     /// large as the maximum.
     pub fn for_prefix(prefix: &str, max_running: usize) -> Self {
+        let names = facefleet_ports::Names::new(prefix);
         Self {
-            launch_template: format!("{prefix}-app-tier"),
-            fleet: format!("{prefix}-app-tier"),
+            launch_template: names.app_tier.clone(),
+            fleet: names.app_tier,
             prefix: prefix.to_string(),
             max_running,
             pool_size: max_running,

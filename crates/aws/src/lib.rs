@@ -19,7 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
 mod config;
 mod ec2;
 mod error;

@@ -85,27 +85,27 @@ impl ProvisionSpec {
 
     /// Name of the app-tier IAM role and instance profile.
     pub fn app_tier_role(&self) -> String {
-        format!("{}-app-tier", self.names.prefix)
+        self.names.app_tier.clone()
     }
 
     /// Name of the web-tier IAM role and instance profile.
     pub fn web_role(&self) -> String {
-        format!("{}-web", self.names.prefix)
+        self.names.web_role.clone()
     }
 
     /// Name of the app-tier launch template (and fleet tag value).
     pub fn launch_template(&self) -> String {
-        format!("{}-app-tier", self.names.prefix)
+        self.names.app_tier.clone()
     }
 
     /// Name of the app-tier security group.
     pub fn app_tier_security_group(&self) -> String {
-        format!("{}-app-tier-sg", self.names.prefix)
+        self.names.app_tier_security_group.clone()
     }
 
     /// Name of the web security group.
     pub fn web_security_group(&self) -> String {
-        format!("{}-web-sg", self.names.prefix)
+        self.names.web_security_group.clone()
     }
 
     /// The tags every resource carries.

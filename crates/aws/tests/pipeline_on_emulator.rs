@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use facefleet_aws::{connect_with, AwsClients};
 use facefleet_pipeline::backend::{ensure_resources, Deployment, QueueTimings};
-use facefleet_pipeline::loadgen::{self, LoadgenOptions};
-use facefleet_pipeline::model_engine::ModelEngine;
-use facefleet_pipeline::web::{build_router, serve, EnrollerFactory, WebConfig, WebState};
+use facefleet_app::loadgen::{self, LoadgenOptions};
+use facefleet_app::ModelEngine;
+use facefleet_pipeline::web::{build_router, serve, EngineFactory, WebConfig, WebState};
 use facefleet_pipeline::worker::{Worker, WorkerConfig};
 use facefleet_ports::Names;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,7 @@ async fn cse546_set_through_the_pipeline_on_the_emulator() {
             .expect("load the face model"),
     );
     let enroll_engine = engine.clone();
-    let factory: EnrollerFactory = Arc::new(move || Ok(enroll_engine.clone() as _));
+    let factory: EngineFactory = Arc::new(move || Ok(enroll_engine.clone() as _));
     let state = WebState::new(web_dep.clone(), WebConfig::default(), Some(factory));
     let app = build_router(state.clone(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -81,7 +81,7 @@ async fn cse546_set_through_the_pipeline_on_the_emulator() {
 
     // Enroll the people of the labelled set through the web tier.
     let http = reqwest::Client::new();
-    let (people, photos) = facefleet_pipeline::client::enroll_labelled(
+    let (people, photos) = facefleet_app::client::enroll_labelled(
         &http,
         &url,
         &data.join("face_images_100"),

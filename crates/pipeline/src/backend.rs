@@ -1,11 +1,11 @@
-//! Which adapters a process talks to, chosen in ONE place, and the
-//! resources (buckets, queues) every deployment needs.
+//! The adapters a process talks to ([`Deployment`], opened by the
+//! composition root) and the resources (buckets, queues) every deployment
+//! needs.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facefleet_ports::{Fleet, MessageQueue, Names, ObjectStore, QueueConfig};
+use facefleet_ports::{Fleet, MessageQueue, Names, ObjectStore, PortError, QueueConfig};
 
 /// Largest request-queue message (the course's 1 KiB): images travel
 /// through the input bucket, never the queue.
@@ -29,35 +29,6 @@ pub struct Deployment {
     pub fleet: Option<Arc<dyn Fleet>>,
 }
 
-/// The backends facefleet can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// Filesystem buckets and a SQLite queue under a data directory.
-    Embedded,
-    /// S3 buckets and SQS queues (`facefleet provision` creates them).
-    Aws,
-}
-
-impl std::str::FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "embedded" => Ok(BackendKind::Embedded),
-            "aws" => Ok(BackendKind::Aws),
-            other => Err(format!("unknown backend `{other}` (available: embedded, aws)")),
-        }
-    }
-}
-
-/// Opens the embedded adapters rooted at `data_dir` (created if missing):
-/// buckets in `<data_dir>/buckets`, queues in `<data_dir>/queues.sqlite3`.
-/// The fleet is left empty: only the process that owns the workers sets it.
-pub fn embedded(data_dir: &Path, names: Names) -> anyhow::Result<Deployment> {
-    std::fs::create_dir_all(data_dir)?;
-    let (store, queue) = facefleet_embedded::EmbeddedBackend::open(data_dir)?;
-    Ok(Deployment { names, store, queue, fleet: None })
-}
-
 /// Timings of the queues created by [`ensure_resources`].
 #[derive(Debug, Clone, Copy)]
 pub struct QueueTimings {
@@ -76,7 +47,7 @@ impl Default for QueueTimings {
 /// input, output and gallery buckets; the request queue (1 KiB messages,
 /// dead-letter queue after [`MAX_RECEIVES`] receives), its dead-letter
 /// queue and the response queue.
-pub async fn ensure_resources(dep: &Deployment, timings: QueueTimings) -> anyhow::Result<()> {
+pub async fn ensure_resources(dep: &Deployment, timings: QueueTimings) -> Result<(), PortError> {
     let n = &dep.names;
     for bucket in [&n.in_bucket, &n.out_bucket, &n.gallery_bucket] {
         dep.store.create_bucket(bucket).await?;

@@ -31,7 +31,7 @@ pub const SECRET_PREFIX: &str = "ffk_";
 
 /// What a key may do. Scopes are ordered: `admin` can do everything
 /// `enroll` can, and `enroll` everything `recognize` can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// `POST /`, `POST /v1/recognize`, reading video results.
@@ -72,6 +72,9 @@ pub struct KeyRecord {
     /// Requests allowed in a burst above the rate (default: the rate).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// The gallery collections the key may use (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
 }
 
 /// Settings of a new key.
@@ -85,6 +88,8 @@ pub struct NewKey {
     pub rate_per_sec: Option<u32>,
     /// Burst.
     pub burst: Option<u32>,
+    /// Collections the key may use (`None`: all).
+    pub collections: Option<Vec<String>>,
 }
 
 /// Errors of key management.
@@ -168,6 +173,14 @@ pub async fn create(store: &dyn ObjectStore, bucket: &str, new: NewKey) -> Resul
     if new.rate_per_sec == Some(0) || new.burst == Some(0) {
         return Err(KeyError::Invalid("a rate limit and a burst must be at least 1".into()));
     }
+    if let Some(list) = &new.collections {
+        if list.is_empty() {
+            return Err(KeyError::Invalid("a key limited to collections needs at least one".into()));
+        }
+        for c in list {
+            facefleet_gallery::names::validate_collection(c).map_err(|e| KeyError::Invalid(format!("invalid collection name: {e}")))?;
+        }
+    }
     let mut raw = [0u8; 38];
     getrandom::fill(&mut raw).map_err(|e| KeyError::Random(e.to_string()))?;
     let id = hex::encode(&raw[..6]);
@@ -180,6 +193,7 @@ pub async fn create(store: &dyn ObjectStore, bucket: &str, new: NewKey) -> Resul
         created_at: now_secs(),
         rate_per_sec: new.rate_per_sec,
         burst: new.burst,
+        collections: new.collections,
     };
     let body = serde_json::to_vec(&record).expect("key record serialises");
     store.put(bucket, &record_key(&id), Bytes::from(body)).await?;

@@ -22,17 +22,26 @@
 //! queue's own redrive would move it silently. A malformed body is moved to
 //! the dead-letter queue.
 
+//! Batches: a worker receives up to [`WorkerConfig::batch`] requests at
+//! once, fetches their images concurrently and embeds the faces of all of
+//! them in one batched model call ([`FaceEngine::analyze_many`]); each
+//! request is then answered, made durable and acknowledged on its own.
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use facefleet_gallery::cache::GalleryCache;
+use facefleet_gallery::index::Index;
+use facefleet_gallery::store::Gallery;
+use facefleet_gallery::{AnalyzedFace, EngineError, FaceEngine, GalleryError};
 use facefleet_ports::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Deployment;
-use crate::engine::{EngineError, FaceEngine};
-use crate::gallery::GalleryWatcher;
-use crate::protocol::{stem, DeadLetter, ErrorKind, Outcome, Recognition, Request, Response, ResponseError};
+use crate::protocol::{
+    stem, DeadLetter, ErrorKind, FaceResult, Mode, Outcome, Recognition, Request, Response, ResponseError, Verification, NO_FACE, UNKNOWN,
+};
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -47,8 +56,16 @@ pub struct WorkerConfig {
     /// Attempts after which a failing request is given up (must be below the
     /// queue's dead-letter receive count).
     pub max_attempts: u32,
-    /// How often the gallery listing is checked for changes.
+    /// How often a collection's gallery is checked for changes.
     pub gallery_refresh: Duration,
+    /// Requests taken from the queue at once (1 to 10) and embedded in one
+    /// batch.
+    pub batch: usize,
+}
+
+impl WorkerConfig {
+    /// Most requests one receive may take (the queues' limit).
+    pub const MAX_BATCH: usize = 10;
 }
 
 impl Default for WorkerConfig {
@@ -59,6 +76,7 @@ impl Default for WorkerConfig {
             poll_wait: Duration::from_secs(1),
             max_attempts: 3,
             gallery_refresh: Duration::from_secs(2),
+            batch: Self::MAX_BATCH,
         }
     }
 }
@@ -77,12 +95,11 @@ pub enum Handled {
 }
 
 /// One worker: a loop over the request queue.
-pub struct Worker<E: FaceEngine> {
+pub struct Worker {
     dep: Deployment,
-    engine: Arc<E>,
+    engine: Arc<dyn FaceEngine>,
     config: WorkerConfig,
-    gallery: GalleryWatcher<E>,
-    last_refresh: Option<Instant>,
+    gallery: GalleryCache,
 }
 
 enum Failure {
@@ -90,16 +107,35 @@ enum Failure {
     Transient(String),
 }
 
-impl<E: FaceEngine> Worker<E> {
+/// A request with everything fetched for it.
+struct Job {
+    message: Message,
+    request: Request,
+    /// The image(s): one, two for `verify`.
+    images: Vec<Bytes>,
+    /// The collection's faces (`name` and `faces` modes).
+    index: Option<Arc<Index>>,
+}
+
+impl Worker {
     /// A worker over `dep` using `engine`.
-    pub fn new(dep: Deployment, engine: Arc<E>, config: WorkerConfig) -> Self {
-        let gallery = GalleryWatcher::new(&dep.names.gallery_bucket);
-        Self { dep, engine, config, gallery, last_refresh: None }
+    pub fn new(dep: Deployment, engine: Arc<dyn FaceEngine>, config: WorkerConfig) -> Self {
+        let gallery = Gallery::new(dep.store.clone(), &dep.names.gallery_bucket);
+        let gallery = GalleryCache::new(gallery, engine.model_id(), config.gallery_refresh);
+        Self { dep, engine, config, gallery }
     }
 
-    /// Runs until `stop` fires; the job in hand is always finished first.
-    pub async fn run(mut self, stop: CancellationToken) {
-        tracing::info!(queue = %self.dep.names.req_queue, "worker started");
+    /// Object reads this worker made to load and refresh galleries (for
+    /// measurements: a cold load costs a constant number, whatever the
+    /// gallery's size).
+    pub fn gallery_reads(&self) -> u64 {
+        self.gallery.gallery().reads()
+    }
+
+    /// Runs until `stop` fires; the jobs in hand are always finished first.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(queue = %self.dep.names.req_queue, batch = self.config.batch, "worker started");
+        let batch = self.config.batch.clamp(1, WorkerConfig::MAX_BATCH);
         while !stop.is_cancelled() {
             // The receive is not cancelled midway (a message received and
             // dropped would stay invisible until its timeout): the short
@@ -107,14 +143,13 @@ impl<E: FaceEngine> Worker<E> {
             let received = self
                 .dep
                 .queue
-                .receive(&self.dep.names.req_queue, 1, self.config.poll_wait, Some(self.config.visibility))
+                .receive(&self.dep.names.req_queue, batch, self.config.poll_wait, Some(self.config.visibility))
                 .await;
             match received {
+                Ok(messages) if messages.is_empty() => {}
                 Ok(messages) => {
-                    for m in messages {
-                        let outcome = self.handle(m).await;
-                        tracing::debug!(?outcome, "message handled");
-                    }
+                    let outcomes = self.handle_batch(messages).await;
+                    tracing::debug!(?outcomes, "messages handled");
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "receive failed; retrying");
@@ -129,20 +164,59 @@ impl<E: FaceEngine> Worker<E> {
     }
 
     /// Handles one received message end to end.
-    pub async fn handle(&mut self, m: Message) -> Handled {
-        let names = self.dep.names.clone();
+    pub async fn handle(&self, m: Message) -> Handled {
+        self.handle_batch(vec![m]).await.pop().expect("one outcome per message")
+    }
+
+    /// Handles received messages end to end, embedding the faces of all
+    /// their images in one batch. One outcome per message, in order.
+    pub async fn handle_batch(&self, messages: Vec<Message>) -> Vec<Handled> {
+        let mut outcomes: Vec<Option<Handled>> = vec![None; messages.len()];
+        let mut ready = Vec::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            match self.admit(m).await {
+                Ok(job) => ready.push((i, job)),
+                Err(handled) => outcomes[i] = Some(handled),
+            }
+        }
+        if !ready.is_empty() {
+            let started = Instant::now();
+            let receipts: Vec<String> = ready.iter().map(|(_, (m, _))| m.receipt.clone()).collect();
+            let heartbeat = self.start_heartbeat(receipts);
+            let fetched = futures::future::join_all(ready.into_iter().map(|(i, (m, r))| async move { (i, self.fetch(m, r).await) })).await;
+            let mut jobs = Vec::new();
+            for (i, f) in fetched {
+                match f {
+                    Ok(job) => jobs.push((i, job)),
+                    Err((m, r, failure)) => outcomes[i] = Some(self.finish_failed(&m, &r, failure).await),
+                }
+            }
+            let results = self.compute(&jobs).await;
+            heartbeat.cancel();
+            for ((i, job), result) in jobs.iter().zip(results) {
+                outcomes[*i] = Some(match result {
+                    Ok(outcome) => self.finish(job, outcome, started).await,
+                    Err(failure) => self.finish_failed(&job.message, &job.request, failure).await,
+                });
+            }
+        }
+        outcomes.into_iter().map(|o| o.expect("every message handled")).collect()
+    }
+
+    /// Parses a message; malformed and abandoned ones are settled here.
+    async fn admit(&self, m: Message) -> Result<(Message, Request), Handled> {
         let req: Request = match serde_json::from_str(&m.body) {
             Ok(r) => r,
             Err(e) => {
                 let error = format!("malformed request body: {e}");
                 tracing::warn!(%error, body = %m.body, "dead-lettering");
-                return match self.dead_letter(&m, &error).await {
+                return Err(match self.dead_letter(&m, &error).await {
                     Ok(()) => {
                         self.ack(&m).await;
                         Handled::DeadLettered
                     }
                     Err(e) => Handled::Retry(e),
-                };
+                });
             }
         };
         if m.receive_count > self.config.max_attempts {
@@ -150,74 +224,66 @@ impl<E: FaceEngine> Worker<E> {
                 "abandoned {} times: the worker handling it crashed or stopped responding",
                 m.receive_count - 1
             );
-            return self.give_up(&m, &req, ErrorKind::Failed, msg, true).await;
+            return Err(self.give_up(&m, &req, ErrorKind::Failed, msg, true).await);
         }
-        let started = Instant::now();
-        let heartbeat = self.start_heartbeat(&m);
-        let result = self.process(&req).await;
-        heartbeat.cancel();
-        match result {
-            Ok(rec) => {
-                let name = rec.name.clone();
-                if let Err(e) = self.dep.store.put(&names.out_bucket, stem(&req.key), Bytes::from(name.clone())).await {
-                    return self.retry(&m, format!("writing the result failed: {e}")).await;
-                }
-                if let Err(e) = self.respond(&req, Outcome::Ok(rec)).await {
-                    return self.retry(&m, e).await;
-                }
-                self.ack(&m).await;
-                metrics::histogram!("facefleet_worker_job_seconds").record(started.elapsed().as_secs_f64());
-                tracing::info!(key = %req.key, %name, ms = started.elapsed().as_millis() as u64, "answered");
-                Handled::Answered
-            }
-            Err(Failure::Permanent(msg)) => self.give_up(&m, &req, ErrorKind::BadInput, msg, false).await,
-            Err(Failure::Transient(msg)) if m.receive_count >= self.config.max_attempts => {
-                let msg = format!("gave up after {} attempts: {msg}", m.receive_count);
-                self.give_up(&m, &req, ErrorKind::Failed, msg, true).await
-            }
-            Err(Failure::Transient(msg)) => self.retry(&m, msg).await,
-        }
+        Ok((m, req))
     }
 
-    async fn process(&mut self, req: &Request) -> Result<Recognition, Failure> {
-        let gallery = self.gallery().await?;
-        let names = &self.dep.names;
-        let image = match self.dep.store.get(&names.in_bucket, &req.key).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(Failure::Permanent(format!("image `{}` is not in the input bucket", req.key))),
-            Err(e) => return Err(Failure::Transient(format!("reading the image failed: {e}"))),
+    /// Fetches a request's images and its collection's faces.
+    async fn fetch(&self, message: Message, request: Request) -> Result<Job, (Message, Request, Failure)> {
+        let mut keys = vec![request.key.clone()];
+        match (request.mode, &request.other_key) {
+            (Mode::Verify, Some(other)) => keys.push(other.clone()),
+            (Mode::Verify, None) => {
+                return Err((message, request, Failure::Permanent("a verify request needs two images".into())));
+            }
+            _ => {}
+        }
+        let mut images = Vec::with_capacity(keys.len());
+        for key in &keys {
+            match self.dep.store.get(&self.dep.names.in_bucket, key).await {
+                Ok(b) => images.push(b),
+                Err(e) if e.is_not_found() => {
+                    let f = Failure::Permanent(format!("image `{key}` is not in the input bucket"));
+                    return Err((message, request, f));
+                }
+                Err(e) => return Err((message, request, Failure::Transient(format!("reading the image failed: {e}")))),
+            }
+        }
+        let index = match request.mode {
+            Mode::Name | Mode::Faces => match self.gallery.index(&request.collection).await {
+                Ok(i) => Some(i),
+                Err(GalleryError::NoSuchCollection(c)) => {
+                    return Err((message, request, Failure::Permanent(format!("no collection named `{c}`"))));
+                }
+                Err(e) => return Err((message, request, Failure::Transient(format!("loading the gallery failed: {e}")))),
+            },
+            Mode::Detect | Mode::Verify => None,
         };
+        Ok(Job { message, request, images, index })
+    }
+
+    /// Runs the model over every job on a blocking thread: the faces of
+    /// all `name`/`faces` images in one batch.
+    async fn compute(&self, jobs: &[(usize, Job)]) -> Vec<Result<Outcome, Failure>> {
+        if jobs.is_empty() {
+            return Vec::new();
+        }
         let engine = self.engine.clone();
-        let joined = tokio::task::spawn_blocking(move || engine.recognize(&image, &gallery)).await;
-        match joined {
-            Ok(Ok(rec)) => Ok(rec),
-            Ok(Err(EngineError::BadImage(m))) => Err(Failure::Permanent(m)),
-            Ok(Err(EngineError::Failed(m))) => Err(Failure::Transient(m)),
-            Err(e) => Err(Failure::Transient(format!("the model panicked: {e}"))),
+        let inputs: Vec<(Request, Vec<Bytes>, Option<Arc<Index>>)> =
+            jobs.iter().map(|(_, j)| (j.request.clone(), j.images.clone(), j.index.clone())).collect();
+        let n = inputs.len();
+        match tokio::task::spawn_blocking(move || compute_blocking(engine.as_ref(), &inputs)).await {
+            Ok(results) => results,
+            Err(e) => (0..n).map(|_| Err(Failure::Transient(format!("the model panicked: {e}")))).collect(),
         }
     }
 
-    /// The current gallery, re-listed when the refresh interval passed.
-    async fn gallery(&mut self) -> Result<Arc<E::Gallery>, Failure> {
-        let due = self.last_refresh.is_none_or(|t| t.elapsed() >= self.config.gallery_refresh);
-        if due {
-            match self.gallery.refresh(self.dep.store.as_ref(), self.engine.as_ref()).await {
-                Ok((g, _)) => {
-                    self.last_refresh = Some(Instant::now());
-                    return Ok(g);
-                }
-                Err(e) => tracing::warn!(error = %e, "refreshing the gallery failed"),
-            }
-        }
-        self.gallery.current().ok_or_else(|| Failure::Transient("the gallery could not be loaded".into()))
-    }
-
-    fn start_heartbeat(&self, m: &Message) -> CancellationToken {
+    fn start_heartbeat(&self, receipts: Vec<String>) -> CancellationToken {
         let token = CancellationToken::new();
         let t = token.clone();
         let queue = self.dep.queue.clone();
         let name = self.dep.names.req_queue.clone();
-        let receipt = m.receipt.clone();
         let (every, vis) = (self.config.heartbeat, self.config.visibility);
         tokio::spawn(async move {
             loop {
@@ -225,12 +291,52 @@ impl<E: FaceEngine> Worker<E> {
                     _ = t.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                if let Err(e) = queue.change_visibility(&name, &receipt, vis).await {
-                    tracing::warn!(error = %e, "extending visibility failed");
+                for receipt in &receipts {
+                    if let Err(e) = queue.change_visibility(&name, receipt, vis).await {
+                        tracing::warn!(error = %e, "extending visibility failed");
+                    }
                 }
             }
         });
         token
+    }
+
+    /// Makes a result durable, answers it, then acknowledges the request.
+    async fn finish(&self, job: &Job, outcome: Outcome, started: Instant) -> Handled {
+        let (m, req) = (&job.message, &job.request);
+        if let Outcome::Ok(rec) = &outcome {
+            if matches!(req.mode, Mode::Name | Mode::Faces) {
+                let put = self.dep.store.put(&self.dep.names.out_bucket, stem(&req.key), Bytes::from(rec.name.clone())).await;
+                if let Err(e) = put {
+                    return self.retry(m, format!("writing the result failed: {e}")).await;
+                }
+            }
+        }
+        let summary = match &outcome {
+            Outcome::Ok(rec) => rec.name.clone(),
+            Outcome::Verified(v) => format!("same={} similarity={:.3}", v.same, v.similarity),
+            Outcome::Err(e) => e.message.clone(),
+        };
+        if let Err(e) = self.respond(req, outcome).await {
+            return self.retry(m, e).await;
+        }
+        self.ack(m).await;
+        metrics::histogram!("facefleet_worker_job_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(key = %req.key, mode = ?req.mode, answer = %summary, ms = started.elapsed().as_millis() as u64, "answered");
+        Handled::Answered
+    }
+
+    /// Settles a job that failed: an error answer for bad input or after
+    /// the last attempt, otherwise another attempt later.
+    async fn finish_failed(&self, m: &Message, req: &Request, failure: Failure) -> Handled {
+        match failure {
+            Failure::Permanent(msg) => self.give_up(m, req, ErrorKind::BadInput, msg, false).await,
+            Failure::Transient(msg) if m.receive_count >= self.config.max_attempts => {
+                let msg = format!("gave up after {} attempts: {msg}", m.receive_count);
+                self.give_up(m, req, ErrorKind::Failed, msg, true).await
+            }
+            Failure::Transient(msg) => self.retry(m, msg).await,
+        }
     }
 
     async fn respond(&self, req: &Request, result: Outcome) -> Result<(), String> {
@@ -273,5 +379,90 @@ impl<E: FaceEngine> Worker<E> {
             // The result is durable; a redelivery rewrites the same object.
             tracing::warn!(error = %e, "deleting the request failed; it may be processed again (idempotent)");
         }
+    }
+}
+
+/// The model work of a batch: one `analyze_many` over the images of every
+/// `name`/`faces` job, then one call per `detect`/`verify` job.
+fn compute_blocking(engine: &dyn FaceEngine, jobs: &[(Request, Vec<Bytes>, Option<Arc<Index>>)]) -> Vec<Result<Outcome, Failure>> {
+    let searched: Vec<usize> = (0..jobs.len()).filter(|&i| matches!(jobs[i].0.mode, Mode::Name | Mode::Faces)).collect();
+    let max_faces = searched.iter().map(|&i| jobs[i].0.options.max_faces).max().unwrap_or(1);
+    let images: Vec<&[u8]> = searched.iter().map(|&i| jobs[i].1[0].as_ref()).collect();
+    let mut analyzed = if images.is_empty() { Vec::new() } else { engine.analyze_many(&images, max_faces) };
+    analyzed.reverse();
+    jobs.iter()
+        .map(|(req, images, index)| match req.mode {
+            Mode::Name | Mode::Faces => {
+                let faces = analyzed.pop().expect("one analysis per searched image").map_err(engine_failure)?;
+                let index = index.as_ref().expect("searched jobs carry their index");
+                Ok(Outcome::Ok(identify(engine, req, faces, index)))
+            }
+            Mode::Detect => {
+                let faces = engine.analyze(&images[0], req.options.max_faces, false).map_err(engine_failure)?;
+                let name = if faces.is_empty() { NO_FACE } else { UNKNOWN };
+                Ok(Outcome::Ok(Recognition {
+                    name: name.to_string(),
+                    faces: faces.iter().map(FaceResult::detected).collect(),
+                    threshold: 0.0,
+                    model: engine.model_id().to_string(),
+                }))
+            }
+            Mode::Verify => verify(engine, req, &images[0], &images[1]).map(Outcome::Verified),
+        })
+        .collect()
+}
+
+/// Names the faces of one image from its collection's index.
+fn identify(engine: &dyn FaceEngine, req: &Request, mut faces: Vec<AnalyzedFace>, index: &Index) -> Recognition {
+    faces.truncate(req.options.max_faces);
+    let threshold = req.options.threshold.unwrap_or_else(|| engine.open_set_threshold(index.people()));
+    let results: Vec<FaceResult> = faces
+        .iter()
+        .map(|f| {
+            let candidates = index.search(&f.embedding, req.options.limit);
+            let (name, similarity) = match candidates.first() {
+                Some(best) if best.similarity >= threshold => (Some(best.person.clone()), best.similarity),
+                Some(best) => (None, best.similarity),
+                None => (None, 0.0),
+            };
+            FaceResult { name, similarity, candidates, ..FaceResult::detected(f) }
+        })
+        .collect();
+    let name = match results.first() {
+        None => NO_FACE.to_string(),
+        Some(f) => f.name.clone().unwrap_or_else(|| UNKNOWN.to_string()),
+    };
+    Recognition { name, faces: results, threshold, model: engine.model_id().to_string() }
+}
+
+/// Compares the largest faces of two images.
+fn verify(engine: &dyn FaceEngine, req: &Request, a: &[u8], b: &[u8]) -> Result<Verification, Failure> {
+    let largest = |image: &[u8], which: &str| -> Result<AnalyzedFace, Failure> {
+        let mut faces = engine.analyze(image, 1, true).map_err(engine_failure)?;
+        if faces.is_empty() {
+            return Err(Failure::Permanent(format!("image `{which}` has no face")));
+        }
+        Ok(faces.swap_remove(0))
+    };
+    let (fa, fb) = (largest(a, "a")?, largest(b, "b")?);
+    let similarity: f32 = fa.embedding.iter().zip(&fb.embedding).map(|(x, y)| x * y).sum();
+    let threshold = req.options.threshold.unwrap_or_else(|| engine.threshold());
+    Ok(Verification {
+        similarity,
+        same: similarity >= threshold,
+        threshold,
+        model: engine.model_id().to_string(),
+        a: FaceResult::detected(&fa),
+        b: FaceResult::detected(&fb),
+    })
+}
+
+fn engine_failure(e: EngineError) -> Failure {
+    match e {
+        EngineError::BadImage { message } => Failure::Permanent(message),
+        EngineError::Failed { message, source } => match source {
+            Some(s) => Failure::Transient(format!("{message}: {s}")),
+            None => Failure::Transient(message),
+        },
     }
 }

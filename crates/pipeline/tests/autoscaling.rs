@@ -34,7 +34,7 @@ async fn scales_zero_to_max_to_zero_without_interrupting_jobs() {
     for i in 0..200 {
         let key = format!("img_{i}.png");
         dep.store.put(&dep.names.in_bucket, &key, Bytes::from(png(7, 8, 8))).await.unwrap();
-        let body = serde_json::to_string(&Request { request_id: format!("r{i}"), key, mode: Mode::Name, expires_at_ms: None }).unwrap();
+        let body = serde_json::to_string(&Request::new(format!("r{i}"), key, Mode::Name)).unwrap();
         dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
     }
     let mut saw_max = false;
@@ -79,7 +79,7 @@ async fn a_wake_up_scales_out_without_waiting_for_the_next_tick() {
     // Let the first (immediate) tick pass on an empty queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fleet.launches.load(Ordering::SeqCst), 0);
-    let body = serde_json::to_string(&Request { request_id: "r1".into(), key: "missing.png".into(), mode: Mode::Name, expires_at_ms: None }).unwrap();
+    let body = serde_json::to_string(&Request::new("r1", "missing.png", Mode::Name)).unwrap();
     dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
     wake.notify_one();
     // Without the wake-up this would wait for the next tick, an hour away

@@ -17,7 +17,7 @@ async fn put_image(dep: &facefleet_pipeline::Deployment, key: &str, bytes: Vec<u
 }
 
 async fn send_request(dep: &facefleet_pipeline::Deployment, id: &str, key: &str) {
-    let body = serde_json::to_string(&Request { request_id: id.into(), key: key.into(), mode: Mode::Name, expires_at_ms: None }).unwrap();
+    let body = serde_json::to_string(&Request::new(id, key, Mode::Name)).unwrap();
     dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
 }
 
@@ -42,7 +42,7 @@ async fn acknowledges_only_after_the_result_is_durable() {
     put_image(&dep, "a.png", png(7, 8, 8)).await;
     send_request(&dep, "r1", "a.png").await;
     let engine = Arc::new(FakeEngine::default());
-    let mut w = Worker::new(dep.clone(), engine, test_worker_config());
+    let w = Worker::new(dep.clone(), engine, test_worker_config());
 
     // The output bucket is failing: no response, the request stays.
     *store.fail_puts_to.lock().unwrap() = Some(dep.names.out_bucket.clone());
@@ -68,7 +68,7 @@ async fn a_retry_after_a_lost_ack_rewrites_the_same_single_object() {
     enroll_direct(&dep, "Paul", 7).await;
     put_image(&dep, "b.png", png(7, 8, 8)).await;
     send_request(&dep, "r2", "b.png").await;
-    let mut w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    let w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
     // The delete is lost (as if the worker died right after answering).
     queue.fail_deletes.lock().unwrap().insert(dep.names.req_queue.clone(), 1);
     let m = receive_one(&dep, &dep.names.req_queue).await;
@@ -93,7 +93,7 @@ async fn undecodable_or_missing_images_are_answered_with_an_error_at_once() {
     send_request(&dep, "r3", "junk.jpg").await;
     send_request(&dep, "r4", "missing.jpg").await;
     let engine = Arc::new(FakeEngine::default());
-    let mut w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    let w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
     for _ in 0..2 {
         let m = receive_one(&dep, &dep.names.req_queue).await;
         assert_eq!(m.receive_count, 1);
@@ -118,7 +118,7 @@ async fn a_request_that_keeps_failing_is_dead_lettered_and_answered_with_an_erro
     put_image(&dep, "bad.png", png(99, 8, 8)).await;
     send_request(&dep, "r5", "bad.png").await;
     let engine = Arc::new(FakeEngine { fail_red: Some(99), ..Default::default() });
-    let mut w = Worker::new(dep.clone(), engine, test_worker_config());
+    let w = Worker::new(dep.clone(), engine, test_worker_config());
     let mut outcomes = Vec::new();
     for _ in 0..3 {
         let m = receive_one(&dep, &dep.names.req_queue).await;
@@ -149,7 +149,7 @@ async fn a_request_whose_workers_keep_crashing_is_answered_with_an_error() {
         dep.queue.change_visibility(&dep.names.req_queue, &m.receipt, Duration::ZERO).await.unwrap();
     }
     let engine = Arc::new(FakeEngine::default());
-    let mut w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    let w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
     let m = receive_one(&dep, &dep.names.req_queue).await;
     assert_eq!(m.receive_count, 4);
     let outcome = w.handle(m).await;
@@ -211,7 +211,7 @@ async fn a_stopped_worker_finishes_the_job_in_hand() {
 async fn gallery_changes_are_picked_up_without_a_restart() {
     let (dep, _store, queue) = memory_deployment().await;
     put_image(&dep, "g.png", png(5, 8, 8)).await;
-    let mut w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    let w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
     send_request(&dep, "g1", "g.png").await;
     let m = receive_one(&dep, &dep.names.req_queue).await;
     w.handle(m).await;
@@ -224,7 +224,7 @@ async fn gallery_changes_are_picked_up_without_a_restart() {
         .into_iter()
         .map(|r| match r.result {
             Outcome::Ok(rec) => rec.name,
-            Outcome::Err(e) => panic!("{e:?}"),
+            other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(names, vec!["Unknown".to_string(), "Zoe".to_string()]);

@@ -18,6 +18,8 @@ mod names;
 mod queue;
 mod store;
 
+pub mod memory;
+
 #[cfg(feature = "contract")]
 pub mod contract;
 

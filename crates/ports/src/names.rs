@@ -24,6 +24,32 @@ pub struct Names {
     pub video_stage1: String,
     /// Per-frame and per-video results: `<prefix>-output`.
     pub video_output: String,
+    /// What the local video trigger has handled (markers):
+    /// `<prefix>-video-trigger`.
+    pub video_trigger_state: String,
+    /// The app tier's EC2 launch template, fleet tag value, IAM role and
+    /// instance profile: `<prefix>-app-tier`.
+    pub app_tier: String,
+    /// The web tier's IAM role and instance profile: `<prefix>-web`.
+    pub web_role: String,
+    /// Security group of the app tier: `<prefix>-app-tier-sg`.
+    pub app_tier_security_group: String,
+    /// Security group of the web tier: `<prefix>-web-sg`.
+    pub web_security_group: String,
+    /// The video-splitting Lambda function: `<prefix>-video-splitting`.
+    pub split_function: String,
+    /// The face-recognition Lambda function: `<prefix>-face-recognition`.
+    pub recognize_function: String,
+    /// Execution role of the video functions: `<prefix>-video-lambda`.
+    pub lambda_role: String,
+    /// Bucket of the functions' code: `<prefix>-lambda-artifacts`.
+    pub lambda_artifacts: String,
+    /// Id of the notification `video_input` → `split_function`:
+    /// `<prefix>-input-to-split`.
+    pub split_notification: String,
+    /// Id of the notification `video_stage1` → `recognize_function`:
+    /// `<prefix>-frames-to-recognition`.
+    pub recognize_notification: String,
     /// Name of the web-tier instance: `web-instance`.
     pub web_instance: String,
     /// Prefix of worker names: `app-tier-instance` (workers are `<this>-<n>`).
@@ -47,6 +73,17 @@ impl Names {
             video_input: format!("{prefix}-input"),
             video_stage1: format!("{prefix}-stage-1"),
             video_output: format!("{prefix}-output"),
+            video_trigger_state: format!("{prefix}-video-trigger"),
+            app_tier: format!("{prefix}-app-tier"),
+            web_role: format!("{prefix}-web"),
+            app_tier_security_group: format!("{prefix}-app-tier-sg"),
+            web_security_group: format!("{prefix}-web-sg"),
+            split_function: format!("{prefix}-video-splitting"),
+            recognize_function: format!("{prefix}-face-recognition"),
+            lambda_role: format!("{prefix}-video-lambda"),
+            lambda_artifacts: format!("{prefix}-lambda-artifacts"),
+            split_notification: format!("{prefix}-input-to-split"),
+            recognize_notification: format!("{prefix}-frames-to-recognition"),
             web_instance: "web-instance".to_string(),
             worker_prefix: "app-tier-instance".to_string(),
         }

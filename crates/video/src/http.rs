@@ -150,7 +150,7 @@ pub fn router(api: VideoApi) -> Router {
 }
 
 /// Answer of a successful upload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Key of the video in the input bucket.
     pub key: String,
@@ -161,7 +161,7 @@ pub struct Accepted {
 }
 
 /// State of one video.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VideoStatus {
     /// The video's stem.
     pub stem: String,
@@ -278,6 +278,33 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> A
     }
 }
 
+/// Multipart body of a video upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct VideoForm {
+    /// The video (MP4/MOV, Matroska/WebM or AVI).
+    #[schema(value_type = String, format = Binary)]
+    video: Vec<u8>,
+}
+
+/// The OpenAPI description of these routes, merged into the web tier's
+/// `GET /openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, status))]
+pub struct VideoApiDoc;
+
+/// `POST /v1/videos` (multipart `video`): stores the video in the input
+/// bucket; the video path splits and recognizes it.
+#[utoipa::path(post, path = "/v1/videos", tag = "video",
+    request_body(content = VideoForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Stored; poll `status_url`", body = Accepted),
+        (status = 400, description = "Bad upload"),
+        (status = 413, description = "Too large"),
+        (status = 415, description = "Not a video"),
+        (status = 503, description = "Video is off, or too many uploads at once"),
+    ),
+    security(("api_key" = [])))]
 async fn upload(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     match receive(&shared, req).await {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
@@ -400,6 +427,11 @@ async fn receive(shared: &Shared, req: Request) -> Result<Accepted, ApiError> {
     Ok(Accepted { key, stem, status_url })
 }
 
+/// `GET /v1/videos/{stem}`: whether the video is done, and its person.
+#[utoipa::path(get, path = "/v1/videos/{stem}", tag = "video",
+    params(("stem" = String, Path, description = "The video's file name without extension")),
+    responses((status = 200, description = "Its state", body = VideoStatus), (status = 404, description = "No such video")),
+    security(("api_key" = [])))]
 async fn status(State(shared): State<Arc<Shared>>, stem: Result<Path<String>, PathRejection>) -> Response {
     match video_status(&shared.api, stem).await {
         Ok(s) => Json(s).into_response(),

@@ -15,12 +15,10 @@
 
 pub mod event;
 pub mod ffmpeg;
-pub mod gallery;
 pub mod http;
 pub mod keys;
 pub mod local;
 pub mod metrics;
-pub mod model_recognizer;
 pub mod recognize;
 pub mod redact;
 pub mod sniff;
@@ -30,10 +28,8 @@ use facefleet_ports::PortError;
 use serde::{Deserialize, Serialize};
 
 pub use ffmpeg::{Ffmpeg, FfmpegError, Sampling};
-pub use gallery::GalleryEntry;
 pub use local::{run_until, spawn_trigger, Trigger, TriggerConfig, TriggerStats};
-pub use model_recognizer::ModelRecognizer;
-pub use recognize::{FrameRecognizer, RecognizeError, RecognizeHandler};
+pub use recognize::RecognizeHandler;
 pub use split::{SplitConfig, SplitHandler};
 
 /// An error that stops an invocation without recording a failure for the
@@ -53,7 +49,10 @@ pub enum VideoError {
     Io(#[from] std::io::Error),
     /// The face model failed.
     #[error("face model: {0}")]
-    Model(String),
+    Model(#[source] facefleet_gallery::EngineError),
+    /// The gallery could not be read.
+    #[error("gallery: {0}")]
+    Gallery(#[from] facefleet_gallery::GalleryError),
     /// A stored object of ours is not readable.
     #[error("{0}")]
     Corrupt(String),
@@ -70,6 +69,7 @@ impl VideoError {
             VideoError::Ffmpeg(e) => e.public_message(),
             VideoError::Io(_) => "a local I/O error on the server".to_string(),
             VideoError::Model(_) => "the face model failed".to_string(),
+            VideoError::Gallery(_) => "the gallery could not be read".to_string(),
             VideoError::Corrupt(_) => "a stored object of the video path is unreadable".to_string(),
         }
     }

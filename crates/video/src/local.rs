@@ -32,7 +32,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::event::object_created;
 use crate::ffmpeg::Ffmpeg;
 use crate::keys::{parse_frame_key, video_stem};
-use crate::recognize::{FrameRecognizer, RecognizeHandler};
+use crate::recognize::RecognizeHandler;
+use facefleet_gallery::FaceEngine;
 use crate::split::{SplitConfig, SplitHandler};
 use crate::{metrics, VideoError};
 
@@ -55,6 +56,9 @@ pub struct TriggerConfig {
     pub ffmpeg: Option<PathBuf>,
     /// Bucket of the markers (`<prefix>-video-trigger` when `None`).
     pub state_bucket: Option<String>,
+    /// How often the gallery is checked for changes while frames arrive
+    /// (default 2 s, as the workers).
+    pub gallery_refresh: Duration,
 }
 
 impl Default for TriggerConfig {
@@ -67,6 +71,7 @@ impl Default for TriggerConfig {
             split: SplitConfig::default(),
             ffmpeg: None,
             state_bucket: None,
+            gallery_refresh: crate::recognize::GALLERY_REFRESH,
         }
     }
 }
@@ -144,13 +149,13 @@ struct State {
     retries: HashMap<(Function, String), (u32, Instant)>,
 }
 
-struct Shared<R: FrameRecognizer> {
+struct Shared {
     store: Arc<dyn ObjectStore>,
     names: Names,
     state_bucket: String,
     config: TriggerConfig,
     split: SplitHandler,
-    recognize: RecognizeHandler<R>,
+    recognize: RecognizeHandler,
     split_slots: Semaphore,
     recognize_slots: Semaphore,
     state: Mutex<State>,
@@ -185,16 +190,15 @@ impl Trigger {
 }
 
 /// Starts the local trigger: creates the buckets, loads the markers, and
-/// spawns the polling task. `recognizer` is the face model (e.g.
-/// [`crate::ModelRecognizer`]).
-pub async fn spawn_trigger<R: FrameRecognizer>(
+/// spawns the polling task. `engine` is the face model.
+pub async fn spawn_trigger(
     store: Arc<dyn ObjectStore>,
     names: Names,
-    recognizer: Arc<R>,
+    engine: Arc<dyn FaceEngine>,
     config: TriggerConfig,
 ) -> Result<Trigger, VideoError> {
     let ffmpeg = Ffmpeg::locate(config.ffmpeg.as_deref())?;
-    let state_bucket = config.state_bucket.clone().unwrap_or_else(|| format!("{}-video-trigger", names.prefix));
+    let state_bucket = config.state_bucket.clone().unwrap_or_else(|| names.video_trigger_state.clone());
     for bucket in [&names.video_input, &names.video_stage1, &names.video_output, &names.gallery_bucket, &state_bucket]
     {
         store.create_bucket(bucket).await?;
@@ -217,7 +221,7 @@ pub async fn spawn_trigger<R: FrameRecognizer>(
     let stats = Arc::new(TriggerStats::default());
     let shared = Arc::new(Shared {
         split: SplitHandler::new(store.clone(), names.clone(), ffmpeg, config.split.clone()),
-        recognize: RecognizeHandler::new(store.clone(), names.clone(), recognizer),
+        recognize: RecognizeHandler::new(store.clone(), names.clone(), engine).with_gallery_refresh(config.gallery_refresh),
         store,
         names,
         state_bucket,
@@ -233,7 +237,7 @@ pub async fn spawn_trigger<R: FrameRecognizer>(
     Ok(Trigger { task, stop, stats })
 }
 
-async fn run<R: FrameRecognizer>(shared: Arc<Shared<R>>, mut stop: watch::Receiver<bool>) {
+async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut jobs = JoinSet::new();
     loop {
         if *stop.borrow() {
@@ -271,8 +275,8 @@ async fn run<R: FrameRecognizer>(shared: Arc<Shared<R>>, mut stop: watch::Receiv
     tracing::info!("local video trigger stopped");
 }
 
-async fn scan<R: FrameRecognizer>(
-    shared: &Arc<Shared<R>>,
+async fn scan(
+    shared: &Arc<Shared>,
     f: Function,
     bucket: &str,
     jobs: &mut JoinSet<()>,
@@ -301,7 +305,7 @@ async fn scan<R: FrameRecognizer>(
     Ok(dispatched)
 }
 
-async fn invoke<R: FrameRecognizer>(shared: Arc<Shared<R>>, f: Function, bucket: String, key: String, size: u64) {
+async fn invoke(shared: Arc<Shared>, f: Function, bucket: String, key: String, size: u64) {
     let slots = match f {
         Function::Split => &shared.split_slots,
         Function::Recognize => &shared.recognize_slots,
@@ -379,7 +383,7 @@ async fn invoke<R: FrameRecognizer>(shared: Arc<Shared<R>>, f: Function, bucket:
 }
 
 /// Drops the recognition markers of the frames of `stem`, durably.
-async fn forget_frames<R: FrameRecognizer>(shared: &Shared<R>, stem: &str) -> Result<(), VideoError> {
+async fn forget_frames(shared: &Shared, stem: &str) -> Result<(), VideoError> {
     let of_stem = |frame_key: &str| parse_frame_key(frame_key).is_some_and(|(s, _)| s == stem);
     let prefix = format!("{}{stem}/", Function::Recognize.marker_prefix());
     for meta in shared.store.list_all(&shared.state_bucket, &prefix).await? {
@@ -398,21 +402,20 @@ async fn forget_frames<R: FrameRecognizer>(shared: &Shared<R>, stem: &str) -> Re
 ///
 /// ```no_run
 /// # async fn demo(store: std::sync::Arc<dyn facefleet_ports::ObjectStore>, names: facefleet_ports::Names,
-/// #               model: std::sync::Arc<facefleet_model::FaceModel>, stop: tokio::sync::oneshot::Receiver<()>)
+/// #               engine: std::sync::Arc<dyn facefleet_gallery::FaceEngine>, stop: tokio::sync::oneshot::Receiver<()>)
 /// #               -> Result<(), facefleet_video::VideoError> {
-/// use facefleet_video::{local, ModelRecognizer, TriggerConfig};
-/// let recognizer = std::sync::Arc::new(ModelRecognizer::new(model));
-/// local::run_until(store, names, recognizer, TriggerConfig::default(), async { let _ = stop.await; }).await
+/// use facefleet_video::{local, TriggerConfig};
+/// local::run_until(store, names, engine, TriggerConfig::default(), async { let _ = stop.await; }).await
 /// # }
 /// ```
-pub async fn run_until<R: FrameRecognizer>(
+pub async fn run_until(
     store: Arc<dyn ObjectStore>,
     names: Names,
-    recognizer: Arc<R>,
+    engine: Arc<dyn FaceEngine>,
     config: TriggerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), VideoError> {
-    let trigger = spawn_trigger(store, names, recognizer, config).await?;
+    let trigger = spawn_trigger(store, names, engine, config).await?;
     shutdown.await;
     trigger.shutdown().await;
     Ok(())

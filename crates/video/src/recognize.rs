@@ -8,56 +8,45 @@ use aws_lambda_events::event::s3::S3Event;
 use bytes::Bytes;
 use facefleet_ports::{Names, ObjectStore};
 
+use facefleet_gallery::cache::GalleryCache;
+use facefleet_gallery::store::Gallery;
+use facefleet_gallery::{EngineError, FaceEngine, DEFAULT_COLLECTION};
+
 use crate::event::handle_objects;
-use crate::gallery::{GalleryCache, GalleryEntry};
 use crate::keys;
 use crate::{metrics, Manifest, Outcome, VideoError, UNKNOWN};
 
-/// Why a frame could not be recognised.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecognizeError {
-    /// The frame is unusable (not decodable): recorded, not retried.
-    #[error("{0}")]
-    BadFrame(String),
-    /// The model failed; another attempt may succeed.
-    #[error("{0}")]
-    Failed(String),
-}
+/// How often the gallery is checked for changes while frames arrive.
+pub const GALLERY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Recognises the faces of one frame. Implemented by
-/// [`crate::ModelRecognizer`] with the real model; tests use doubles.
-///
-/// The methods are synchronous and may be CPU-heavy: the handler calls them
-/// from `tokio::task::spawn_blocking`.
-pub trait FrameRecognizer: Send + Sync + 'static {
-    /// The recognizer's ready-to-match form of a gallery.
-    type Gallery: Send + Sync + 'static;
-
-    /// Name of the recognizer (gallery entries of another are ignored).
-    fn recognizer(&self) -> String;
-
-    /// Builds a gallery from the stored entries (all of this recognizer).
-    fn build_gallery(&self, entries: &[GalleryEntry]) -> Result<Self::Gallery, RecognizeError>;
-
-    /// The faces of the encoded image `frame`, largest first: `Some(name)`
-    /// for a face matching an enrolled person, `None` for a stranger.
-    /// Empty when there is no face.
-    fn recognize(&self, frame: &[u8], gallery: &Self::Gallery) -> Result<Vec<Option<String>>, RecognizeError>;
-}
+/// Most faces recognised per frame, largest first.
+const MAX_FACES_PER_FRAME: usize = 20;
 
 /// Recognises the frames of `<prefix>-stage-1` into `<prefix>-output`.
-pub struct RecognizeHandler<R: FrameRecognizer> {
+/// Frames are matched against the `default` collection of the gallery,
+/// the one behind the course route.
+pub struct RecognizeHandler {
     store: Arc<dyn ObjectStore>,
     names: Names,
-    recognizer: Arc<R>,
-    gallery: GalleryCache<R>,
+    engine: Arc<dyn FaceEngine>,
+    gallery: GalleryCache,
 }
 
-impl<R: FrameRecognizer> RecognizeHandler<R> {
-    /// A handler reading frames and the gallery through `store`.
-    pub fn new(store: Arc<dyn ObjectStore>, names: Names, recognizer: Arc<R>) -> Self {
-        let gallery = GalleryCache::new(&names.gallery_bucket);
-        Self { store, names, recognizer, gallery }
+impl RecognizeHandler {
+    /// A handler reading frames and the gallery through `store`, with the
+    /// face model `engine`.
+    pub fn new(store: Arc<dyn ObjectStore>, names: Names, engine: Arc<dyn FaceEngine>) -> Self {
+        let gallery = Gallery::new(store.clone(), &names.gallery_bucket);
+        let gallery = GalleryCache::new(gallery, engine.model_id(), GALLERY_REFRESH);
+        Self { store, names, engine, gallery }
+    }
+
+    /// The same handler checking the gallery for changes every `refresh`
+    /// (0: before every frame).
+    pub fn with_gallery_refresh(mut self, refresh: std::time::Duration) -> Self {
+        let gallery = Gallery::new(self.store.clone(), &self.names.gallery_bucket);
+        self.gallery = GalleryCache::new(gallery, self.engine.model_id(), refresh);
+        self
     }
 
     /// Handles every record of an S3 event, logging and recording metrics
@@ -82,11 +71,18 @@ impl<R: FrameRecognizer> RecognizeHandler<R> {
             Err(e) if e.is_not_found() => return Ok(Outcome::Ignored { reason: "the frame no longer exists".into() }),
             Err(e) => return Err(e.into()),
         };
-        let gallery = self.gallery.current(&*self.store, &self.recognizer).await?;
-        let recognizer = self.recognizer.clone();
-        let result = tokio::task::spawn_blocking(move || recognizer.recognize(&frame, &gallery))
-            .await
-            .map_err(|e| VideoError::Model(format!("recognition task failed: {e}")))?;
+        let people = self.gallery.index(DEFAULT_COLLECTION).await?;
+        let engine = self.engine.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<Vec<Option<String>>, EngineError> {
+            let threshold = engine.open_set_threshold(people.people());
+            let faces = engine.analyze(&frame, MAX_FACES_PER_FRAME, true)?;
+            Ok(faces
+                .iter()
+                .map(|f| people.search(&f.embedding, 1).into_iter().next().filter(|c| c.similarity >= threshold).map(|c| c.person))
+                .collect())
+        })
+        .await
+        .map_err(|e| VideoError::Model(EngineError::Failed { message: format!("recognition task failed: {e}"), source: None }))?;
         let out = &self.names.video_output;
         let (names, failure) = match result {
             Ok(faces) => {
@@ -96,13 +92,13 @@ impl<R: FrameRecognizer> RecognizeHandler<R> {
                 self.store.put(out, &keys::frame_result_key(stem, index), Bytes::from(body)).await?;
                 (names, None)
             }
-            Err(RecognizeError::BadFrame(reason)) => {
+            Err(EngineError::BadImage { message: reason }) => {
                 tracing::info!(key, reason, "unusable frame");
                 let reason = crate::redact::scrub_paths(&format!("frame {index} unusable: {reason}"));
                 self.store.put(out, &keys::frame_error_key(stem, index), Bytes::from(reason.clone())).await?;
                 (Vec::new(), Some(reason))
             }
-            Err(RecognizeError::Failed(reason)) => return Err(VideoError::Model(reason)),
+            Err(e) => return Err(VideoError::Model(e)),
         };
         let video_result = self.complete_video(stem).await?;
         Ok(match failure {

@@ -114,7 +114,7 @@ async fn a_faceless_video_gives_unknown() {
     let path = tmp.path().join("pattern.mp4");
     common::make_faceless_video(&path).await;
     store.put(&names.video_input, "pattern.mp4", std::fs::read(&path).unwrap().into()).await.unwrap();
-    common::enroll_fake(&*store, &names, "Paul").await;
+    common::enroll_fake(store.clone(), &names, "Paul").await;
     let trigger =
         spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::faceless()), TriggerConfig::default())
             .await

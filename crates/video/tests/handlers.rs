@@ -30,7 +30,7 @@ async fn each_course_video_gives_ten_frames_a_manifest_and_a_result() {
     let split = splitter(store.clone(), &names);
     let recognizer = Arc::new(FakeRecognizer::new());
     let recognize = RecognizeHandler::new(store.clone(), names.clone(), recognizer);
-    enroll_fake(&*store, &names, "Someone").await;
+    enroll_fake(store.clone(), &names, "Someone").await;
     for (stem, path, _) in common::course_videos() {
         let key = format!("{stem}.mp4");
         upload(&*store, &names, &key, std::fs::read(&path).unwrap()).await;
@@ -101,7 +101,7 @@ async fn eight_videos_at_once_through_the_local_trigger_with_five_running_togeth
     let (_dir, store) = fs_store();
     let names = Names::new("t3");
     create_buckets(&*store, &names).await;
-    enroll_fake(&*store, &names, "Paul").await;
+    enroll_fake(store.clone(), &names, "Paul").await;
     let videos = common::course_videos();
     for (stem, path, _) in &videos {
         upload(&*store, &names, &format!("{stem}.mp4"), std::fs::read(path).unwrap()).await;
@@ -180,11 +180,13 @@ async fn a_re_uploaded_video_gets_a_fresh_result() {
     let (_dir, store) = fs_store();
     let names = Names::new("t6");
     upload_after_buckets(&*store, &names, "test_7.mp4").await;
-    let trigger =
-        spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default()).await.unwrap();
+    // The enrollment below must reach the frames of the re-upload: check
+    // the gallery before every frame.
+    let config = TriggerConfig { gallery_refresh: std::time::Duration::ZERO, ..TriggerConfig::default() };
+    let trigger = spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), config).await.unwrap();
     assert_eq!(wait_result(&*store, &names, "test_7", &trigger.stats()).await.0.as_deref(), Some("Unknown"));
     // Same name, other content (other size), someone enrolled meanwhile.
-    enroll_fake(&*store, &names, "Ann").await;
+    enroll_fake(store.clone(), &names, "Ann").await;
     upload(&*store, &names, "test_7.mp4", std::fs::read(common::videos_dir().join("test_4.mp4")).unwrap()).await;
     let stats = trigger.stats();
     loop {

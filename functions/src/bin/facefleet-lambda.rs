@@ -45,7 +45,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct DeployArgs {
     /// Prefix of every resource name.
-    #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX)]
+    #[arg(long, env = "FACEFLEET_PREFIX", default_value = Names::DEFAULT_PREFIX, value_parser = facefleet_app::settings::parse_prefix)]
     prefix: String,
     /// Zip of the video-splitting function.
     #[arg(long, default_value = "target/lambda/video-splitting.zip")]
@@ -53,14 +53,14 @@ struct DeployArgs {
     /// Zip of the face-recognition function.
     #[arg(long, default_value = "target/lambda/face-recognition.zip")]
     recognize_zip: PathBuf,
-    /// Memory of video-splitting, MB.
-    #[arg(long, default_value_t = 1024)]
+    /// Memory of video-splitting, MB (128 to 10240).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(128..=10_240))]
     split_memory_mb: i32,
-    /// Memory of face-recognition, MB.
-    #[arg(long, default_value_t = 2048)]
+    /// Memory of face-recognition, MB (128 to 10240).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(i32).range(128..=10_240))]
     recognize_memory_mb: i32,
-    /// Timeout of each function, seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Timeout of each function, seconds (1 to 900).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i32).range(1..=900))]
     timeout_secs: i32,
     /// Frame sampling of video-splitting (`even:10`, `course`, `fps:RATE[:MAX]`).
     #[arg(long, default_value = "even:10")]
@@ -74,6 +74,11 @@ struct DeployArgs {
     /// AWS region; default: the standard chain.
     #[arg(long)]
     region: Option<String>,
+    /// The face model of face-recognition (`--recognizer`, `--threshold`,
+    /// `--weights-dir`, a folder inside the function's package): the same
+    /// flags as `facefleet up`, passed to the function as its environment.
+    #[command(flatten)]
+    model: facefleet_app::ModelArgs,
 }
 
 #[tokio::main]
@@ -107,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
                 ("FACEFLEET_SAMPLING".to_string(), args.sampling.to_string()),
                 ("FACEFLEET_MAX_VIDEO_BYTES".to_string(), args.max_video_bytes.to_string()),
             ]);
+            // The model settings, exactly as face-recognition parses them back.
+            spec.environment.extend(facefleet_app::settings::to_env(&args.model).context("passing the model settings")?);
             let report = deploy(&clients, &spec).await.context("deploying the video functions")?;
             print!("{report}");
             if report.is_unchanged() {

@@ -10,10 +10,18 @@ use facefleet_functions::{init_tracing, s3_store, summary, FunctionArgs};
 use facefleet_video::{Ffmpeg, SplitHandler};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
+/// Settings of the video-splitting function.
+#[derive(Parser)]
+#[command(about = "The video-splitting Lambda function (reads S3 events from the Lambda runtime API)")]
+struct Args {
+    #[command(flatten)]
+    function: FunctionArgs,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let args = FunctionArgs::parse();
+    let args = Args::parse().function;
     let ffmpeg = Ffmpeg::locate(args.ffmpeg.as_deref())?.with_timeout(Duration::from_secs(args.ffmpeg_timeout_secs));
     tracing::info!(prefix = args.prefix, ffmpeg = %ffmpeg.path().display(), sampling = %args.sampling, "video-splitting ready");
     let handler = Arc::new(SplitHandler::new(s3_store().await, args.names(), ffmpeg, args.split_config()));

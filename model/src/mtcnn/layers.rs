@@ -7,8 +7,10 @@
 //! for these small-channel layers (measured: ~4x slower end to end), hence
 //! the NHWC path; the arithmetic itself is candle's matmul.
 
-use candle_core::{Result, Storage, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::simd::{gemm_parallelism, madd, sgemm, simd_kernel, simd_level, Isa, SimdLevel};
 
 /// Activations of `n` images, NHWC, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,13 +49,18 @@ impl Epilogue {
 
     /// `dst = src + bias` per column, then PReLU (`x` where `x > 0`, else
     /// `slope * x`) if there are slopes.
-    fn apply(&self, src: &[f32], dst: &mut [f32]) {
-        bias_prelu_rows(TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), src, dst);
+    fn apply(&self, level: SimdLevel, src: &[f32], dst: &mut [f32]) {
+        bias_prelu_rows(level, TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), src, dst);
+    }
+
+    /// [`Epilogue::apply`] with `src == dst`.
+    fn apply_in_place(&self, level: SimdLevel, data: &mut [f32]) {
+        bias_prelu_rows_in_place(level, TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), data);
     }
 }
 
-/// [`Epilogue::apply`]'s loop, compiled for the best SIMD level available.
-#[multiversion::multiversion(targets = "simd")]
+simd_kernel! {
+/// [`Epilogue::apply`]'s loop, compiled per SIMD level.
 fn bias_prelu_rows(step: usize, bias: &[f32], slope: Option<&[f32]>, src: &[f32], dst: &mut [f32]) {
     for (d, s) in dst.chunks_mut(step).zip(src.chunks(step)) {
         match slope {
@@ -72,22 +79,63 @@ fn bias_prelu_rows(step: usize, bias: &[f32], slope: Option<&[f32]>, src: &[f32]
         }
     }
 }
+}
 
-/// `x (rows x k) @ w (k x cols)` with candle, then the epilogue, returned as
-/// a vector.
-fn matmul(x: Vec<f32>, rows: usize, w: &Tensor, epi: &Epilogue) -> Result<Vec<f32>> {
-    let (k, cols) = w.dims2()?;
-    let y = Tensor::from_vec(x, (rows, k), w.device())?.matmul(w)?;
-    let mut out = vec![0f32; rows * cols];
-    {
-        let (storage, layout) = y.storage_and_layout();
-        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-            epi.apply(&cpu.as_slice::<f32>()?[start..end], &mut out);
-            return Ok(out);
+simd_kernel! {
+/// [`Epilogue::apply_in_place`]'s loop, compiled per SIMD level.
+fn bias_prelu_rows_in_place(step: usize, bias: &[f32], slope: Option<&[f32]>, data: &mut [f32]) {
+    for d in data.chunks_mut(step) {
+        match slope {
+            Some(slope) => {
+                for (d, (b, a)) in d.iter_mut().zip(bias.iter().zip(slope)) {
+                    let x = *d + b;
+                    *d = x.max(0.0) + x.min(0.0) * a;
+                }
+            }
+            None => {
+                for (d, b) in d.iter_mut().zip(bias) {
+                    *d += b;
+                }
+            }
         }
     }
-    epi.apply(&y.flatten_all()?.to_vec1::<f32>()?, &mut out);
+}
+}
+
+/// `x (rows x k) @ w (k x cols)`, then the epilogue, returned as a vector:
+/// [`sgemm`] on CPU (at the forced SIMD level), candle's matmul elsewhere.
+fn matmul(x: Vec<f32>, rows: usize, w: &Weight, epi: &Epilogue) -> Result<Vec<f32>> {
+    let (k, cols) = w.tensor.dims2()?;
+    if let Some(wv) = &w.cpu {
+        let level = simd_level();
+        let mut out = vec![0f32; rows * cols];
+        sgemm(level, rows, cols, k, &mut out, &x, wv, false, gemm_parallelism());
+        epi.apply_in_place(level, &mut out);
+        return Ok(out);
+    }
+    let y = Tensor::from_vec(x, (rows, k), w.tensor.device())?.matmul(&w.tensor)?;
+    let mut out = vec![0f32; rows * cols];
+    epi.apply(simd_level(), &y.flatten_all()?.to_device(&candle_core::Device::Cpu)?.to_vec1::<f32>()?, &mut out);
     Ok(out)
+}
+
+/// A `(k, cols)` weight matrix: the tensor, plus its values when on CPU.
+#[derive(Debug, Clone)]
+struct Weight {
+    tensor: Tensor,
+    cpu: Option<Vec<f32>>,
+}
+
+impl Weight {
+    fn new(tensor: Tensor) -> Result<Self> {
+        let tensor = tensor.contiguous()?;
+        let cpu = if tensor.device().is_cpu() {
+            Some(tensor.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Self { tensor, cpu })
+    }
 }
 
 /// Loads a PReLU's slopes (`<prefix>.weight`, one per channel).
@@ -103,8 +151,10 @@ pub struct Conv {
     cin: usize,
     cout: usize,
     /// `(k * k * cin, cout)`, rows ordered (kh, kw, cin) like the im2col columns.
-    weight: Tensor,
+    weight: Weight,
     epilogue: Epilogue,
+    /// The same weights, bias and slopes packed for [`conv_direct`] (CPU).
+    packed: Option<Packed>,
 }
 
 impl Conv {
@@ -119,8 +169,9 @@ impl Conv {
     /// Builds the layer from an OIHW weight tensor, bias and optional slopes.
     pub fn from_parts(w: Tensor, bias: Vec<f32>, slope: Option<Vec<f32>>) -> Result<Self> {
         let (cout, cin, k, _) = w.dims4()?;
-        let weight = w.permute((2, 3, 1, 0))?.contiguous()?.reshape((k * k * cin, cout))?;
-        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope) })
+        let weight = Weight::new(w.permute((2, 3, 1, 0))?.contiguous()?.reshape((k * k * cin, cout))?)?;
+        let packed = weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref()));
+        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed })
     }
 
     /// Applies the layer to `x` (needs `x.h, x.w >= k` and `x.c == cin`).
@@ -131,6 +182,12 @@ impl Conv {
         }
         let (oh, ow) = (x.h - k + 1, x.w - k + 1);
         let rows = x.n * oh * ow;
+        if let Some(p) = &self.packed {
+            let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
+            let mut data = vec![0f32; rows * self.cout];
+            conv_direct(simd_level(), &geo, &x.data, p, &mut data);
+            return Ok(Act { n: x.n, h: oh, w: ow, c: self.cout, data });
+        }
         let cols = if k == 1 {
             x.data.clone()
         } else {
@@ -153,27 +210,167 @@ impl Conv {
     }
 }
 
+/// Output channels computed together by [`conv_direct`]: one AVX-512
+/// vector, two AVX2 vectors (zero-padded past the layer's channels).
+const NC: usize = 16;
+/// Output pixels computed together by [`conv_direct`] (`TILE x NC`
+/// accumulators: 12 AVX2 or 6 AVX-512 registers).
+const TILE: usize = 6;
+
+/// Weights, bias and PReLU slopes packed for [`conv_direct`]: block `b` of
+/// [`NC`] output channels holds `kk` rows (kernel position, input channel)
+/// of `NC` weights, zero past the last channel.
+#[derive(Debug, Clone)]
+struct Packed {
+    kk: usize,
+    w: Vec<f32>,
+    /// Per padded channel; slope 1 (identity) without PReLU.
+    bias: Vec<f32>,
+    slope: Vec<f32>,
+}
+
+impl Packed {
+    /// `w` is `(kk, cout)` row-major.
+    fn new(w: &[f32], kk: usize, cout: usize, bias: &[f32], slope: Option<&[f32]>) -> Self {
+        let blocks = cout.div_ceil(NC);
+        let mut packed = vec![0f32; blocks * kk * NC];
+        for b in 0..blocks {
+            for j in 0..kk {
+                for c in 0..NC.min(cout - b * NC) {
+                    packed[(b * kk + j) * NC + c] = w[j * cout + b * NC + c];
+                }
+            }
+        }
+        let pad = |v: &[f32], fill: f32| {
+            let mut p = v.to_vec();
+            p.resize(blocks * NC, fill);
+            p
+        };
+        Self { kk, w: packed, bias: pad(bias, 0.0), slope: pad(slope.unwrap_or(&[]), 1.0) }
+    }
+}
+
+/// Sizes of one [`conv_direct`] call.
+#[derive(Debug, Clone, Copy)]
+struct ConvGeometry {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+    cout: usize,
+}
+
+simd_kernel! {
+/// A valid, stride-1 `k x k` convolution over NHWC activations, with bias
+/// and PReLU, without im2col: [`TILE`] output pixels x [`NC`] output
+/// channels are accumulated in registers; for each kernel row, a pixel's
+/// inputs (`k * cin` values) are contiguous in NHWC and the packed weights
+/// are read in the same order, so the loop is a GEMM microkernel reading
+/// its left operand straight from the activations.
+fn conv_direct(g: &ConvGeometry, x: &[f32], p: &Packed, out: &mut [f32]) {
+    let pixels = g.n * g.oh * g.ow;
+    let base = |q: usize| {
+        let (img, rem) = (q / (g.oh * g.ow), q % (g.oh * g.ow));
+        ((img * g.h + rem / g.ow) * g.w + rem % g.ow) * g.cin
+    };
+    for b in 0..g.cout.div_ceil(NC) {
+        let wb = &p.w[b * p.kk * NC..(b + 1) * p.kk * NC];
+        let cols = NC.min(g.cout - b * NC);
+        let epi = (&p.bias[b * NC..(b + 1) * NC], &p.slope[b * NC..(b + 1) * NC]);
+        let mut q = 0;
+        while q + TILE <= pixels {
+            conv_tile::<S, TILE>(g, x, wb, std::array::from_fn(|r| base(q + r)), epi, &mut out[q * g.cout + b * NC..], cols);
+            q += TILE;
+        }
+        if q < pixels {
+            if pixels >= TILE {
+                // Last partial tile: redo the last TILE pixels (same values).
+                let q = pixels - TILE;
+                conv_tile::<S, TILE>(g, x, wb, std::array::from_fn(|r| base(q + r)), epi, &mut out[q * g.cout + b * NC..], cols);
+            } else {
+                for q in q..pixels {
+                    conv_tile::<S, 1>(g, x, wb, [base(q)], epi, &mut out[q * g.cout + b * NC..], cols);
+                }
+            }
+        }
+    }
+}
+}
+
+/// [`conv_direct`] for `R` output pixels whose inputs start at `bases`, one
+/// block of channels: writes `cols` values per pixel to `out` (pixel `r` at
+/// `r * cout`).
+#[inline(always)]
+fn conv_tile<S: Isa, const R: usize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    wb: &[f32],
+    bases: [usize; R],
+    (bias, slope): (&[f32], &[f32]),
+    out: &mut [f32],
+    cols: usize,
+) {
+    let seg = g.k * g.cin;
+    let mut acc = [[0f32; NC]; R];
+    for ky in 0..g.k {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &x[bases[r] + ky * g.w * g.cin..][..seg]);
+        let wk = &wb[ky * seg * NC..(ky + 1) * seg * NC];
+        for (j, wv) in wk.chunks_exact(NC).enumerate() {
+            let wv: &[f32; NC] = wv.try_into().unwrap();
+            for r in 0..R {
+                let a = rows[r][j];
+                for c in 0..NC {
+                    acc[r][c] = madd::<S>(a, wv[c], acc[r][c]);
+                }
+            }
+        }
+    }
+    let (bias, slope): (&[f32; NC], &[f32; NC]) = (bias.try_into().unwrap(), slope.try_into().unwrap());
+    for (r, acc) in acc.iter().enumerate() {
+        let mut v = [0f32; NC];
+        for c in 0..NC {
+            let t = acc[c] + bias[c];
+            // Branch-free; equals `t > 0 ? t : slope * t` (slope 1: identity).
+            v[c] = t.max(0.0) + t.min(0.0) * slope[c];
+        }
+        out[r * g.cout..r * g.cout + cols].copy_from_slice(&v[..cols]);
+    }
+}
+
 /// `nn.MaxPool2d(k, s, ceil_mode=True)` without padding: the last window in
 /// each direction may be partial.
-#[multiversion::multiversion(targets = "simd")]
 pub fn max_pool_ceil(x: &Act, k: usize, s: usize) -> Act {
+    max_pool_ceil_kernel(simd_level(), x, k, s)
+}
+
+simd_kernel! {
+fn max_pool_ceil_kernel(x: &Act, k: usize, s: usize) -> Act {
     let out = |len: usize| len.saturating_sub(k).div_ceil(s) + 1;
     let (oh, ow) = (out(x.h), out(x.w));
     let c = x.c;
+    let row = x.w * c;
     let mut data = vec![f32::NEG_INFINITY; x.n * oh * ow * c];
+    // Per output row: the column-wise max of its input rows (long
+    // contiguous loops), then the max over each window's pixels.
+    let mut vmax = vec![f32::NEG_INFINITY; row];
     for n in 0..x.n {
-        for oy in 0..oh {
+        for (oy, orow) in data[n * oh * ow * c..(n + 1) * oh * ow * c].chunks_exact_mut(ow * c).enumerate() {
             let (y0, y1) = (oy * s, (oy * s + k).min(x.h));
-            for ox in 0..ow {
+            vmax.fill(f32::NEG_INFINITY);
+            for iy in y0..y1 {
+                let r = &x.data[(n * x.h + iy) * row..(n * x.h + iy + 1) * row];
+                for (a, v) in vmax.iter_mut().zip(r) {
+                    *a = a.max(*v);
+                }
+            }
+            for (ox, acc) in orow.chunks_exact_mut(c).enumerate() {
                 let (x0, x1) = (ox * s, (ox * s + k).min(x.w));
-                let o = ((n * oh + oy) * ow + ox) * c;
-                let acc = &mut data[o..o + c];
-                for iy in y0..y1 {
-                    for ix in x0..x1 {
-                        let i = ((n * x.h + iy) * x.w + ix) * c;
-                        for (a, v) in acc.iter_mut().zip(&x.data[i..i + c]) {
-                            *a = a.max(*v);
-                        }
+                for px in vmax[x0 * c..x1 * c].chunks_exact(c) {
+                    for (a, v) in acc.iter_mut().zip(px) {
+                        *a = a.max(*v);
                     }
                 }
             }
@@ -181,12 +378,13 @@ pub fn max_pool_ceil(x: &Act, k: usize, s: usize) -> Act {
     }
     Act { n: x.n, h: oh, w: ow, c, data }
 }
+}
 
 /// A dense layer (PyTorch `Linear`) with an optional PReLU after it.
 #[derive(Debug, Clone)]
 pub struct Dense {
     /// `(in, out)`.
-    weight: Tensor,
+    weight: Weight,
     epilogue: Epilogue,
 }
 
@@ -197,7 +395,7 @@ impl Dense {
         let w = dense.get((fan_out, fan_in), "weight")?;
         let bias = dense.get(fan_out, "bias")?.to_vec1::<f32>()?;
         let slope = prelu.map(|vb| load_slope(vb, fan_out)).transpose()?;
-        Ok(Self { weight: w.t()?.contiguous()?, epilogue: Epilogue::new(bias, slope) })
+        Ok(Self { weight: Weight::new(w.t()?.contiguous()?)?, epilogue: Epilogue::new(bias, slope) })
     }
 
     /// Like [`Dense::load`] for the first dense layer after the last
@@ -212,7 +410,8 @@ impl Dense {
     ) -> Result<Self> {
         let mut layer = Self::load(dense, prelu, h * w * c, fan_out)?;
         // weight is (in = w*h*c in (W, H, C) order, out): reorder rows to (H, W, C).
-        layer.weight = layer.weight.reshape((w, h, c, fan_out))?.permute((1, 0, 2, 3))?.contiguous()?.reshape((h * w * c, fan_out))?;
+        let reordered = layer.weight.tensor.reshape((w, h, c, fan_out))?.permute((1, 0, 2, 3))?.contiguous()?;
+        layer.weight = Weight::new(reordered.reshape((h * w * c, fan_out))?)?;
         Ok(layer)
     }
 
@@ -243,7 +442,8 @@ mod tests {
         let bias = vec![0.5, -0.25, 0.0, 1.0];
         let slope = vec![0.1, 0.2, 0.3, 0.4];
         let conv = Conv::from_parts(Tensor::from_vec(wv.clone(), (cout, cin, k, k), &dev)?, bias.clone(), Some(slope.clone()))?;
-        let y = conv.forward(&Act { n: 1, h, w, c: cin, data: xv.clone() })?;
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+        let y = crate::simd::with_level(level, || conv.forward(&Act { n: 1, h, w, c: cin, data: xv.clone() }))?;
         assert_eq!((y.h, y.w, y.c), (3, 4, 4));
         for oy in 0..3 {
             for ox in 0..4 {
@@ -258,7 +458,35 @@ mod tests {
                     }
                     let want = if s > 0.0 { s } else { s * slope[co] };
                     let got = y.data[(oy * 4 + ox) * cout + co];
-                    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+                    assert!((got - want).abs() < 1e-5, "{level}: {got} vs {want}");
+                }
+            }
+        }
+        }
+        Ok(())
+    }
+
+    /// The direct convolution against im2col + matrix product, on every
+    /// level, over shapes with partial tiles and channel blocks (10, 28, 48
+    /// channels), several images and a 1x1 kernel.
+    #[test]
+    fn direct_conv_matches_im2col_on_every_level() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(n, h, w, cin, cout, k) in &[(1, 12, 12, 3, 10, 3), (3, 11, 11, 28, 48, 3), (2, 4, 4, 48, 64, 2), (1, 5, 7, 32, 6, 1), (1, 3, 3, 4, 17, 3)] {
+            let wv: Vec<f32> = (0..cout * cin * k * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
+            let xv: Vec<f32> = (0..n * h * w * cin).map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0).collect();
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.1 - 0.5).collect();
+            let slope: Vec<f32> = (0..cout).map(|i| 0.05 * i as f32).collect();
+            let mut conv = Conv::from_parts(Tensor::from_vec(wv, (cout, cin, k, k), &dev)?, bias, Some(slope))?;
+            let x = Act { n, h, w, c: cin, data: xv };
+            let packed = conv.packed.take();
+            let want = conv.forward(&x)?; // im2col + matmul
+            conv.packed = packed;
+            for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+                let got = crate::simd::with_level(level, || conv.forward(&x))?;
+                assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
+                for (a, b) in got.data.iter().zip(&want.data) {
+                    assert!((a - b).abs() < 1e-4, "{level} {:?}: {a} vs {b}", (n, h, w, cin, cout, k));
                 }
             }
         }

@@ -12,13 +12,38 @@ mod nets;
 mod resample;
 
 use boxes::{bbreg, crop_region, nms_min, nms_union, pnet_reg, rerec, Candidate};
+use std::time::{Duration, Instant};
+
 use candle_core::{Device, Error, Result};
 use candle_nn::VarBuilder;
 use layers::{softmax2, Act};
 use nets::{ONet, PNet, RNet};
-use resample::{downscale, resample_normalized_hwc, Plane, Region};
+use resample::{downscale, AreaSource, Integral, Plane, Region};
 
 use crate::{BoundingBox, Face};
+
+/// Largest detection image (pixels) resampled through a summed-area table
+/// ([`Integral`], 12 bytes per pixel); larger ones (only with a raised
+/// `max_side`) resample from the image directly.
+const INTEGRAL_MAX_PIXELS: usize = 4 << 20;
+
+/// Time spent in each MTCNN stage, summed over the calls of
+/// [`Mtcnn::detect_timed`] that were given it (for profiling).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Building the image pyramid (area resampling), part of `pnet`.
+    pub pyramid: Duration,
+    /// P-Net on every pyramid level, with its NMS (includes `pyramid`).
+    pub pnet: Duration,
+    /// R-Net: cropping and resampling the candidates, the network, NMS.
+    pub rnet: Duration,
+    /// O-Net: cropping and resampling, the network, NMS.
+    pub onet: Duration,
+    /// Candidates P-Net handed to R-Net.
+    pub pnet_candidates: usize,
+    /// Candidates R-Net handed to O-Net.
+    pub rnet_candidates: usize,
+}
 
 /// Detection parameters (defaults are facenet-pytorch's).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +120,11 @@ impl Mtcnn {
     /// landmarks in `img`'s pixel coordinates. No face (or an image too
     /// small to hold one) gives an empty vector.
     pub fn detect(&self, img: &image::RgbImage, params: &DetectParams) -> Result<Vec<Face>> {
+        self.detect_timed(img, params, &mut StageTimes::default())
+    }
+
+    /// [`Mtcnn::detect`], adding the time each stage took to `times`.
+    pub fn detect_timed(&self, img: &image::RgbImage, params: &DetectParams, times: &mut StageTimes) -> Result<Vec<Face>> {
         params.validate()?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         if w == 0 || h == 0 {
@@ -103,8 +133,15 @@ impl Mtcnn {
         let src = Plane { width: w, height: h, data: img.as_raw().as_slice() };
         let max_side = params.max_side as usize;
         let longer = w.max(h);
+        if longer <= max_side && w * h > INTEGRAL_MAX_PIXELS {
+            return self.detect_plane(&src, params, times);
+        }
         if longer <= max_side {
-            return self.detect_plane(&src, params);
+            let t = Instant::now();
+            let integral = Integral::new(src);
+            times.pyramid += t.elapsed();
+            times.pnet += t.elapsed();
+            return self.detect_plane(&integral, params, times);
         }
         let ratio = max_side as f64 / longer as f64;
         let dw = ((w as f64 * ratio).round() as usize).clamp(1, max_side);
@@ -112,7 +149,7 @@ impl Mtcnn {
         let small_data = downscale(&src, dw, dh);
         let small = Plane { width: dw, height: dh, data: small_data.as_slice() };
         let (sx, sy) = (w as f32 / dw as f32, h as f32 / dh as f32);
-        let mut faces = self.detect_plane(&small, params)?;
+        let mut faces = self.detect_plane(&small, params, times)?;
         for f in &mut faces {
             f.bbox = BoundingBox { x1: f.bbox.x1 * sx, y1: f.bbox.y1 * sy, x2: f.bbox.x2 * sx, y2: f.bbox.y2 * sy };
             for p in &mut f.landmarks {
@@ -127,16 +164,30 @@ impl Mtcnn {
         &self.device
     }
 
-    fn detect_plane<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, params: &DetectParams) -> Result<Vec<Face>> {
-        let cands = self.stage_pnet(img, params)?;
+    fn detect_plane<A: AreaSource>(
+        &self,
+        img: &A,
+        params: &DetectParams,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Face>> {
+        let t = Instant::now();
+        let cands = self.stage_pnet(img, params, times)?;
+        times.pnet += t.elapsed();
+        times.pnet_candidates += cands.len();
         if cands.is_empty() {
             return Ok(Vec::new());
         }
+        let t = Instant::now();
         let cands = self.stage_rnet(img, cands, params.thresholds[1])?;
+        times.rnet += t.elapsed();
+        times.rnet_candidates += cands.len();
         if cands.is_empty() {
             return Ok(Vec::new());
         }
-        self.stage_onet(img, cands, params.thresholds[2])
+        let t = Instant::now();
+        let faces = self.stage_onet(img, cands, params.thresholds[2]);
+        times.onet += t.elapsed();
+        faces
     }
 
     /// Pyramid scales exactly as `detect_face` computes them (f64).
@@ -154,15 +205,22 @@ impl Mtcnn {
         scales
     }
 
-    fn stage_pnet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, params: &DetectParams) -> Result<Vec<Candidate>> {
-        let (w, h) = (img.width, img.height);
+    fn stage_pnet<A: AreaSource>(
+        &self,
+        img: &A,
+        params: &DetectParams,
+        times: &mut StageTimes,
+    ) -> Result<Vec<Candidate>> {
+        let (w, h) = (img.width(), img.height());
         let full = Region { x0: 0, y0: 0, w, h };
         let mut picked = Vec::new();
         for scale in Self::scales(w, h, params) {
             let hs = (h as f64 * scale + 1.0) as usize;
             let ws = (w as f64 * scale + 1.0) as usize;
+            let t = Instant::now();
             let mut input = Vec::with_capacity(hs * ws * 3);
-            resample_normalized_hwc(img, full, ws, hs, &mut input);
+            img.resample_normalized_hwc(full, ws, hs, &mut input);
+            times.pyramid += t.elapsed();
             let out = self.pnet.forward(&Act { n: 1, h: hs, w: ws, c: 3, data: input })?;
             let cands = pnet_candidates(&out, scale as f32, params.thresholds[0]);
             picked.extend(nms_union(&cands, 0.5).into_iter().map(|i| cands[i]));
@@ -177,16 +235,16 @@ impl Mtcnn {
 
     /// Crops every candidate (skipping those facenet-pytorch cannot crop),
     /// area-resamples it to `size x size` and batches the crops.
-    fn crops<T: Copy + Into<f32>>(
-        img: &Plane<'_, T>,
+    fn crops<A: AreaSource>(
+        img: &A,
         cands: Vec<Candidate>,
         size: usize,
     ) -> (Vec<Candidate>, Option<Act>) {
         let mut data = Vec::with_capacity(cands.len() * 3 * size * size);
         let mut kept = Vec::with_capacity(cands.len());
         for c in cands {
-            if let Some(r) = crop_region(&c, img.width, img.height) {
-                resample_normalized_hwc(img, r, size, size, &mut data);
+            if let Some(r) = crop_region(&c, img.width(), img.height()) {
+                img.resample_normalized_hwc(r, size, size, &mut data);
                 kept.push(c);
             }
         }
@@ -197,7 +255,7 @@ impl Mtcnn {
         (kept, Some(Act { n, h: size, w: size, c: 3, data }))
     }
 
-    fn stage_rnet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Candidate>> {
+    fn stage_rnet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Candidate>> {
         let (cands, batch) = Self::crops(img, cands, 24);
         let Some(batch) = batch else { return Ok(Vec::new()) };
         let out = self.rnet.forward(&batch)?;
@@ -215,7 +273,7 @@ impl Mtcnn {
         Ok(out)
     }
 
-    fn stage_onet<T: Copy + Into<f32>>(&self, img: &Plane<'_, T>, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Face>> {
+    fn stage_onet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, threshold: f32) -> Result<Vec<Face>> {
         let (cands, batch) = Self::crops(img, cands, 48);
         let Some(batch) = batch else { return Ok(Vec::new()) };
         let out = self.onet.forward(&batch)?;

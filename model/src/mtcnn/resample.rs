@@ -89,6 +89,128 @@ where
     }
 }
 
+/// A source of area-resampled, normalised network inputs: a [`Plane`]
+/// (window sums in f32, the reference order) or an [`Integral`] of a `u8`
+/// plane (same values, from a summed-area table).
+pub trait AreaSource {
+    /// Width in pixels.
+    fn width(&self) -> usize;
+    /// Height in pixels.
+    fn height(&self) -> usize;
+    /// Area-resamples `region` to `out_w x out_h` and appends it,
+    /// normalised, in HWC order to `dst` (see [`resample_normalized_hwc`]).
+    fn resample_normalized_hwc(&self, region: Region, out_w: usize, out_h: usize, dst: &mut Vec<f32>);
+}
+
+impl<T: Copy + Into<f32>> AreaSource for Plane<'_, T> {
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn height(&self) -> usize {
+        self.height
+    }
+    fn resample_normalized_hwc(&self, region: Region, out_w: usize, out_h: usize, dst: &mut Vec<f32>) {
+        resample_normalized_hwc(self, region, out_w, out_h, dst)
+    }
+}
+
+/// A `u8` RGB plane with its summed-area table (per channel, `u32`): any
+/// window's sum is four look-ups. Built once per detection, it serves every
+/// pyramid level and every R-Net / O-Net crop.
+///
+/// The results are bit-identical to [`resample_normalized_hwc`] on the
+/// plane: a window of `u8` values sums to an integer, which f32 holds
+/// exactly below 2^24 whatever the order of the additions, and the
+/// division (`sum / kh / kw`) and normalisation are the same f32
+/// operations. Windows large enough to reach 2^24 (over 65 793 pixels)
+/// fall back to the plane's own resampling.
+#[derive(Debug, Clone)]
+pub struct Integral<'a> {
+    plane: Plane<'a, u8>,
+    /// `(height + 1) x (width + 1) x 3`: `sums[y][x][c]` = sum of the
+    /// channel over rows `< y`, columns `< x`.
+    sums: Vec<u32>,
+}
+
+/// Largest window area whose `u8` sum stays below 2^24.
+const EXACT_WINDOW: usize = (1 << 24) / 255;
+
+impl<'a> Integral<'a> {
+    /// Builds the table. Sums wrap modulo 2^32 on images over 16 Mpx; window
+    /// sums (differences, also taken modulo 2^32) stay exact as long as the
+    /// window itself is smaller, which [`EXACT_WINDOW`] guarantees.
+    pub fn new(plane: Plane<'a, u8>) -> Self {
+        let (w, h) = (plane.width, plane.height);
+        let stride = (w + 1) * 3;
+        let mut sums = vec![0u32; (h + 1) * stride];
+        for (y, row) in plane.data.chunks_exact(w * 3).take(h).enumerate() {
+            let (above, below) = sums.split_at_mut((y + 1) * stride);
+            let above = &above[y * stride..];
+            let below = &mut below[..stride];
+            let mut run = [0u32; 3];
+            for (x, px) in row.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    run[c] = run[c].wrapping_add(px[c] as u32);
+                    below[(x + 1) * 3 + c] = above[(x + 1) * 3 + c].wrapping_add(run[c]);
+                }
+            }
+        }
+        Self { plane, sums }
+    }
+}
+
+impl AreaSource for Integral<'_> {
+    fn width(&self) -> usize {
+        self.plane.width
+    }
+    fn height(&self) -> usize {
+        self.plane.height
+    }
+
+    fn resample_normalized_hwc(&self, region: Region, out_w: usize, out_h: usize, dst: &mut Vec<f32>) {
+        debug_assert!(region.w > 0 && region.h > 0 && out_w > 0 && out_h > 0);
+        debug_assert!(region.x0 + region.w <= self.plane.width && region.y0 + region.h <= self.plane.height);
+        if (region.h / out_h + 2) * (region.w / out_w + 2) > EXACT_WINDOW {
+            return resample_normalized_hwc(&self.plane, region, out_w, out_h, dst);
+        }
+        let stride = (self.plane.width + 1) * 3;
+        let line = out_w * 3;
+        // Per output value: the window's first and last+1 table column, and its width.
+        let mut cols = Vec::with_capacity(line);
+        let mut kw = Vec::with_capacity(line);
+        for j in 0..out_w {
+            let (w0, w1) = window(j, out_w, region.w);
+            for c in 0..3 {
+                cols.push(((region.x0 + w0) * 3 + c, (region.x0 + w1) * 3 + c));
+                kw.push((w1 - w0) as f32);
+            }
+        }
+        let base = dst.len();
+        dst.resize(base + line * out_h, 0.0);
+        let mut sums = vec![0f32; line];
+        for (oy, out) in dst[base..].chunks_exact_mut(line).enumerate() {
+            let (h0, h1) = window(oy, out_h, region.h);
+            let top = &self.sums[(region.y0 + h0) * stride..(region.y0 + h0 + 1) * stride];
+            let bottom = &self.sums[(region.y0 + h1) * stride..(region.y0 + h1 + 1) * stride];
+            for (s, &(a, b)) in sums.iter_mut().zip(&cols) {
+                let v = bottom[b].wrapping_sub(bottom[a]).wrapping_sub(top[b]).wrapping_add(top[a]);
+                *s = v as f32;
+            }
+            normalize_row(crate::simd::simd_level(), out, &sums, (h1 - h0) as f32, &kw);
+        }
+    }
+}
+
+crate::simd::simd_kernel! {
+/// `out[i] = normalize(sums[i] / kh / kw[i])`, vectorised (the divisions
+/// are the same f32 operations as the scalar reference, so bit-identical).
+fn normalize_row(out: &mut [f32], sums: &[f32], kh: f32, kw: &[f32]) {
+    for ((o, s), k) in out.iter_mut().zip(sums).zip(kw) {
+        *o = normalize(s / kh / k);
+    }
+}
+}
+
 /// MTCNN's input normalisation `(x - 127.5) * 0.0078125`.
 #[inline]
 pub fn normalize(v: f32) -> f32 {
@@ -139,6 +261,29 @@ mod tests {
         assert_eq!(window(2, 3, 5), (3, 5));
         // upsampling 2 -> 4: each output cell reads one input cell
         assert_eq!((0..4).map(|i| window(i, 4, 2)).collect::<Vec<_>>(), vec![(0, 1), (0, 1), (1, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn integral_matches_the_reference_bit_for_bit() {
+        let (w, h) = (37, 29);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919 + i / 5) % 256) as u8).collect();
+        let plane = Plane { width: w, height: h, data: &data };
+        let integral = Integral::new(plane);
+        for (region, ow, oh) in [
+            (Region { x0: 0, y0: 0, w, h }, 22, 17),
+            (Region { x0: 0, y0: 0, w, h }, 5, 4),
+            (Region { x0: 3, y0: 2, w: 20, h: 11 }, 24, 24),
+            (Region { x0: 36, y0: 28, w: 1, h: 1 }, 3, 2),
+            (Region { x0: 10, y0: 5, w: 27, h: 24 }, 48, 48),
+        ] {
+            let (mut want, mut got) = (vec![1.0], vec![1.0]);
+            resample_normalized_hwc(&plane, region, ow, oh, &mut want);
+            integral.resample_normalized_hwc(region, ow, oh, &mut got);
+            assert_eq!(want.len(), got.len());
+            for (a, b) in want.iter().zip(&got) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{region:?} -> {ow}x{oh}");
+            }
+        }
     }
 
     #[test]

@@ -1,87 +1,232 @@
-//! The JSON API under `/v1`.
+//! The face API under `/v1`: recognize, detect, verify, and the stack's
+//! status. Each handler extracts, calls the submit path or a service, and
+//! answers a typed JSON body (documented in `GET /openapi.json`).
 
-use axum::extract::{Multipart, Path, State};
-use axum::http::StatusCode;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::course::{single, submit};
+use super::course::{single, submit, Ask};
+use super::extract::{Form, QueryParams};
 use super::multipart::files;
-use super::{ApiError, WebState};
-use crate::engine::EngineError;
-use crate::gallery;
-use crate::protocol::Mode;
+use super::{ApiError, ErrorBody, WebState};
+use crate::protocol::{FaceResult, Mode, Outcome, SearchOptions, Verification};
 use crate::stats::Stats;
-use crate::upload::check_image;
 
-/// `POST /v1/recognize` (multipart `image` or `inputFile`): every face with
-/// its box, name (`null`: unknown) and similarity.
-pub(crate) async fn recognize(State(state): State<WebState>, mp: Multipart) -> Result<Json<Value>, ApiError> {
-    let upload = single(files(mp, &["image", "inputFile"]).await?, "image")?;
-    let (key, rec) = submit(&state, upload, Mode::Faces).await?;
-    Ok(Json(json!({ "key": key, "name": rec.name, "faces": rec.faces })))
+/// Query parameters of a search (`recognize`): all optional.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Similarity a face needs to be named (-1..=1). Default: the model's
+    /// calibrated open-set threshold for the collection's size.
+    pub threshold: Option<f32>,
+    /// Candidates returned per face, best first (1..=50, default 1).
+    pub limit: Option<usize>,
+    /// Faces analysed per image, largest first (1..=100, default 20).
+    pub max_faces: Option<usize>,
 }
 
-/// `POST /v1/people/{name}/faces` (multipart `image`, one or more): embeds
-/// every photo (all must contain a face) and adds them to the gallery.
-pub(crate) async fn enroll(State(state): State<WebState>, Path(name): Path<String>, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
-    gallery::validate_name(&name)?;
-    let uploads = files(mp, &["image"]).await?;
-    if uploads.is_empty() {
-        return Err(ApiError::bad_request("missing multipart file field `image` (one or more photos of the person)"));
+impl SearchParams {
+    /// The options, checked: a 400 names the bad parameter.
+    pub fn options(&self) -> Result<SearchOptions, ApiError> {
+        let d = SearchOptions::default();
+        let o = SearchOptions { threshold: self.threshold, limit: self.limit.unwrap_or(d.limit), max_faces: self.max_faces.unwrap_or(d.max_faces) };
+        o.validate().map_err(ApiError::bad_request)?;
+        Ok(o)
     }
-    let limits = state.config.image_limits;
-    for (i, u) in uploads.iter().enumerate() {
-        check_image(&u.bytes, &limits).map_err(|e| {
-            let mut err = ApiError::from(e);
-            err.message = format!("image {} ({}): {}", i + 1, u.file_name.as_deref().unwrap_or("unnamed"), err.message);
-            err
-        })?;
+}
+
+/// Multipart body with one photo in field `image`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ImageForm {
+    /// The photo (JPEG, PNG, WebP or BMP).
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+}
+
+/// Multipart body with the two photos to compare, `a` and `b`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VerifyForm {
+    /// The first photo.
+    #[schema(value_type = String, format = Binary)]
+    a: Vec<u8>,
+    /// The second photo.
+    #[schema(value_type = String, format = Binary)]
+    b: Vec<u8>,
+}
+
+/// Answer of `recognize`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecognizeResponse {
+    /// Key of the photo in the input bucket.
+    pub key: String,
+    /// The collection searched.
+    pub collection: String,
+    /// The largest face's name, `Unknown` or `NoFace` (the course answer).
+    pub name: String,
+    /// Similarity a face needed to be named.
+    pub threshold: f32,
+    /// Model id of the embeddings.
+    pub model: String,
+    /// Every face, largest first.
+    pub faces: Vec<FaceResult>,
+    /// Milliseconds from upload to answer.
+    pub took_ms: u64,
+}
+
+/// Answer of `detect`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectResponse {
+    /// Every face, largest first (`name` is always `null`).
+    pub faces: Vec<FaceResult>,
+    /// Model id.
+    pub model: String,
+    /// Milliseconds from upload to answer.
+    pub took_ms: u64,
+}
+
+/// Answer of `verify`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    /// The comparison.
+    #[serde(flatten)]
+    pub verification: Verification,
+    /// Milliseconds from upload to answer.
+    pub took_ms: u64,
+}
+
+/// Query parameters of `detect` and `verify`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DetectParams {
+    /// Faces returned, largest first (1..=100, default 20). Ignored by
+    /// `verify`, which compares the largest faces.
+    pub max_faces: Option<usize>,
+    /// `verify` only: the similarity at and above which the faces are the
+    /// same person (default: the model's calibrated threshold).
+    pub threshold: Option<f32>,
+}
+
+fn took(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+/// The collection path parameter, checked.
+pub(crate) fn collection_param(c: &str) -> Result<(), ApiError> {
+    facefleet_gallery::names::validate_collection(c).map_err(|e| ApiError::bad_request(format!("invalid collection name: {e}")))
+}
+
+/// `POST /v1/recognize`: every face of the photo in the `default`
+/// collection.
+#[utoipa::path(post, path = "/v1/recognize", tag = "recognition",
+    params(SearchParams),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The faces, named", body = RecognizeResponse),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 415, description = "Not an image", body = ErrorBody),
+        (status = 422, description = "Unusable image", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn recognize_default(state: State<WebState>, q: QueryParams<SearchParams>, form: Form) -> Result<Json<RecognizeResponse>, ApiError> {
+    recognize(state, Path(facefleet_gallery::DEFAULT_COLLECTION.to_string()), q, form).await
+}
+
+/// `POST /v1/collections/{c}/recognize`: every face of the photo, with its
+/// box, landmarks, quality, name (`null`: unknown), similarity and the
+/// top-`limit` candidates.
+#[utoipa::path(post, path = "/v1/collections/{c}/recognize", tag = "recognition",
+    params(("c" = String, Path, description = "Collection"), SearchParams),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The faces, named", body = RecognizeResponse),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 422, description = "Unusable image", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn recognize(
+    State(state): State<WebState>,
+    Path(c): Path<String>,
+    QueryParams(q): QueryParams<SearchParams>,
+    Form(mp): Form,
+) -> Result<Json<RecognizeResponse>, ApiError> {
+    let started = Instant::now();
+    collection_param(&c)?;
+    let options = q.options()?;
+    if !state.gallery.collection_exists(&c).await? {
+        return Err(super::gallery_api::no_collection(&c));
     }
-    let enroller = state.enroller().await?;
-    // One enrollment decodes at a time: bounded memory in the web tier.
-    let _slot = state.enroll_slot().await;
-    let mut embeddings = Vec::with_capacity(uploads.len());
-    for (i, u) in uploads.into_iter().enumerate() {
-        let e = enroller.clone();
-        let label = u.file_name.clone().unwrap_or_else(|| "unnamed".into());
-        let result = tokio::task::spawn_blocking(move || e.embed(&u.bytes))
-            .await
-            .map_err(|e| ApiError::internal(format!("embedding panicked: {e}")))?;
-        match result {
-            Ok(v) => embeddings.push(v),
-            Err(EngineError::BadImage(m)) => {
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("image {} ({label}): {m}", i + 1)))
-            }
-            Err(EngineError::Failed(m)) => return Err(ApiError::internal(format!("embedding image {} ({label}): {m}", i + 1))),
+    let upload = single(files(mp, &["image", "inputFile"]).await?, "image")?;
+    let (key, outcome) = submit(&state, vec![upload], Ask { mode: Mode::Faces, collection: c.clone(), options }).await?;
+    let Outcome::Ok(rec) = outcome else { return Err(ApiError::internal("unexpected answer to a recognition")) };
+    Ok(Json(RecognizeResponse { key, collection: c, name: rec.name, threshold: rec.threshold, model: rec.model, faces: rec.faces, took_ms: took(started) }))
+}
+
+/// `POST /v1/detect`: the faces of a photo (box, five landmarks, detector
+/// score, size, sharpness and pose), without identifying them.
+#[utoipa::path(post, path = "/v1/detect", tag = "recognition",
+    params(DetectParams),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The faces found", body = DetectResponse),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 422, description = "Unusable image", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn detect(State(state): State<WebState>, QueryParams(q): QueryParams<DetectParams>, Form(mp): Form) -> Result<Json<DetectResponse>, ApiError> {
+    let started = Instant::now();
+    let options = SearchParams { threshold: None, limit: None, max_faces: q.max_faces }.options()?;
+    let upload = single(files(mp, &["image"]).await?, "image")?;
+    let ask = Ask { mode: Mode::Detect, collection: facefleet_gallery::DEFAULT_COLLECTION.to_string(), options };
+    let (_, outcome) = submit(&state, vec![upload], ask).await?;
+    let Outcome::Ok(rec) = outcome else { return Err(ApiError::internal("unexpected answer to a detection")) };
+    Ok(Json(DetectResponse { faces: rec.faces, model: rec.model, took_ms: took(started) }))
+}
+
+/// `POST /v1/verify`: whether the largest faces of photos `a` and `b` are
+/// the same person, with their similarity and the calibrated threshold.
+#[utoipa::path(post, path = "/v1/verify", tag = "recognition",
+    params(DetectParams),
+    request_body(content = VerifyForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The comparison", body = VerifyResponse),
+        (status = 400, description = "Bad request (missing `a` or `b`)", body = ErrorBody),
+        (status = 422, description = "A photo has no face or is unusable", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn verify(State(state): State<WebState>, QueryParams(q): QueryParams<DetectParams>, Form(mp): Form) -> Result<Json<VerifyResponse>, ApiError> {
+    let started = Instant::now();
+    let options = SearchParams { threshold: q.threshold, limit: None, max_faces: None }.options()?;
+    let uploads = files(mp, &["a", "b"]).await?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for u in uploads {
+        if u.field == "a" {
+            a.push(u)
+        } else {
+            b.push(u)
         }
     }
-    let bucket = &state.dep.names.gallery_bucket;
-    let added = gallery::add_faces(state.dep.store.as_ref(), bucket, &name, &enroller.recognizer(), embeddings).await?;
-    let total = gallery::people(state.dep.store.as_ref(), bucket).await?.get(&name).copied().unwrap_or(added);
-    Ok((StatusCode::CREATED, Json(json!({ "name": name, "added": added, "faces": total }))))
-}
-
-/// `GET /v1/people`: enrolled people with their face counts.
-pub(crate) async fn list_people(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
-    let people = gallery::people(state.dep.store.as_ref(), &state.dep.names.gallery_bucket).await?;
-    let list: Vec<Value> = people.into_iter().map(|(name, faces)| json!({ "name": name, "faces": faces })).collect();
-    Ok(Json(json!({ "people": list })))
-}
-
-/// `DELETE /v1/people/{name}`: forgets a person (404 if unknown).
-pub(crate) async fn delete_person(State(state): State<WebState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let removed = gallery::remove_person(state.dep.store.as_ref(), &state.dep.names.gallery_bucket, &name).await?;
-    if removed == 0 {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no person named `{name}` is enrolled")));
-    }
-    Ok(Json(json!({ "name": name, "removed": removed })))
+    let pair = vec![single(a, "a")?, single(b, "b")?];
+    let ask = Ask { mode: Mode::Verify, collection: facefleet_gallery::DEFAULT_COLLECTION.to_string(), options };
+    let (_, outcome) = submit(&state, pair, ask).await?;
+    let Outcome::Verified(verification) = outcome else { return Err(ApiError::internal("unexpected answer to a verification")) };
+    Ok(Json(VerifyResponse { verification, took_ms: took(started) }))
 }
 
 /// `GET /v1/status`: queue depths, instances and object counts, requests in
 /// flight in this web tier, and under `stack` what this stack is (backend,
 /// recognizer, video on or off...).
-pub(crate) async fn status(State(state): State<WebState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/status", tag = "stack",
+    responses((status = 200, description = "Queues, instances, objects, stack facts", body = Object)),
+    security(("api_key" = [])))]
+pub(crate) async fn status(State(state): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
+    use serde_json::{json, Value};
     let stats = Stats::collect(&state.dep).await?;
     let mut v = serde_json::to_value(stats).expect("stats serialise");
     v["in_flight"] = json!(state.intake.in_flight(state.config.max_in_flight));

@@ -9,15 +9,35 @@ use axum::response::IntoResponse;
 
 use super::multipart::{files, Upload};
 use super::{ApiError, WebState};
-use crate::protocol::{stem, ErrorKind, Mode, Outcome, Recognition, Request};
+use crate::protocol::{stem, ErrorKind, Mode, Outcome, Request, SearchOptions};
 use crate::upload::{check_image, request_key};
+
+/// Multipart body of the course route.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CourseForm {
+    /// The photo.
+    #[schema(value_type = String, format = Binary, rename = "inputFile")]
+    input_file: Vec<u8>,
+}
 
 /// `POST /`: stores `inputFile` in the input bucket, queues a request and
 /// answers `200 text/plain` `<stem>:<name>` once a worker answered.
+#[utoipa::path(post, path = "/", tag = "recognition",
+    request_body(content = CourseForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "`<image stem>:<name>` (`Unknown`, `NoFace`)", body = String, content_type = "text/plain"),
+        (status = 400, description = "Bad upload (one plain-text line)", body = String, content_type = "text/plain"),
+    ),
+    security(("api_key" = [])))]
 pub(crate) async fn upload(State(state): State<WebState>, mp: Multipart) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
     let upload = files(mp, &["inputFile"]).await.and_then(|u| single(u, "inputFile")).map_err(ApiError::plain)?;
-    let (key, rec) = submit(&state, upload, Mode::Name).await.map_err(ApiError::plain)?;
+    let ask = Ask { mode: Mode::Name, collection: facefleet_gallery::DEFAULT_COLLECTION.to_string(), options: SearchOptions::default() };
+    let (key, outcome) = submit(&state, vec![upload], ask).await.map_err(ApiError::plain)?;
+    let Outcome::Ok(rec) = outcome else {
+        return Err(ApiError::internal("a recognition was answered with a verification").plain());
+    };
     metrics::histogram!("facefleet_request_seconds", "route" => "/").record(started.elapsed().as_secs_f64());
     Ok((
         [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -34,20 +54,51 @@ pub(crate) fn single(mut uploads: Vec<Upload>, field: &str) -> Result<Upload, Ap
     }
 }
 
-/// Validates the image, stores it, queues the request and waits for the
-/// worker's answer. Returns the input-bucket key and the recognition.
-pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Result<(String, Recognition), ApiError> {
+/// What a submitted request asks of the workers.
+pub(crate) struct Ask {
+    /// What to answer.
+    pub mode: Mode,
+    /// The collection to search.
+    pub collection: String,
+    /// Threshold, candidates, faces.
+    pub options: SearchOptions,
+}
+
+/// Validates the image(s) (two for `verify`, in order `a`, `b`), stores
+/// them, queues the request and waits for the worker's answer. Returns the
+/// input-bucket key of the first image and the outcome (never
+/// [`Outcome::Err`]: errors come back as [`ApiError`]).
+pub(crate) async fn submit(state: &WebState, uploads: Vec<Upload>, ask: Ask) -> Result<(String, Outcome), ApiError> {
+    let started = Instant::now();
     let limits = state.config.image_limits;
-    let bytes = upload.bytes;
-    check_image(&bytes, &limits)?;
+    for u in &uploads {
+        check_image(&u.bytes, &limits)?;
+    }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let key = request_key(&request_id, upload.file_name.as_deref());
     let names = &state.dep.names;
-    state.dep.store.put(&names.in_bucket, &key, bytes).await?;
+    let mut keys = Vec::with_capacity(uploads.len());
+    for (i, u) in uploads.into_iter().enumerate() {
+        // Each image of one request gets its own folder: `a` and `b` of a
+        // verify may carry the same file name.
+        let folder = if i == 0 { request_id.clone() } else { format!("{request_id}-{i}") };
+        let key = request_key(&folder, u.file_name.as_deref());
+        state.dep.store.put(&names.in_bucket, &key, u.bytes).await?;
+        keys.push(key);
+    }
+    let mut keys = keys.into_iter();
+    let key = keys.next().ok_or_else(|| ApiError::bad_request("no image"))?;
 
     let waiter = state.dispatcher.register(&request_id);
     let timeout = state.config.request_timeout;
-    let request = Request { request_id: request_id.clone(), key: key.clone(), mode, expires_at_ms: Some(crate::protocol::now_ms() + timeout.as_millis() as u64) };
+    let request = Request {
+        request_id: request_id.clone(),
+        key: key.clone(),
+        mode: ask.mode,
+        collection: ask.collection,
+        other_key: keys.next(),
+        options: ask.options,
+        expires_at_ms: Some(crate::protocol::now_ms() + timeout.as_millis() as u64),
+    };
     let body = serde_json::to_string(&request).expect("request serialises");
     state.dep.queue.send(&names.req_queue, &body).await?;
     state.arrivals.notify_one();
@@ -66,8 +117,8 @@ pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Resu
             ),
         ));
     };
+    state.history.record_completion(started.elapsed());
     match resp.result {
-        Outcome::Ok(rec) => Ok((key, rec)),
         Outcome::Err(e) => {
             let status = match e.kind {
                 ErrorKind::BadInput => StatusCode::UNPROCESSABLE_ENTITY,
@@ -75,5 +126,6 @@ pub(crate) async fn submit(state: &WebState, upload: Upload, mode: Mode) -> Resu
             };
             Err(ApiError::new(status, format!("recognition of `{}` failed: {}", stem(&key), e.message)))
         }
+        outcome => Ok((key, outcome)),
     }
 }

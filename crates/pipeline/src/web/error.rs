@@ -23,6 +23,24 @@ pub struct ApiError {
     pub plain: bool,
 }
 
+/// The JSON body of every `/v1` error (for the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `too_large`, `unprocessable`,
+    /// `rate_limited`, `unavailable`, `timeout`, `internal`...
+    pub code: String,
+    /// One line for people.
+    pub message: String,
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: Detail<'a>,
@@ -146,13 +164,15 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
     }
 }
 
-impl From<crate::gallery::GalleryError> for ApiError {
-    fn from(e: crate::gallery::GalleryError) -> Self {
-        use crate::gallery::GalleryError as G;
+impl From<facefleet_gallery::GalleryError> for ApiError {
+    fn from(e: facefleet_gallery::GalleryError) -> Self {
+        use facefleet_gallery::GalleryError as G;
         match e {
-            G::InvalidName(m) => ApiError::bad_request(format!("invalid person name: {m}")),
+            G::InvalidName(m) => ApiError::bad_request(format!("invalid name: {m}")),
+            G::NoSuchCollection(c) => ApiError::new(StatusCode::NOT_FOUND, format!("no collection named `{c}`")),
+            G::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             G::Store(p) => p.into(),
-            G::Engine(x) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, x.to_string()),
+            internal @ (G::Corrupt(_) | G::InvalidFace(_)) => ApiError::internal(internal),
         }
     }
 }

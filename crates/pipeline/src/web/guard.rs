@@ -32,18 +32,70 @@ pub struct AccessPolicy {
 }
 
 /// The scope a request needs; `None` for routes that are always open.
+///
+/// `recognize`: the course route, recognize, detect, verify, listing
+/// collections, reading a video's result. `enroll`: adding faces, listing
+/// people and their faces, uploading videos. `admin`: everything else:
+/// deleting and renaming, creating and deleting collections, exporting
+/// embeddings, keys, status, metrics.
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
-        (_, ["healthz"]) => None,
-        (&Method::POST, []) => Some(Scope::Recognize),
-        (&Method::POST, ["v1", "recognize"]) => Some(Scope::Recognize),
-        (&Method::GET, ["v1", "videos", _]) => Some(Scope::Recognize),
-        (&Method::POST, ["v1", "videos"]) => Some(Scope::Enroll),
-        (&Method::GET, ["v1", "people"]) => Some(Scope::Enroll),
-        (&Method::POST, ["v1", "people", _, "faces"]) => Some(Scope::Enroll),
-        // Keys, deletes, status, metrics, and anything not listed.
+    let c = |rest: &[&str]| -> Vec<String> { rest.iter().map(|s| s.to_string()).collect() };
+    // `/v1/collections/{c}/<rest>` reads as the matching `default` route.
+    let rest: Vec<String> = match segments.as_slice() {
+        ["v1", "collections", _, rest @ ..] => c(rest),
+        _ => Vec::new(),
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (method, segments.as_slice(), rest.as_slice()) {
+        (_, ["healthz"], _) | (_, ["openapi.json"], _) => None,
+        // The console's static files, and `GET /` sending browsers to them:
+        // no data; the console's API calls carry the key.
+        (&Method::GET | &Method::HEAD, [] | ["ui", ..], _) => None,
+        (&Method::POST, [], _) => Some(Scope::Recognize),
+        (&Method::POST, ["v1", "recognize" | "detect" | "verify"], _) => Some(Scope::Recognize),
+        (&Method::POST, ["v1", "collections", _, "recognize"], _) => Some(Scope::Recognize),
+        (&Method::GET, ["v1", "collections"], _) => Some(Scope::Recognize),
+        (&Method::GET, ["v1", "collections", _], _) => Some(Scope::Recognize),
+        (&Method::GET, ["v1", "videos", _], _) => Some(Scope::Recognize),
+        (&Method::GET, ["v1", "videos", _, "frames", ..], _) => Some(Scope::Recognize),
+        (&Method::POST, ["v1", "videos"], _) => Some(Scope::Enroll),
+        (&Method::GET, ["v1", "people", ..], _) => Some(Scope::Enroll),
+        (&Method::POST, ["v1", "people", _, "faces"], _) => Some(Scope::Enroll),
+        (&Method::GET, ["v1", "collections", ..], ["people", ..] | ["faces", _, "thumbnail"]) => Some(Scope::Enroll),
+        (&Method::POST, ["v1", "collections", ..], ["people", _, "faces"]) => Some(Scope::Enroll),
+        // Keys, deletes, renames, exports, status, metrics, and anything
+        // not listed.
         _ => Some(Scope::Admin),
+    }
+}
+
+/// The collection a request works on, when it works on one: `{c}` of
+/// `/v1/collections/{c}/...`, `default` for the course route, the
+/// `/v1/people` routes, `/v1/recognize` and videos.
+pub fn collection_of(path: &str) -> Option<&str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["v1", "collections", c, ..] => Some(*c),
+        [] | ["v1", "recognize"] | ["v1", "people", ..] | ["v1", "videos", ..] => Some(facefleet_gallery::DEFAULT_COLLECTION),
+        _ => None,
+    }
+}
+
+/// Who is calling, as the handlers see it (set when a key was checked;
+/// absent on an open stack, where everything may be used).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id.
+    pub key_id: String,
+    /// The collections the key may use (`None`: all).
+    pub collections: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// True when the key may use collection `c`.
+    pub fn may_use(&self, c: &str) -> bool {
+        self.collections.as_ref().is_none_or(|list| list.iter().any(|x| x == c))
     }
 }
 
@@ -69,7 +121,18 @@ pub(crate) async fn authorize(State(policy): State<AccessPolicy>, req: Request, 
     let denied = match presented(&req) {
         None => Denied::Missing,
         Some(secret) => match policy.keys.check(secret, needs) {
-            Ok(_) => return next.run(req).await,
+            Ok(record) => {
+                let caller = Caller { key_id: record.id, collections: record.collections };
+                if let Some(c) = collection_of(req.uri().path()) {
+                    if !caller.may_use(c) {
+                        let msg = format!("this API key may not use collection `{c}`");
+                        return ApiError::coded(StatusCode::FORBIDDEN, "forbidden", msg).into_response();
+                    }
+                }
+                let mut req = req;
+                req.extensions_mut().insert(caller);
+                return next.run(req).await;
+            }
             Err(d) => d,
         },
     };
@@ -118,6 +181,39 @@ mod tests {
         assert_eq!(s(Method::GET, "/v1/status"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/metrics"), Some(Scope::Admin));
         assert_eq!(s(Method::POST, "/v1/keys"), Some(Scope::Admin));
-        assert_eq!(s(Method::GET, "/"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/"), None);
+        assert_eq!(s(Method::GET, "/ui"), None);
+        assert_eq!(s(Method::GET, "/ui/"), None);
+        assert_eq!(s(Method::GET, "/ui/app.js"), None);
+        assert_eq!(s(Method::POST, "/ui/app.js"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/v1/status/history"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/v1/videos/test_0/frames"), Some(Scope::Recognize));
+        assert_eq!(s(Method::GET, "/v1/videos/test_0/frames/3"), Some(Scope::Recognize));
+        assert_eq!(s(Method::GET, "/openapi.json"), None);
+        assert_eq!(s(Method::POST, "/v1/detect"), Some(Scope::Recognize));
+        assert_eq!(s(Method::POST, "/v1/verify"), Some(Scope::Recognize));
+        assert_eq!(s(Method::POST, "/v1/collections/t1/recognize"), Some(Scope::Recognize));
+        assert_eq!(s(Method::GET, "/v1/collections"), Some(Scope::Recognize));
+        assert_eq!(s(Method::POST, "/v1/collections"), Some(Scope::Admin));
+        assert_eq!(s(Method::DELETE, "/v1/collections/t1"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/v1/collections/t1/people"), Some(Scope::Enroll));
+        assert_eq!(s(Method::GET, "/v1/collections/t1/people/Ann"), Some(Scope::Enroll));
+        assert_eq!(s(Method::POST, "/v1/collections/t1/people/Ann/faces"), Some(Scope::Enroll));
+        assert_eq!(s(Method::PATCH, "/v1/collections/t1/people/Ann"), Some(Scope::Admin));
+        assert_eq!(s(Method::DELETE, "/v1/collections/t1/faces/x"), Some(Scope::Admin));
+        assert_eq!(s(Method::GET, "/v1/collections/t1/faces/x/thumbnail"), Some(Scope::Enroll));
+        assert_eq!(s(Method::GET, "/v1/collections/t1/embeddings"), Some(Scope::Admin));
+    }
+
+    #[test]
+    fn requests_name_their_collection() {
+        assert_eq!(collection_of("/"), Some("default"));
+        assert_eq!(collection_of("/v1/recognize"), Some("default"));
+        assert_eq!(collection_of("/v1/people/Ann/faces"), Some("default"));
+        assert_eq!(collection_of("/v1/collections/t1/people"), Some("t1"));
+        assert_eq!(collection_of("/v1/collections/t1"), Some("t1"));
+        assert_eq!(collection_of("/v1/collections"), None);
+        assert_eq!(collection_of("/v1/detect"), None);
+        assert_eq!(collection_of("/v1/keys"), None);
     }
 }

@@ -5,14 +5,19 @@
 //! `POST /v1/videos`) can be merged in with [`build_router`].
 
 mod api;
+mod console;
 mod course;
 pub mod dispatch;
 mod error;
+mod extract;
+mod gallery_api;
+mod history;
 pub mod guard;
 pub mod intake;
 mod keys_api;
 mod metrics;
 mod multipart;
+pub mod openapi;
 mod server;
 
 use std::sync::Arc;
@@ -20,16 +25,17 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use facefleet_gallery::store::Gallery;
+use facefleet_gallery::FaceEngine;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Deployment;
-use crate::engine::Enroller;
 use crate::keys::KeyRing;
 use crate::upload::ImageLimits;
 
 pub use dispatch::Dispatcher;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use guard::AccessPolicy;
 pub use intake::Intake;
 
@@ -78,9 +84,9 @@ impl Default for WebConfig {
     }
 }
 
-/// Builds the enrollment model on first use (it is heavy and only
-/// enrollment needs it in the web tier).
-pub type EnrollerFactory = Arc<dyn Fn() -> Result<Arc<dyn Enroller>, String> + Send + Sync>;
+/// Builds the face model on first use (it is heavy and only enrollment
+/// needs it in the web tier).
+pub type EngineFactory = Arc<dyn Fn() -> Result<Arc<dyn FaceEngine>, String> + Send + Sync>;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -88,8 +94,10 @@ pub struct WebState {
     pub(crate) dep: Deployment,
     pub(crate) config: WebConfig,
     pub(crate) dispatcher: Arc<Dispatcher>,
-    enroller_factory: Option<EnrollerFactory>,
-    enroller: Arc<tokio::sync::OnceCell<Arc<dyn Enroller>>>,
+    /// The gallery (collections, people, faces).
+    pub(crate) gallery: Arc<Gallery>,
+    engine_factory: Option<EngineFactory>,
+    engine: Arc<tokio::sync::OnceCell<Arc<dyn FaceEngine>>>,
     /// One enrollment embeds at a time: its decode is the only full image
     /// decode in the web tier, so this bounds its memory.
     enroll_slot: Arc<tokio::sync::Semaphore>,
@@ -97,13 +105,17 @@ pub struct WebState {
     pub(crate) access: AccessPolicy,
     pub(crate) intake: Arc<Intake>,
     pub(crate) info: Arc<Vec<(String, String)>>,
+    /// The last ten minutes, one sample a second (`GET /v1/status/history`).
+    pub(crate) history: Arc<history::History>,
+    /// OpenAPI documents of routes merged in by the composition root.
+    pub(crate) api_docs: Arc<Vec<utoipa::openapi::OpenApi>>,
 }
 
 impl WebState {
-    /// State over `dep`; `enroller` builds the enrollment model lazily
-    /// (`None`: enrollment answers 501). The stack is open while no API key
-    /// exists (see [`WebState::with_access`]).
-    pub fn new(dep: Deployment, config: WebConfig, enroller: Option<EnrollerFactory>) -> Self {
+    /// State over `dep`; `engine` builds the face model lazily for
+    /// enrollment (`None`: enrollment answers 501). The stack is open while
+    /// no API key exists (see [`WebState::with_access`]).
+    pub fn new(dep: Deployment, config: WebConfig, engine: Option<EngineFactory>) -> Self {
         let dispatcher = Dispatcher::new(dep.queue.clone(), &dep.names.resp_queue, config.response_poll_wait);
         let keys = KeyRing::new(dep.store.clone(), &dep.names.gallery_bucket);
         let intake = Intake::new(
@@ -113,17 +125,21 @@ impl WebState {
             config.body_deadline,
             config.body_idle_timeout,
         );
+        let gallery = Arc::new(Gallery::new(dep.store.clone(), &dep.names.gallery_bucket));
         Self {
             dep,
             config,
             dispatcher,
-            enroller_factory: enroller,
-            enroller: Arc::new(tokio::sync::OnceCell::new()),
+            gallery,
+            engine_factory: engine,
+            engine: Arc::new(tokio::sync::OnceCell::new()),
             enroll_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             arrivals: Arc::new(tokio::sync::Notify::new()),
             access: AccessPolicy { keys, open_without_keys: true, open_routes: Vec::new() },
             intake,
             info: Arc::default(),
+            history: Arc::new(history::History::new()),
+            api_docs: Arc::default(),
         }
     }
 
@@ -131,6 +147,13 @@ impl WebState {
     /// shows under `stack` (backend, recognizer, video on/off...).
     pub fn with_info(mut self, info: Vec<(String, String)>) -> Self {
         self.info = Arc::new(info);
+        self
+    }
+
+    /// The same state with the OpenAPI documents of the routers merged in
+    /// with [`build_router`] (served in `GET /openapi.json`).
+    pub fn with_api_docs(mut self, docs: Vec<utoipa::openapi::OpenApi>) -> Self {
+        self.api_docs = Arc::new(docs);
         self
     }
 
@@ -159,11 +182,11 @@ impl WebState {
         self.dispatcher.clone()
     }
 
-    pub(crate) async fn enroller(&self) -> Result<Arc<dyn Enroller>, ApiError> {
-        let Some(factory) = self.enroller_factory.clone() else {
+    pub(crate) async fn engine(&self) -> Result<Arc<dyn FaceEngine>, ApiError> {
+        let Some(factory) = self.engine_factory.clone() else {
             return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "enrollment is not available in this web tier"));
         };
-        self.enroller
+        self.engine
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || factory())
                     .await
@@ -187,19 +210,38 @@ pub fn build_router(state: WebState, extra: Vec<Router>) -> Router {
     let access = state.access.clone();
     let intake = state.intake.clone();
     let mut app = Router::new()
-        .route("/", post(course::upload))
-        .route("/v1/recognize", post(api::recognize))
-        .route("/v1/people", get(api::list_people))
-        .route("/v1/people/{name}", delete(api::delete_person))
-        .route("/v1/people/{name}/faces", post(api::enroll))
+        .route("/", get(console::root).post(course::upload))
+        .route("/v1/recognize", post(api::recognize_default))
+        .route("/v1/detect", post(api::detect))
+        .route("/v1/verify", post(api::verify))
+        .route("/v1/people", get(gallery_api::list_people_default))
+        .route("/v1/people/{name}", delete(gallery_api::delete_person_default))
+        .route("/v1/people/{name}/faces", post(gallery_api::enroll_default))
+        .route("/v1/collections", get(gallery_api::list_collections).post(gallery_api::create_collection))
+        .route("/v1/collections/{c}", get(gallery_api::get_collection).delete(gallery_api::delete_collection))
+        .route("/v1/collections/{c}/recognize", post(api::recognize))
+        .route("/v1/collections/{c}/people", get(gallery_api::list_people))
+        .route(
+            "/v1/collections/{c}/people/{name}",
+            get(gallery_api::get_person).patch(gallery_api::rename_person).delete(gallery_api::delete_person),
+        )
+        .route("/v1/collections/{c}/people/{name}/faces", post(gallery_api::enroll))
+        .route("/v1/collections/{c}/faces/{id}", delete(gallery_api::delete_face))
+        .route("/v1/collections/{c}/faces/{id}/thumbnail", get(gallery_api::thumbnail))
+        .route("/v1/collections/{c}/embeddings", get(gallery_api::export))
         .route("/v1/status", get(api::status))
+        .route("/v1/status/history", get(history::handler))
+        .route("/v1/videos/{stem}/frames", get(console::frames))
+        .route("/v1/videos/{stem}/frames/{index}", get(console::frame))
         .route("/v1/keys", get(keys_api::list).post(keys_api::create))
         .route("/v1/keys/{id}", delete(keys_api::revoke))
+        .route("/openapi.json", get(openapi::serve))
         // The body limit is enforced by `intake`; axum's own default (2 MB)
         // must not cut below it.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(console::router())
         .route("/metrics", get(metrics::render));
     for r in extra {
         app = app.merge(r);
@@ -218,10 +260,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: &WebState, app: Rou
     state.keys().ensure_loaded().await.map_err(|e| std::io::Error::other(format!("reading the API keys: {e}")))?;
     let dispatcher = tokio::spawn(state.dispatcher().run(shutdown.child_token()));
     let refresher = tokio::spawn(state.keys().run(Duration::from_secs(2), shutdown.child_token()));
+    let history = tokio::spawn(state.history.clone().run(state.dep.clone(), state.intake.clone(), state.config.max_in_flight, shutdown.child_token()));
     let limits = server::ConnLimits { header_timeout: state.config.header_timeout, max_connections: state.config.max_connections };
     let r = server::run(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
     let _ = dispatcher.await;
     let _ = refresher.await;
+    let _ = history.await;
     r
 }

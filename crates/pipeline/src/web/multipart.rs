@@ -7,6 +7,8 @@ use super::ApiError;
 
 /// One uploaded file.
 pub(crate) struct Upload {
+    /// The multipart field it came in.
+    pub field: String,
     /// File name as the client sent it (may be hostile; sanitise before use).
     pub file_name: Option<String>,
     /// Content.
@@ -23,9 +25,10 @@ pub(crate) async fn files(mut mp: Multipart, names: &[&str]) -> Result<Vec<Uploa
             field.bytes().await?;
             continue;
         }
+        let name = field.name().unwrap_or_default().to_string();
         let file_name = field.file_name().map(str::to_string);
         let bytes = field.bytes().await?;
-        out.push(Upload { file_name, bytes });
+        out.push(Upload { field: name, file_name, bytes });
     }
     Ok(out)
 }

@@ -41,7 +41,7 @@ pub async fn start_web(dep: Deployment, config: WebConfig) -> WebTier {
 /// Starts a web tier with access rules: open while no key exists or not,
 /// and routes open to everyone.
 pub async fn start_web_with(dep: Deployment, config: WebConfig, open_without_keys: bool, open_routes: Vec<String>) -> WebTier {
-    let factory: facefleet_pipeline::web::EnrollerFactory = Arc::new(|| Ok(Arc::new(FakeEngine::default()) as _));
+    let factory: facefleet_pipeline::web::EngineFactory = Arc::new(|| Ok(Arc::new(FakeEngine::default()) as _));
     let state = WebState::new(dep, config, Some(factory)).with_access(open_without_keys, open_routes);
     let app = build_router(state.clone(), vec![]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,7 +80,7 @@ pub async fn post_file(client: &reqwest::Client, url: &str, field: &str, file_na
 /// Enrolls person `name` whose photos have red channel `red` (the fake
 /// engine's notion of identity) straight into the gallery bucket.
 pub async fn enroll_direct(dep: &Deployment, name: &str, red: u8) {
-    facefleet_pipeline::gallery::add_faces(dep.store.as_ref(), &dep.names.gallery_bucket, name, "fake", vec![vec![red as f32]])
-        .await
-        .unwrap();
+    let gallery = facefleet_gallery::store::Gallery::new(dep.store.clone(), &dep.names.gallery_bucket);
+    let face = facefleet_gallery::store::NewFace { embedding: fake_embedding(red), model: "fake".into(), thumbnail: None };
+    gallery.add_faces(facefleet_gallery::DEFAULT_COLLECTION, name, vec![face]).await.unwrap();
 }

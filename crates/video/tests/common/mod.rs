@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use facefleet_embedded::FsObjectStore;
 use facefleet_ports::{ListPage, Names, ObjectMeta, ObjectStore, Result as PortResult};
-use facefleet_video::{FrameRecognizer, GalleryEntry, RecognizeError, TriggerStats};
+use facefleet_gallery::{AnalyzedFace, EngineError, FaceBox, FaceEngine, FaceQuality};
+use facefleet_video::TriggerStats;
 
 /// `../shared/datasets/cse546/videos` (or `$FACEFLEET_SHARED_DIR/...`);
 /// panics with a clear message when missing.
@@ -102,36 +103,46 @@ impl FakeRecognizer {
     }
 }
 
-impl FrameRecognizer for FakeRecognizer {
-    type Gallery = Vec<String>;
-    fn recognizer(&self) -> String {
-        "fake".into()
+/// The fake's one embedding: every face it finds is the same person.
+const FAKE_EMBEDDING: [f32; 4] = [1.0, 0.0, 0.0, 0.0];
+
+impl FaceEngine for FakeRecognizer {
+    fn model_id(&self) -> &str {
+        "fake"
     }
-    fn build_gallery(&self, entries: &[GalleryEntry]) -> Result<Vec<String>, RecognizeError> {
-        Ok(entries.iter().map(|e| e.name.clone()).collect())
+    fn threshold(&self) -> f32 {
+        0.5
     }
-    fn recognize(&self, frame: &[u8], gallery: &Vec<String>) -> Result<Vec<Option<String>>, RecognizeError> {
+    fn analyze(&self, frame: &[u8], _max_faces: usize, embed: bool) -> Result<Vec<AnalyzedFace>, EngineError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if !frame.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            return Err(RecognizeError::BadFrame("not a JPEG".into()));
+            return Err(EngineError::bad_image("not a JPEG"));
         }
         // Some work, so that invocations overlap as real ones do.
         std::thread::sleep(Duration::from_millis(20));
-        Ok(if self.faces { vec![gallery.first().cloned()] } else { vec![] })
+        if !self.faces {
+            return Ok(vec![]);
+        }
+        Ok(vec![AnalyzedFace {
+            bbox: FaceBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 },
+            landmarks: [[0.0; 2]; 5],
+            score: 1.0,
+            size: 10.0,
+            quality: FaceQuality { sharpness: 1.0, yaw: 0.0, pitch: 0.0 },
+            embedding: if embed { FAKE_EMBEDDING.to_vec() } else { vec![] },
+        }])
+    }
+    fn thumbnail(&self, _frame: &[u8], _face: &AnalyzedFace) -> Result<Vec<u8>, EngineError> {
+        Ok(vec![0xFF, 0xD8])
     }
 }
 
-/// Enrolls `name` in the gallery bucket with the fake recognizer.
-pub async fn enroll_fake(store: &dyn ObjectStore, names: &Names, name: &str) {
-    let entry = GalleryEntry { name: name.into(), recognizer: "fake".into(), embedding: vec![1.0] };
-    store
-        .put(
-            &names.gallery_bucket,
-            &facefleet_video::gallery::entry_key(name, "1"),
-            Bytes::from(serde_json::to_vec(&entry).unwrap()),
-        )
-        .await
-        .unwrap();
+/// Enrolls `name` in the gallery's `default` collection with the fake
+/// recognizer's embedding.
+pub async fn enroll_fake(store: Arc<dyn ObjectStore>, names: &Names, name: &str) {
+    let gallery = facefleet_gallery::store::Gallery::new(store, &names.gallery_bucket);
+    let face = facefleet_gallery::store::NewFace { embedding: FAKE_EMBEDDING.to_vec(), model: "fake".into(), thumbnail: None };
+    gallery.add_faces(facefleet_gallery::DEFAULT_COLLECTION, name, vec![face]).await.unwrap();
 }
 
 /// Reads an object as text, `None` if missing.

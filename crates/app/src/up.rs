@@ -1,0 +1,141 @@
+//! `facefleet up`: the whole elastic stack: web tier, autoscaler, (on
+//! demand) `app-tier` workers and the video path; by default on the
+//! embedded backends in `--data-dir` with local worker processes
+//! (`--backend aws`, `--fleet ec2` for AWS).
+//!
+//! One face model serves the process: enrollment and the video path share
+//! it ([`LazyEngine`]); the workers are separate processes with their own.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use facefleet_pipeline::backend::ensure_resources;
+use facefleet_pipeline::web::{self, WebState};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::connect;
+use crate::fleet::make_fleet;
+use crate::run::{secure, LazyEngine};
+use crate::settings::{BackendKind, ScalerArgs, WebArgs, WorkerSettings};
+use crate::video::{VideoArgs, VideoPath};
+
+/// Everything `up` runs with.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Backend, model and worker settings (the workers get exactly these).
+    #[command(flatten)]
+    pub settings: WorkerSettings,
+    /// Web tier.
+    #[command(flatten)]
+    pub web: WebArgs,
+    /// Autoscaler.
+    #[command(flatten)]
+    pub scaler: ScalerArgs,
+    /// Video path.
+    #[command(flatten)]
+    pub video: VideoArgs,
+}
+
+/// Runs the stack until `stop` fires, then drains: the web tier finishes
+/// its requests, workers finish their jobs and exit.
+pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let web_config = opts.web.config()?;
+    let (fleet, local) = make_fleet(&opts.settings, &opts.scaler).await?;
+    let dep = connect(&opts.settings.backend, Some(fleet)).await?;
+    ensure_resources(&dep, Default::default()).await.context("creating buckets and queues")?;
+
+    let engine = LazyEngine::new(&opts.settings.model);
+    let video = VideoPath::plan(&opts.video);
+    let addr = opts.web.addr();
+    let state = WebState::new(dep.clone(), web_config, Some(engine.factory()));
+    let state = secure(&opts.web, state, addr).await?;
+    let info = stack_info(opts, &state, addr, video.info());
+    let state = state.with_info(info.clone()).with_api_docs(vec![<facefleet_video::http::VideoApiDoc as utoipa::OpenApi>::openapi()]);
+    let routes = video.routes(&dep, &opts.settings.backend.data_dir).into_iter().collect();
+    let app = web::build_router(state.clone(), routes);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let addr = listener.local_addr()?;
+
+    let scaler = tokio::spawn(facefleet_pipeline::autoscaler::run_with_wake(
+        dep.clone(),
+        opts.scaler.policy(),
+        stop.child_token(),
+        Duration::from_secs(60),
+        state.request_arrivals(),
+    ));
+    let video_task = {
+        let (dep, engine, stop) = (dep.clone(), engine.clone(), stop.child_token());
+        tokio::spawn(async move {
+            // Said when it happens, with its causes, not at shutdown: the
+            // video path is down, the rest of the stack serves on.
+            if let Err(e) = video.run(dep, engine, stop).await {
+                tracing::error!(error = format!("{e:#}"), "the video path failed and is not running");
+            }
+        })
+    };
+    print_banner(&format!("http://{addr}"), &info);
+    let served = web::serve(listener, &state, app, stop.clone()).await;
+    stop.cancel();
+    match scaler.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "autoscaler failed"),
+        Err(e) => tracing::warn!(error = %e, "autoscaler panicked"),
+        Ok(Ok(())) => {}
+    }
+    if let Some(local) = local {
+        local.shutdown(Duration::from_secs(10)).await;
+    }
+    if let Err(e) = video_task.await {
+        tracing::warn!(error = %e, "the video path panicked");
+    }
+    served.context("web tier")?;
+    tracing::info!("facefleet stopped");
+    Ok(())
+}
+
+/// What this stack is, for people: the start-up banner and `/v1/status`.
+fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video: (String, String)) -> Vec<(String, String)> {
+    let b = &opts.settings.backend;
+    let backend = match b.backend {
+        BackendKind::Embedded => {
+            let dir = std::path::absolute(&b.data_dir).unwrap_or_else(|_| b.data_dir.clone());
+            format!("embedded, data in {}", dir.display())
+        }
+        BackendKind::Aws => "aws (S3, SQS)".to_string(),
+    };
+    let model = &opts.settings.model;
+    let recognizer = format!("{} (match threshold {:.2})", model.recognizer.name(), model.threshold());
+    let fleet = format!("{:?} workers, 0..{}", opts.scaler.fleet, opts.scaler.max_instances).to_lowercase();
+    let keys = if state.keys().any() {
+        "required (x-api-key or Authorization: Bearer)".to_string()
+    } else if addr.ip().is_loopback() || opts.web.insecure_open {
+        "open: no API key exists yet (`facefleet keys create --scope admin` to protect it)".to_string()
+    } else {
+        "required, and none exists yet: every route but /healthz answers 401".to_string()
+    };
+    let mut info = vec![
+        ("backend".to_string(), backend),
+        ("prefix".to_string(), b.prefix.clone()),
+        ("recognizer".to_string(), recognizer),
+        ("cpu".to_string(), facefleet_model::simd::simd_path().to_string()),
+        ("fleet".to_string(), fleet),
+        ("api keys".to_string(), keys),
+    ];
+    if !opts.web.open_routes.is_empty() {
+        info.push(("open routes".to_string(), opts.web.open_routes.join(", ")));
+    }
+    info.push(video);
+    info
+}
+
+/// Prints what the person who started the stack has: where it listens and
+/// what is on or off.
+fn print_banner(url: &str, info: &[(String, String)]) {
+    let width = info.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = format!("\nfacefleet is up on {url}\n");
+    for (k, v) in info {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out.push_str(&format!("  try: curl -F inputFile=@photo.jpg {url}/   (status: {url}/v1/status)\n"));
+    println!("{out}");
+    tracing::info!(%url, "facefleet is up");
+}

@@ -1,0 +1,90 @@
+//! The rules for person and collection names: one validator for the web
+//! tier, the workers, the video path and the CLI.
+
+/// The collection behind the course route and the `/v1/people` routes.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// Longest accepted person name, in characters.
+pub const MAX_PERSON_CHARS: usize = 100;
+
+/// Longest accepted person name, in UTF-8 bytes.
+pub const MAX_PERSON_BYTES: usize = 200;
+
+/// Longest accepted collection name, in bytes.
+pub const MAX_COLLECTION_BYTES: usize = 64;
+
+/// A name that is not acceptable, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why} (got {name:?})")]
+pub struct InvalidName {
+    /// The rule it breaks.
+    pub why: &'static str,
+    /// The name, for the message.
+    pub name: String,
+}
+
+/// Checks a person name: 1 to 100 characters and at most 200 bytes, no
+/// `/`, `\` or control characters, not `.` or `..`, no surrounding spaces.
+pub fn validate_person(name: &str) -> Result<(), InvalidName> {
+    let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(120).collect() });
+    if name.is_empty() {
+        return bad("empty name");
+    }
+    if name.chars().count() > MAX_PERSON_CHARS {
+        return bad("longer than 100 characters");
+    }
+    if name.len() > MAX_PERSON_BYTES {
+        return bad("longer than 200 bytes in UTF-8");
+    }
+    if name.trim() != name {
+        return bad("leading or trailing spaces");
+    }
+    if name.contains('/') || name.contains('\\') || name.chars().any(char::is_control) {
+        return bad("`/`, `\\` and control characters are not allowed");
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are not names");
+    }
+    Ok(())
+}
+
+/// Checks a collection name: 1 to 64 characters of `a-z`, `0-9`, `-` and
+/// `_`, starting with a letter or a digit.
+pub fn validate_collection(name: &str) -> Result<(), InvalidName> {
+    let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(80).collect() });
+    if name.is_empty() || name.len() > MAX_COLLECTION_BYTES {
+        return bad("a collection name has 1 to 64 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+        return bad("a collection name uses only a-z, 0-9, `-` and `_`");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("a collection name starts with a letter or a digit");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn person_names() {
+        for ok in ["Paul", "Jean-Luc Picard", "Émile", "王"] {
+            assert!(validate_person(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)] {
+            assert!(validate_person(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn collection_names() {
+        for ok in ["default", "tenant-1", "a", "0_x"] {
+            assert!(validate_collection(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Default", "-x", "_x", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(validate_collection(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+// The facefleet HTTP API as the console uses it: the API key (kept in
+// sessionStorage, so it goes when the tab closes), JSON errors turned into
+// ApiError, and images fetched with the key into blob URLs.
+
+const KEY = 'facefleet.apiKey';
+
+export const session = {
+  get key() {
+    return sessionStorage.getItem(KEY) || '';
+  },
+  set(key) {
+    sessionStorage.setItem(KEY, key);
+  },
+  clear() {
+    sessionStorage.removeItem(KEY);
+  },
+};
+
+/** An error answer of the API (`status` 0: the server could not be reached). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+
+  /** The route does not exist on this server (an older facefleet). */
+  get noRoute() {
+    return this.status === 404 && /no such route/i.test(this.message);
+  }
+}
+
+/** Called with the error when the server answers 401 to a call made with a key. */
+let unauthorized = () => {};
+export function onUnauthorized(fn) {
+  unauthorized = fn;
+}
+
+function headers(extra, anonymous) {
+  const h = new Headers(extra || {});
+  if (!anonymous && session.key) h.set('x-api-key', session.key);
+  return h;
+}
+
+/** Turns a failed answer into an ApiError with the server's message. */
+export async function errorOf(resp) {
+  let code = 'error';
+  let message = `${resp.status} ${resp.statusText}`.trim();
+  const text = await resp.text().catch(() => '');
+  try {
+    const body = JSON.parse(text);
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    if (text.trim()) message = text.trim().slice(0, 300);
+  }
+  if (resp.status === 429) {
+    const wait = resp.headers.get('retry-after');
+    if (wait) message += ` (retry in ${wait} s)`;
+  }
+  return new ApiError(resp.status, code, message);
+}
+
+/**
+ * Calls the API. `json`: a body sent as JSON; `form`: a FormData;
+ * `anonymous`: without the key. Resolves to the parsed JSON (or text), or
+ * rejects with an ApiError.
+ */
+export async function api(path, { method = 'GET', json, form, anonymous = false, signal } = {}) {
+  const init = { method, headers: headers(null, anonymous), signal, cache: 'no-store' };
+  if (json !== undefined) {
+    init.body = JSON.stringify(json);
+    init.headers.set('content-type', 'application/json');
+  } else if (form) {
+    init.body = form;
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
+  }
+  if (!resp.ok) {
+    const err = await errorOf(resp);
+    if (resp.status === 401 && !anonymous) unauthorized(err);
+    throw err;
+  }
+  const type = resp.headers.get('content-type') || '';
+  return type.includes('json') ? resp.json() : resp.text();
+}
+
+const blobs = new Map();
+
+/** An image of the API (thumbnail, frame) as a blob URL, fetched once with the key. */
+export async function imageUrl(path) {
+  if (blobs.has(path)) return blobs.get(path);
+  const p = (async () => {
+    let resp;
+    try {
+      resp = await fetch(path, { headers: headers(), cache: 'default' });
+    } catch {
+      throw new ApiError(0, 'network', 'The server cannot be reached.');
+    }
+    if (!resp.ok) throw await errorOf(resp);
+    return URL.createObjectURL(await resp.blob());
+  })();
+  blobs.set(path, p);
+  p.catch(() => blobs.delete(path));
+  return p;
+}
+
+/** Forgets cached images whose path starts with `prefix`. */
+export function forgetImages(prefix) {
+  for (const [path, p] of blobs) {
+    if (path.startsWith(prefix)) {
+      blobs.delete(path);
+      p.then((u) => URL.revokeObjectURL(u), () => {});
+    }
+  }
+}
+
+/**
+ * Uploads `form` with upload progress (fetch cannot report it):
+ * onProgress(fraction 0..1). Resolves to the parsed JSON answer.
+ */
+export function upload(path, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    if (session.key) xhr.setRequestHeader('x-api-key', session.key);
+    xhr.upload.addEventListener('progress', (e) => {
+      if (e.lengthComputable) onProgress(e.loaded / e.total);
+    });
+    xhr.addEventListener('load', async () => {
+      const resp = new Response(xhr.responseText, {
+        status: xhr.status,
+        statusText: xhr.statusText,
+        headers: { 'content-type': xhr.getResponseHeader('content-type') || '', 'retry-after': xhr.getResponseHeader('retry-after') || '' },
+      });
+      if (xhr.status >= 200 && xhr.status < 300) {
+        try {
+          resolve(JSON.parse(xhr.responseText));
+        } catch {
+          resolve({});
+        }
+      } else {
+        const err = await errorOf(resp);
+        if (xhr.status === 401) unauthorized(err);
+        reject(err);
+      }
+    });
+    xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'The upload failed: the server cannot be reached.')));
+    xhr.send(form);
+  });
+}
+
+/** Path segment, encoded. */
+export const seg = (s) => encodeURIComponent(s);

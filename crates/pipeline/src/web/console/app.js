@@ -1,0 +1,147 @@
+// The console's entry point: finds out whether the stack needs a key,
+// signs in, and shows one page at a time (#/recognize, #/gallery, #/video,
+// #/fleet).
+
+import { api, session, onUnauthorized } from './api.js';
+import { h, toast } from './dom.js';
+import * as signin from './signin.js';
+import * as recognize from './recognize.js';
+import * as gallery from './gallery.js';
+import * as video from './video.js';
+import * as fleet from './fleet.js';
+
+const pages = {
+  recognize: { title: 'Recognize', module: recognize },
+  gallery: { title: 'Gallery', module: gallery },
+  video: { title: 'Video', module: video },
+  fleet: { title: 'Fleet', module: fleet },
+};
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const who = document.getElementById('who');
+const signOut = document.getElementById('signout');
+
+// What the console knows about its access: 'open' (no key needed), 'key'
+// (signed in), or null (not signed in yet).
+const ctx = { mode: null, admin: false };
+let unmount = null;
+let shown = null;
+
+function pageName() {
+  const m = /^#\/([a-z]+)/.exec(location.hash);
+  return m && pages[m[1]] ? m[1] : 'recognize';
+}
+
+function leave() {
+  if (unmount) {
+    try {
+      unmount();
+    } catch (e) {
+      console.error(e);
+    }
+  }
+  unmount = null;
+  shown = null;
+}
+
+function showHeader() {
+  const signedIn = ctx.mode !== null;
+  nav.hidden = !signedIn;
+  signOut.hidden = ctx.mode !== 'key';
+  who.textContent = ctx.mode === 'open' ? 'Open stack: no key needed' : ctx.mode === 'key' ? (ctx.admin ? 'Signed in (admin)' : 'Signed in') : '';
+}
+
+function render() {
+  showHeader();
+  if (ctx.mode === null) return;
+  const name = pageName();
+  if (shown === name) return;
+  leave();
+  shown = name;
+  for (const a of nav.querySelectorAll('a[data-page]')) {
+    if (a.dataset.page === name) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  document.title = `${pages[name].title} · facefleet`;
+  main.replaceChildren();
+  unmount = pages[name].module.mount(main, ctx) || null;
+  main.focus({ preventScroll: true });
+}
+
+function showSignIn(reason) {
+  leave();
+  ctx.mode = null;
+  showHeader();
+  document.title = 'Sign in · facefleet';
+  unmount = signin.mount(main, {
+    reason,
+    onSignedIn: ({ admin }) => {
+      leave();
+      ctx.mode = 'key';
+      ctx.admin = admin;
+      render();
+    },
+  });
+}
+
+onUnauthorized((err) => {
+  if (ctx.mode === 'key') {
+    session.clear();
+    showSignIn(`Signed out: ${err.message}`);
+  } else if (ctx.mode === 'open') {
+    // A key was created since the console opened: the stack is no longer open.
+    showSignIn('This stack now requires an API key.');
+  }
+});
+
+signOut.addEventListener('click', () => {
+  session.clear();
+  showSignIn('Signed out.');
+});
+
+window.addEventListener('hashchange', () => {
+  if (/^#\//.test(location.hash)) render();
+});
+
+async function boot() {
+  // Open stack: /v1/status answers without a key.
+  try {
+    await api('/v1/status', { anonymous: true });
+    ctx.mode = 'open';
+    ctx.admin = true;
+    session.clear();
+    render();
+    return;
+  } catch (err) {
+    if (err.status !== 401 && err.status !== 403) {
+      main.replaceChildren(h('section', { class: 'page' },
+        h('h1', {}, 'facefleet'),
+        h('p', { class: 'note note-error', role: 'alert' }, err.message),
+        h('button', { type: 'button', onclick: () => boot() }, 'Try again')));
+      return;
+    }
+  }
+  if (session.key) {
+    try {
+      const r = await signin.checkKey(session.key);
+      ctx.mode = 'key';
+      ctx.admin = r.admin;
+      render();
+      return;
+    } catch (err) {
+      session.clear();
+      showSignIn(err.message);
+      return;
+    }
+  }
+  showSignIn();
+}
+
+window.addEventListener('unhandledrejection', (e) => {
+  const err = e.reason;
+  if (err && err.name === 'AbortError') return;
+  toast(err && err.message ? err.message : String(err), 'error');
+});
+
+boot();

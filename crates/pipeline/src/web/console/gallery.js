@@ -1,0 +1,277 @@
+// Gallery: collections → people (a thumbnail per face, face counts),
+// search, enroll by dropping photos on a person or a new name, delete a
+// face or a person (with a confirmation). On a server without the
+// collection routes it falls back to /v1/people (the default collection,
+// no thumbnails).
+
+import { api, imageUrl, forgetImages, seg } from './api.js';
+import { h, fill, note, toast, confirmDialog, dropZone } from './dom.js';
+
+const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
+const MAX_THUMBS = 12;
+
+function plural(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+export function mount(main, ctx) {
+  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false };
+  const msg = h('div', { class: 'note' });
+  const colList = h('ul', { class: 'collection-list', 'aria-label': 'Collections' });
+  const newCol = h('input', { id: 'new-collection', type: 'text', autocomplete: 'off', spellcheck: 'false', pattern: '[a-z0-9][a-z0-9_\\-]{0,63}', 'aria-describedby': 'new-collection-help' });
+  const colForm = h('form', { class: 'new-collection' },
+    h('label', { for: 'new-collection' }, 'New collection'),
+    h('div', { class: 'inline' }, newCol, h('button', { type: 'submit', class: 'small' }, 'Create')),
+    h('p', { id: 'new-collection-help', class: 'hint' }, 'Lower-case letters, digits, - and _.'));
+  const search = h('input', { id: 'people-search', type: 'search', autocomplete: 'off', spellcheck: 'false', placeholder: 'Name…' });
+  const count = h('p', { class: 'hint people-count', 'aria-live': 'polite' });
+  const heading = h('h2', { id: 'people-h' }, 'People');
+  const newName = h('input', { id: 'enroll-name', type: 'text', autocomplete: 'off', spellcheck: 'false', maxlength: 100 });
+  const newFiles = h('input', { id: 'enroll-files', type: 'file', accept: 'image/*', multiple: true, class: 'sr-only' });
+  const newMsg = h('div', { class: 'note' });
+  const newZone = h('label', { class: 'drop', for: 'enroll-files' }, newFiles,
+    h('span', { class: 'drop-title' }, 'Drop photos of them here'),
+    h('span', { class: 'hint' }, 'or ', h('span', { class: 'link' }, 'choose files'), '; every photo must show the person’s face'));
+  const enrollNew = h('div', { class: 'card enroll-new' },
+    h('h3', {}, 'Enroll someone new'),
+    h('div', { class: 'field' }, h('label', { for: 'enroll-name' }, 'Name'), newName),
+    newZone, newMsg);
+  const list = h('ul', { class: 'people', 'aria-labelledby': 'people-h', id: 'people' });
+
+  main.append(h('section', { class: 'page', 'aria-labelledby': 'gal-h' },
+    h('div', { class: 'page-head' }, h('h1', { id: 'gal-h' }, 'Gallery')),
+    msg,
+    h('div', { class: 'gallery' },
+      h('aside', { class: 'card collections', 'aria-labelledby': 'col-h' }, h('h2', { id: 'col-h' }, 'Collections'), colList, colForm),
+      h('div', { class: 'people-pane' },
+        h('div', { class: 'page-head' }, heading,
+          h('div', { class: 'field search' }, h('label', { for: 'people-search' }, 'Search people'), search)),
+        count, enrollNew, list))));
+
+  const base = () => `/v1/collections/${seg(state.current)}`;
+  const peoplePath = () => (state.legacy ? '/v1/people' : `${base()}/people`);
+  const personPath = (name) => (state.legacy ? `/v1/people/${seg(name)}` : `${base()}/people/${seg(name)}`);
+
+  // Thumbnails load when a card scrolls into view.
+  const seen = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) {
+        seen.unobserve(e.target);
+        loadFaces(e.target);
+      }
+    }
+  }, { rootMargin: '200px' });
+
+  async function loadCollections() {
+    try {
+      const r = await api('/v1/collections');
+      state.collections = r.collections || [];
+      if (!state.collections.some((c) => c.name === 'default')) state.collections.unshift({ name: 'default', people: 0, faces: 0 });
+    } catch (err) {
+      if (!err.noRoute) throw err;
+      state.legacy = true;
+      state.collections = [{ name: 'default' }];
+      colForm.hidden = true;
+    }
+    if (!state.collections.some((c) => c.name === state.current)) state.current = 'default';
+    renderCollections();
+  }
+
+  function renderCollections() {
+    fill(colList, state.collections.map((c) => {
+      const current = c.name === state.current;
+      const pick = h('button', { type: 'button', class: 'collection', 'aria-pressed': current ? 'true' : 'false' },
+        h('span', { class: 'collection-name' }, c.name),
+        typeof c.people === 'number' ? h('span', { class: 'hint' }, `${plural(c.people, 'person', 'people')} · ${plural(c.faces, 'face')}`) : null);
+      pick.addEventListener('click', () => {
+        if (state.current === c.name) return;
+        state.current = c.name;
+        state.details.clear();
+        search.value = '';
+        renderCollections();
+        loadPeople().catch(showError);
+      });
+      const del = !state.legacy && c.name !== 'default'
+        ? h('button', { type: 'button', class: 'icon danger-text', 'aria-label': `Delete collection ${c.name}`, title: 'Delete collection' }, '×')
+        : null;
+      if (del) {
+        del.addEventListener('click', async () => {
+          const ok = await confirmDialog(`Delete collection “${c.name}”?`,
+            `Its ${plural(c.people || 0, 'person', 'people')} and ${plural(c.faces || 0, 'face')} are deleted for good.`, 'Delete collection');
+          if (!ok) return;
+          try {
+            await api(`/v1/collections/${seg(c.name)}`, { method: 'DELETE' });
+            toast(`Deleted collection ${c.name}.`);
+            if (state.current === c.name) state.current = 'default';
+            await refresh();
+          } catch (err) {
+            showError(err);
+          }
+        });
+      }
+      return h('li', { class: current ? 'current' : '' }, pick, del);
+    }));
+  }
+
+  async function loadPeople() {
+    const r = await api(peoplePath());
+    if (state.gone) return;
+    state.people = (r.people || []).slice().sort((a, b) => a.name.localeCompare(b.name));
+    renderPeople();
+  }
+
+  function renderPeople() {
+    heading.textContent = `People in ${state.current}`;
+    const q = search.value.trim().toLowerCase();
+    const shown = state.people.filter((p) => !q || p.name.toLowerCase().includes(q));
+    const faces = state.people.reduce((n, p) => n + p.faces, 0);
+    count.textContent = q
+      ? `${shown.length} of ${plural(state.people.length, 'person', 'people')} match “${search.value.trim()}”.`
+      : `${plural(state.people.length, 'person', 'people')}, ${plural(faces, 'face')}.`;
+    seen.disconnect();
+    fill(list, shown.length ? shown.map(personCard) : h('li', { class: 'empty hint' }, state.people.length ? 'Nobody matches.' : 'Nobody is enrolled in this collection yet.'));
+  }
+
+  function personCard(p) {
+    const thumbs = h('ul', { class: 'thumbs', 'aria-label': `Faces of ${p.name}` },
+      Array.from({ length: Math.min(p.faces, MAX_THUMBS) }, () => h('li', { class: 'thumb placeholder', 'aria-hidden': 'true' })));
+    const del = h('button', { type: 'button', class: 'danger small', 'aria-label': `Delete ${p.name}` }, 'Delete');
+    const files = h('input', { type: 'file', accept: 'image/*', multiple: true, class: 'sr-only', id: `add-${cssId(p.name)}` });
+    const zone = h('label', { class: 'drop drop-small', for: files.id }, files,
+      h('span', {}, 'Drop photos to add, or ', h('span', { class: 'link' }, 'choose files')));
+    const cardMsg = h('div', { class: 'note' });
+    const card = h('li', { class: 'card person', dataset: { name: p.name, faces: String(p.faces) } },
+      h('div', { class: 'person-head' },
+        h('h3', { class: 'person-name' }, p.name),
+        h('span', { class: 'hint face-count' }, plural(p.faces, 'face')),
+        del),
+      thumbs, zone, cardMsg);
+    card._person = p;
+    del.addEventListener('click', async () => {
+      const ok = await confirmDialog(`Delete ${p.name}?`, `All ${plural(p.faces, 'enrolled face')} of ${p.name} in ${state.current} are deleted for good.`, 'Delete person');
+      if (!ok) return;
+      try {
+        const r = await api(personPath(p.name), { method: 'DELETE' });
+        toast(`Deleted ${p.name} (${plural(r.removed ?? p.faces, 'face')}).`);
+        state.details.delete(p.name);
+        forgetImages(`${base()}/faces/`);
+        await refresh();
+      } catch (err) {
+        note(cardMsg, err.message);
+      }
+    });
+    dropZone(card, (f) => enroll(p.name, f, cardMsg), isImage);
+    seen.observe(card);
+    return card;
+  }
+
+  async function loadFaces(card) {
+    const p = card._person;
+    const thumbs = card.querySelector('.thumbs');
+    if (state.legacy) {
+      fill(thumbs, Array.from({ length: Math.min(p.faces, MAX_THUMBS) }, (_, i) =>
+        h('li', { class: 'thumb initial', title: `Face ${i + 1}` }, h('span', { 'aria-hidden': 'true' }, p.name.slice(0, 1).toUpperCase()), h('span', { class: 'sr-only' }, `Face ${i + 1} of ${p.name}`))));
+      return;
+    }
+    let detail = state.details.get(p.name);
+    try {
+      if (!detail) {
+        detail = await api(personPath(p.name));
+        state.details.set(p.name, detail);
+      }
+    } catch (err) {
+      note(card.querySelector('.note'), `Cannot load the faces: ${err.message}`);
+      return;
+    }
+    const faces = detail.faces || [];
+    const items = faces.slice(0, MAX_THUMBS).map((f, i) => thumb(p.name, f, i));
+    if (faces.length > MAX_THUMBS) items.push(h('li', { class: 'thumb more' }, `+${faces.length - MAX_THUMBS}`));
+    fill(thumbs, items);
+  }
+
+  function thumb(name, f, i) {
+    const img = h('img', { alt: `Face ${i + 1} of ${name}`, width: 64, height: 64, decoding: 'async' });
+    const del = h('button', { type: 'button', class: 'thumb-del', 'aria-label': `Delete face ${i + 1} of ${name}`, title: 'Delete this face' }, '×');
+    const li = h('li', { class: 'thumb', dataset: { face: f.id } }, img, del);
+    if (f.thumbnail) {
+      imageUrl(f.thumbnail).then((u) => { img.src = u; }, () => li.classList.add('missing'));
+    } else {
+      li.classList.add('missing');
+    }
+    del.addEventListener('click', async () => {
+      const ok = await confirmDialog(`Delete this face of ${name}?`, 'The photo’s embedding is removed from the gallery; the person stays if other faces remain.', 'Delete face');
+      if (!ok) return;
+      try {
+        await api(`${base()}/faces/${seg(f.id)}`, { method: 'DELETE' });
+        toast(`Deleted a face of ${name}.`);
+        state.details.delete(name);
+        await refresh();
+      } catch (err) {
+        showError(err);
+      }
+    });
+    return li;
+  }
+
+  async function enroll(name, files, where) {
+    name = name.trim();
+    if (!name) {
+      note(where, 'Enter the person’s name first, then add photos.');
+      newName.focus();
+      return;
+    }
+    note(where, `Enrolling ${plural(files.length, 'photo')} of ${name}…`, 'info');
+    const form = new FormData();
+    for (const f of files) form.append('image', f, f.name);
+    try {
+      const r = await api(`${personPath(name)}/faces`, { method: 'POST', form });
+      note(where, `Enrolled ${plural(r.added, 'photo')} of ${r.name}; ${plural(r.faces, 'face')} in all.`, 'ok');
+      state.details.delete(name);
+      await refresh();
+    } catch (err) {
+      note(where, err.message);
+    }
+  }
+
+  async function refresh() {
+    await loadCollections();
+    await loadPeople();
+  }
+
+  function showError(err) {
+    note(msg, err.message);
+  }
+
+  colForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = newCol.value.trim();
+    if (!name) return;
+    try {
+      await api('/v1/collections', { method: 'POST', json: { name } });
+      newCol.value = '';
+      state.current = name;
+      toast(`Created collection ${name}.`);
+      await refresh();
+    } catch (err) {
+      showError(err);
+    }
+  });
+  search.addEventListener('input', renderPeople);
+  dropZone(newZone, (files) => enroll(newName.value, files, newMsg), isImage);
+  newName.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') {
+      e.preventDefault();
+      newFiles.click();
+    }
+  });
+
+  refresh().catch(showError);
+  return () => {
+    state.gone = true;
+    seen.disconnect();
+  };
+}
+
+function cssId(name) {
+  return Array.from(name).map((c) => (/[a-zA-Z0-9_-]/.test(c) ? c : `_${c.codePointAt(0).toString(16)}`)).join('');
+}

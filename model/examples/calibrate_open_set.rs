@@ -1,0 +1,166 @@
+//! Fits the impostor-score tail behind `open_set_threshold` and measures the
+//! open-set rule on lfw-dev.
+//!
+//! ```text
+//! cargo run --release -p facefleet-model --example calibrate_open_set -- \
+//!     [--recognizer mobilefacenet|dlib-resnet] [--dir PATH] [--splits N] [--far 0.02,0.03,0.05]
+//! ```
+//! 1. Embeds every photo of the folder (default: shared lfw-dev, 63 people x
+//!    6 photos), collects the cosine similarity of every pair of photos of
+//!    different people (impostor pairs) and fits their upper tail
+//!    (`ImpostorTail::fit`: a normal tail through the 95th to 99.9th
+//!    percentiles): these are the constants shipped in `ImpostorTail::of`.
+//! 2. Checks the fit: the measured share of impostor pairs above a few
+//!    thresholds against the model, and a two-fold check by person (fit on
+//!    half the people, predict the other half).
+//! 3. Open-set experiments: enroll `k` people chosen at random (first
+//!    photo), query their other photos and all photos of the people left
+//!    out; `--splits` random choices per `k`. Prints closed-set top-1,
+//!    enrolled answered correctly, and unknown people rejected, at the fixed
+//!    `default_threshold`, at the thresholds the fitted tail gives for each
+//!    `--far` target, and at the shipped `open_set_threshold(kind, k)`.
+
+use anyhow::{bail, Context, Result};
+use facefleet_model::eval::{dataset_dir, PeopleSet, SplitResult};
+use facefleet_model::{
+    default_threshold, open_set_threshold, FaceModel, ImpostorTail, ModelConfig, RecognizerKind, OPEN_SET_FAR,
+};
+
+/// Deterministic shuffle (xorshift), so runs are repeatable.
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+fn main() -> Result<()> {
+    let mut kind = RecognizerKind::default();
+    let mut dir = None;
+    let mut splits = 40usize;
+    let mut fars = vec![0.02, 0.03, 0.05];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--recognizer" => {
+                kind = args.next().context("--recognizer needs a value")?.parse().map_err(anyhow::Error::msg)?
+            }
+            "--dir" => dir = Some(std::path::PathBuf::from(args.next().context("--dir needs a value")?)),
+            "--splits" => splits = args.next().context("--splits needs a value")?.parse::<usize>()?.max(1),
+            "--far" => {
+                fars = args
+                    .next()
+                    .context("--far needs a value")?
+                    .split(',')
+                    .map(|v| v.parse::<f64>())
+                    .collect::<std::result::Result<_, _>>()?
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let dir = match dir {
+        Some(d) => d,
+        None => dataset_dir("lfw-dev")?,
+    };
+    let model = FaceModel::load(&ModelConfig::with_recognizer(kind))?;
+    let set = PeopleSet::embed_folder(&model, &dir)?;
+    let people = set.people.len();
+    println!("{kind}: {people} people, {} photos without a face", set.no_face().len());
+
+    // 1. Fit.
+    let impostor = set.impostor_scores(|_| true);
+    let genuine = set.genuine_scores();
+    let fit = ImpostorTail::fit(&impostor).context("too few impostor pairs to fit")?;
+    let shipped = ImpostorTail::of(kind);
+    println!("impostor pairs: {}, genuine pairs: {}", impostor.len(), genuine.len());
+    println!(
+        "fitted tail: ImpostorTail {{ mean: {:.4}, sd: {:.4} }}  (shipped: mean {:.4}, sd {:.4})",
+        fit.mean, fit.sd, shipped.mean, shipped.sd
+    );
+
+    // 2. Fit check.
+    let share = |scores: &[f32], t: f32| scores.iter().filter(|&&s| s >= t).count() as f64 / scores.len().max(1) as f64;
+    println!("  t       impostor >= t (measured / model)   genuine >= t");
+    for i in 0..12 {
+        let t = fit.threshold_for_pair_rate(0.05) + i as f32 * fit.sd * 0.3;
+        println!(
+            "  {t:.3}   {:>10.2e} / {:>10.2e}          {:>6.2} %",
+            share(&impostor, t),
+            fit.pair_rate(t),
+            100.0 * share(&genuine, t)
+        );
+    }
+    let even = set.impostor_scores(|i| i % 2 == 0);
+    let odd = set.impostor_scores(|i| i % 2 == 1);
+    if let (Some(fe), Some(fo)) = (ImpostorTail::fit(&even), ImpostorTail::fit(&odd)) {
+        println!("two-fold by person (fit on one half, measure the other):");
+        for (name, f, other) in [("even->odd", fe, &odd), ("odd->even", fo, &even)] {
+            for p in [1e-2, 1e-3, 1e-4] {
+                let t = f.threshold_for_pair_rate(p);
+                println!("  {name}: pair rate {p:.0e} -> t {t:.3}; measured on the other half {:.2e}", share(other, t));
+            }
+        }
+    }
+
+    // 3. Open-set experiments.
+    println!(
+        "open set, {splits} random galleries per size; rule = open_set_threshold (FAR per query {:.0} %)",
+        100.0 * OPEN_SET_FAR
+    );
+    print!("  {:>3} {:>8} | {:>8} {:>9} {:>9}", "k", "top-1 %", "fixed t", "enr ok %", "unk rej %");
+    for far in &fars {
+        print!(" | {:>11} {:>9} {:>9}", format!("t@{:.0}%", 100.0 * far), "enr ok %", "unk rej %");
+    }
+    println!(" | {:>8} {:>9} {:>9}", "rule t", "enr ok %", "unk rej %");
+    let fixed = default_threshold(kind);
+    for k in [4usize, 8, 16, 24, 31, 40, 48, 56] {
+        if k >= people {
+            continue;
+        }
+        let mut at_fixed = SplitResult::default();
+        let mut at_far = vec![SplitResult::default(); fars.len()];
+        let mut at_rule = SplitResult::default();
+        for sp in 0..splits {
+            let order = shuffled(people, (k * 1000 + sp) as u64);
+            let mut enrolled = vec![false; people];
+            for &i in &order[..k] {
+                enrolled[i] = true;
+            }
+            at_fixed.add(&set.open_set_split(&enrolled, |_| fixed));
+            for (r, &far) in at_far.iter_mut().zip(&fars) {
+                r.add(&set.open_set_split(&enrolled, |n| fit.threshold_for(far, n).max(fixed)));
+            }
+            at_rule.add(&set.open_set_split(&enrolled, |n| open_set_threshold(kind, n)));
+        }
+        print!(
+            "  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}",
+            at_fixed.top1_pct(),
+            at_fixed.enrolled_pct(),
+            at_fixed.unknown_pct()
+        );
+        for (r, &far) in at_far.iter().zip(&fars) {
+            print!(" | {:>11.3} {:>9.2} {:>9.2}", fit.threshold_for(far, k).max(fixed), r.enrolled_pct(), r.unknown_pct());
+        }
+        println!(
+            " | {:>8.3} {:>9.2} {:>9.2}",
+            open_set_threshold(kind, k),
+            at_rule.enrolled_pct(),
+            at_rule.unknown_pct()
+        );
+    }
+    println!("open_set_threshold for larger galleries (extrapolated from the fitted tail):");
+    for n in [1usize, 10, 31, 100, 248, 1000, 2500, 10_000, 25_000, 100_000] {
+        println!(
+            "  {n:>7} people: {:.3}  (model: {:.2} % of unknown queries rejected; genuine pairs above it {:.1} %)",
+            open_set_threshold(kind, n),
+            100.0 * (1.0 - shipped.far_per_query(open_set_threshold(kind, n), n)),
+            100.0 * share(&genuine, open_set_threshold(kind, n))
+        );
+    }
+    Ok(())
+}
