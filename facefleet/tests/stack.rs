@@ -268,7 +268,13 @@ fn workers_of(data_dir: &Path) -> Vec<u32> {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else { continue };
         let args: Vec<String> = cmd.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a.starts_with(&needle)) {
+        // A worker gets its settings (the data folder among them) in its
+        // environment.
+        let env = std::fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+        let in_data_dir = env
+            .split(|&b| b == 0)
+            .any(|v| String::from_utf8_lossy(v).strip_prefix("FACEFLEET_DATA_DIR=").is_some_and(|d| d.starts_with(&needle)));
+        if args.iter().any(|a| a == "worker") && in_data_dir {
             // A zombie is already dead.
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             if stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')) {

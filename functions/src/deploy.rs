@@ -48,6 +48,11 @@ pub struct DeploySpec {
     pub timeout_secs: i32,
     /// Extra environment of both functions (e.g. `FACEFLEET_SAMPLING`).
     pub environment: HashMap<String, String>,
+    /// The face model of face-recognition: passed to it as the environment
+    /// variables of its model flags (`FACEFLEET_RECOGNIZER`,
+    /// `FACEFLEET_THRESHOLD`, `FACEFLEET_WEIGHTS_DIR`), which it parses back
+    /// with the same flags.
+    pub model: facefleet_app::ModelArgs,
 }
 
 impl DeploySpec {
@@ -61,6 +66,7 @@ impl DeploySpec {
             recognize_memory_mb: 2048,
             timeout_secs: 300,
             environment: HashMap::new(),
+            model: facefleet_app::ModelArgs::default(),
         }
     }
 
@@ -144,6 +150,9 @@ pub enum DeployError {
     /// A function did not become ready in time.
     #[error("function `{0}` did not become ready")]
     NotReady(String),
+    /// The settings cannot be passed to a function.
+    #[error(transparent)]
+    Settings(#[from] facefleet_app::settings::EnvError),
 }
 
 fn aws<E: std::fmt::Debug + std::fmt::Display + std::error::Error + Send + Sync + 'static>(call: &str) -> impl FnOnce(aws_sdk_lambda::error::SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> DeployError + '_ {
@@ -300,11 +309,16 @@ async fn ensure_role(c: &DeployClients, spec: &DeploySpec, report: &mut DeployRe
     Ok(arn)
 }
 
-fn environment(spec: &DeploySpec) -> HashMap<String, String> {
+/// The environment of `function`: the spec's, the prefix, and for
+/// face-recognition the model settings.
+fn environment(spec: &DeploySpec, function: &str) -> Result<HashMap<String, String>, DeployError> {
     let mut env = spec.environment.clone();
     env.insert("FACEFLEET_PREFIX".into(), spec.names.prefix.clone());
     env.entry("RUST_LOG".into()).or_insert_with(|| "info".into());
-    env
+    if function == spec.recognize_function() {
+        env.extend(facefleet_app::settings::to_env(&spec.model)?);
+    }
+    Ok(env)
 }
 
 async fn upload_code(c: &DeployClients, spec: &DeploySpec, function: &str, package: &Package) -> Result<String, DeployError> {
@@ -325,7 +339,7 @@ async fn ensure_function(
     role_arn: &str,
     report: &mut DeployReport,
 ) -> Result<String, DeployError> {
-    let env = environment(spec);
+    let env = environment(spec, function)?;
     let existing = match c.lambda.get_function().function_name(function).send().await {
         Ok(out) => out.configuration().cloned(),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => None,
@@ -553,6 +567,23 @@ mod tests {
         assert_eq!(parse_policy_document(&v.to_string()), Some(v.clone()));
         let encoded = facefleet_video::event::encode_key(&v.to_string()).replace('+', "%20");
         assert_eq!(parse_policy_document(&encoded), Some(v));
+    }
+
+    #[test]
+    fn face_recognition_gets_the_model_settings() {
+        let mut spec = DeploySpec::new(Names::new("p"), "a.zip", "b.zip");
+        spec.model = facefleet_app::ModelArgs {
+            recognizer: facefleet_app::settings::RecognizerKind::DlibResnet,
+            threshold: Some(0.9),
+            weights_dir: None,
+        };
+        let env = environment(&spec, &spec.recognize_function()).unwrap();
+        assert_eq!(env.get("FACEFLEET_RECOGNIZER").map(String::as_str), Some("dlib-resnet"));
+        assert_eq!(env.get("FACEFLEET_THRESHOLD").map(String::as_str), Some("0.9"));
+        assert!(!env.contains_key("FACEFLEET_WEIGHTS_DIR"));
+        let split = environment(&spec, &spec.split_function()).unwrap();
+        assert!(!split.contains_key("FACEFLEET_RECOGNIZER"), "{split:?}");
+        assert_eq!(split.get("FACEFLEET_PREFIX").map(String::as_str), Some("p"));
     }
 
     #[test]

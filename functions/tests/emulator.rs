@@ -60,7 +60,9 @@ async fn deploy_creates_functions_and_notifications_and_a_second_run_changes_not
         &dir.path().join("face-recognition.zip"),
     )
     .unwrap();
-    let spec = DeploySpec::new(names.clone(), &split_zip.path, &recognize_zip.path);
+    let mut spec = DeploySpec::new(names.clone(), &split_zip.path, &recognize_zip.path);
+    spec.model.recognizer = facefleet_app::settings::RecognizerKind::DlibResnet;
+    spec.model.threshold = Some(0.9);
 
     let first = deploy(&c, &spec).await.unwrap();
     println!("first run:\n{first}");
@@ -82,6 +84,11 @@ async fn deploy_creates_functions_and_notifications_and_a_second_run_changes_not
     assert_eq!(split_conf.handler(), Some("bootstrap"));
     let env = split_conf.environment().unwrap().variables().unwrap();
     assert_eq!(env.get("FACEFLEET_PREFIX"), Some(&names.prefix));
+    // face-recognition runs with the deploying command's model settings.
+    let recognize_conf = c.lambda.get_function().function_name(spec.recognize_function()).send().await.unwrap();
+    let recognize_env = recognize_conf.configuration().unwrap().environment().unwrap().variables().unwrap();
+    assert_eq!(recognize_env.get("FACEFLEET_RECOGNIZER").map(String::as_str), Some("dlib-resnet"));
+    assert_eq!(recognize_env.get("FACEFLEET_THRESHOLD").map(String::as_str), Some("0.9"));
     let split_arn = split_conf.function_arn().unwrap().to_string();
     let input_notes = c.s3.get_bucket_notification_configuration().bucket(&names.video_input).send().await.unwrap();
     let [input_note] = input_notes.lambda_function_configurations() else { panic!("{input_notes:?}") };

@@ -8,7 +8,14 @@ FF=${FF:-target/release/facefleet}
 S=${FACEFLEET_SHARED_DIR:-../shared}/datasets/cse546
 D=$(mktemp -d -t ffkill9.XXXXXX)
 URL=http://127.0.0.1:8871
-workers() { pgrep -f -- "worker .*--data-dir $D/data" | wc -l; }
+# Workers get their settings, the data folder among them, in their environment.
+workers() {
+    local n=0 p
+    for p in $(pgrep -f -- "worker|app-tier"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "FACEFLEET_DATA_DIR=$D/data"; then n=$((n + 1)); fi
+    done
+    echo "$n"
+}
 start_up() { "$FF" up --data-dir "$D/data" --listen 127.0.0.1:8871 --max-instances 15 >>"$D/up.out" 2>>"$D/up.log" & UP=$!; until curl -sf $URL/healthz >/dev/null; do sleep 0.2; done; }
 load() { "$FF" loadgen --url $URL --dir "$S/face_images_1000" --labels "$S/labels_1000.csv" -c 100 --quiet >"$D/$1" 2>&1 & LG=$!; }
 start_up

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use facefleet_model::{ModelConfig, RecognizerKind};
+use facefleet_model::ModelConfig;
+pub use facefleet_model::RecognizerKind;
 use facefleet_pipeline::backend::MAX_RECEIVES;
 use facefleet_pipeline::upload::ImageLimits;
 use facefleet_pipeline::web::WebConfig;
@@ -227,8 +228,8 @@ pub struct WorkerArgs {
     /// Attempts before a failing request is given up (error answer + DLQ):
     /// 1 to 4, one less than the queue's dead-letter receive count (5), so
     /// that a request whose workers keep crashing is still answered.
-    #[arg(id = "worker_max_attempts", long = "max-attempts", env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..i64::from(MAX_RECEIVES)))]
+    #[arg(id = "worker_max_attempts", long = "max-attempts", value_name = "N", env = "FACEFLEET_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RECEIVES - 1)))]
     #[serde(rename = "worker_max_attempts")]
     pub max_attempts: u32,
     /// Requests a worker takes from the queue at once and embeds in one
@@ -328,33 +329,53 @@ impl ScalerArgs {
 /// the value as the flag parses it. `None` fields are left out (see the
 /// module documentation). Fails for a field whose flag has no environment
 /// variable, so a new flag cannot silently stay behind.
-pub fn to_env<T: clap::Args + Serialize>(settings: &T) -> anyhow::Result<Vec<(String, String)>> {
+pub fn to_env<T: clap::Args + Serialize>(settings: &T) -> Result<Vec<(String, String)>, EnvError> {
     let cmd = T::augment_args(clap::Command::new("settings"));
-    let value = serde_json::to_value(settings).context("serialising the settings")?;
+    let value = serde_json::to_value(settings).map_err(EnvError::Serialize)?;
     let mut out = Vec::new();
     collect_env(&cmd, &value, &mut out)?;
     Ok(out)
 }
 
-fn collect_env(cmd: &clap::Command, value: &serde_json::Value, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+/// Why settings cannot be passed on as environment variables (a mistake
+/// in a settings type, caught by the tests).
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The settings do not serialise.
+    #[error("serialising the settings: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// A serialised field that is no flag.
+    #[error("setting `{0}` is not a flag (serde and clap names differ)")]
+    NotAFlag(String),
+    /// A flag without `env = ..`.
+    #[error("--{0} has no environment variable, so it cannot be passed to another process")]
+    NoVariable(String),
+    /// A value that has no form as one variable.
+    #[error("--{flag}: {why}")]
+    Unsupported {
+        /// The flag.
+        flag: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn collect_env(cmd: &clap::Command, value: &serde_json::Value, out: &mut Vec<(String, String)>) -> Result<(), EnvError> {
     use serde_json::Value;
-    let Value::Object(fields) = value else { anyhow::bail!("settings must serialise to an object") };
+    let Value::Object(fields) = value else {
+        return Err(EnvError::Unsupported { flag: "?".into(), why: "settings must serialise to an object".into() });
+    };
     for (id, v) in fields {
         if let Value::Object(_) = v {
             // A flattened group: its flags are in the same command.
             collect_env(cmd, v, out)?;
             continue;
         }
-        let arg = cmd
-            .get_arguments()
-            .find(|a| a.get_id() == id.as_str())
-            .with_context(|| format!("setting `{id}` is not a flag (serde and clap names differ)"))?;
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id.as_str()).ok_or_else(|| EnvError::NotAFlag(id.clone()))?;
         let flag = arg.get_long().unwrap_or(id.as_str());
-        let var = arg
-            .get_env()
-            .and_then(|e| e.to_str())
-            .with_context(|| format!("--{flag} has no environment variable, so it cannot be passed to another process"))?;
-        let scalar = |v: &Value| -> anyhow::Result<String> {
+        let unsupported = |why: String| EnvError::Unsupported { flag: flag.to_string(), why };
+        let var = arg.get_env().and_then(|e| e.to_str()).ok_or_else(|| EnvError::NoVariable(flag.to_string()))?;
+        let scalar = |v: &Value| -> Result<String, EnvError> {
             match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Bool(b) => Ok(b.to_string()),
@@ -365,16 +386,18 @@ fn collect_env(cmd: &clap::Command, value: &serde_json::Value, out: &mut Vec<(St
                     Some(x) if !n.is_i64() && !n.is_u64() && f64::from(x as f32) == x => (x as f32).to_string(),
                     _ => n.to_string(),
                 }),
-                other => anyhow::bail!("--{flag}: cannot pass {other} in an environment variable"),
+                other => Err(unsupported(format!("cannot pass {other} in an environment variable"))),
             }
         };
         let text = match v {
             Value::Null => continue,
             Value::Array(items) if items.is_empty() => continue,
             Value::Array(items) => {
-                let d = arg.get_value_delimiter().with_context(|| format!("--{flag} takes several values but has no delimiter"))?;
-                let parts = items.iter().map(scalar).collect::<anyhow::Result<Vec<_>>>()?;
-                anyhow::ensure!(!parts.iter().any(|p| p.contains(d)), "--{flag}: a value contains the delimiter `{d}`");
+                let d = arg.get_value_delimiter().ok_or_else(|| unsupported("takes several values but has no delimiter".into()))?;
+                let parts = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                if parts.iter().any(|p| p.contains(d)) {
+                    return Err(unsupported(format!("a value contains the delimiter `{d}`")));
+                }
                 parts.join(&d.to_string())
             }
             v => scalar(v)?,

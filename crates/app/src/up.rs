@@ -50,7 +50,7 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let state = WebState::new(dep.clone(), web_config, Some(engine.factory()));
     let state = secure(&opts.web, state, addr).await?;
     let info = stack_info(opts, &state, addr, video.info());
-    let state = state.with_info(info.clone()).with_api_docs(vec![<facefleet_video::http::VideoApiDoc as utoipa::OpenApi>::openapi()]);
+    let state = state.with_info(info.clone()).with_api_docs(video.api_docs());
     let routes = video.routes(&dep, &opts.settings.backend.data_dir).into_iter().collect();
     let app = web::build_router(state.clone(), routes);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;

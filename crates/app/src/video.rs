@@ -97,6 +97,14 @@ impl VideoPath {
         }
     }
 
+    /// The OpenAPI document of the routes [`VideoPath::routes`] mounts.
+    pub fn api_docs(&self) -> Vec<utoipa::openapi::OpenApi> {
+        match self {
+            VideoPath::Disabled => Vec::new(),
+            VideoPath::NoFfmpeg | VideoPath::On { .. } => vec![<http::VideoApiDoc as utoipa::OpenApi>::openapi()],
+        }
+    }
+
     /// Runs the local trigger until `stop` fires, with `engine` (loaded
     /// here, on a blocking thread). Nothing to do when video is off.
     pub async fn run(self, dep: Deployment, engine: LazyEngine, stop: CancellationToken) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@
 //! taken), so number `n + 1` is only ever written by someone who saw `n`
 //! exist. Hence an entry never shows up *before* one that somebody already
 //! saw: every reader, writer and compactor applies the same entries in the
-//! same order, with the same rule ([`LogEntry::apply`](format::LogEntry)),
+//! same order, with the same rule (`LogEntry::apply` in [`format`]),
 //! and the state after entry `n` is the same for all of them. (Keys made
 //! of a clock and a random part, as first designed, did not give this: an
 //! entry whose `put` was slow could land before entries that had already
@@ -34,10 +34,13 @@
 //! faces it actually removed, whether its rename took place or
 //! conflicted). If a compaction folded its entry in the meantime, the
 //! outcome is in the snapshot: each snapshot header keeps the outcomes of
-//! the last [`format::RECENT_OUTCOMES`] folded entries (by number and
-//! writer id), carried from one snapshot to the next. A writer still checks
-//! the state first and writes nothing for an unknown person or face, or a
-//! rename onto a name in use.
+//! the last 256 folded entries (`RECENT_OUTCOMES`; by number and
+//! writer id), carried from one snapshot to the next (a writer that looks
+//! only after 256 further entries were folded cannot tell, and answers
+//! `Unavailable` although its change is stored). An `add` always does what
+//! it says, so its writer only checks that its claim was not late. A writer
+//! still checks the state first and writes nothing for an unknown person or
+//! face, or a rename onto a name in use.
 //!
 //! **A late claim.** A writer that picked its number from an old listing
 //! may `put_if_absent` a number whose entry was already folded and deleted:
@@ -1290,6 +1293,40 @@ mod tests {
         let (later, _) = g.read_state(c, None, None).await.unwrap();
         assert_eq!(outcome(&later, 6, "w3"), Outcome { changed: 1, conflict: false });
         assert_eq!(later.base.recent.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    }
+
+    /// A reader that listed no snapshot and is then overtaken by the
+    /// migration reads again instead of missing the old faces; every reader
+    /// gives the old faces the same ids.
+    #[tokio::test]
+    async fn a_reader_overtaken_by_the_migration_reads_again() {
+        let g = mem_gallery();
+        g.store.create_bucket("g").await.unwrap();
+        let c = DEFAULT_COLLECTION;
+        for key in ["people/Ann/0b6f7e52-1f6b-4e7a-9d55-0c2f6b1d0001.json", "people/Ann/not an id.json", "people/Bob/x.y.json"] {
+            let name = key.split('/').nth(1).unwrap();
+            let body = serde_json::json!({"name": name, "recognizer": "m", "embedding": [1.0]});
+            g.store.put("g", key, Bytes::from(body.to_string())).await.unwrap();
+        }
+        let one = g.old_layout_base(c).await.unwrap().unwrap();
+        let two = g.old_layout_base(c).await.unwrap().unwrap();
+        assert_eq!(one.faces.len(), 3);
+        assert_eq!(one.faces, two.faces, "old faces got different ids");
+        assert_eq!(one.faces[0].id, "0b6f7e52-1f6b-4e7a-9d55-0c2f6b1d0001");
+        let stale = g.listing(c).await.unwrap();
+        let (first, _) = g.read_state(c, Some(stale.clone()), Some(&Reuse::default())).await.unwrap();
+        assert_eq!(first.faces, one.faces);
+        // `first` migrated (a snapshot, the mark, the old objects gone).
+        assert!(g.store.head("g", MIGRATED_KEY).await.unwrap().is_some());
+        assert!(g.store.list_all("g", "people/Ann/").await.unwrap().is_empty());
+        let (late, _) = g.read_state(c, Some(stale), None).await.unwrap();
+        assert_eq!(late.faces, first.faces);
+        assert!(late.base.key.is_some(), "read from the snapshot");
+        // Emptied half-way (snapshot gone, mark left): empty, not stuck.
+        g.store.delete("g", late.base.key.as_deref().unwrap()).await.unwrap();
+        assert!(g.load(c).await.unwrap().faces.is_empty());
+        assert!(g.delete_collection(c).await.unwrap());
+        assert!(g.store.list_all("g", "people/").await.unwrap().is_empty());
     }
 
     /// A compactor that was half-way when its collection was deleted does

@@ -360,16 +360,21 @@ async fn concurrent_removals_of_a_person_add_up(store: Arc<dyn ObjectStore>) {
         for _ in 0..4 {
             g.add_faces(c, &person, faces(FACES / 4, 0)).await.unwrap();
         }
+        let start = Arc::new(tokio::sync::Barrier::new(2 * CALLS));
         let removers: Vec<_> = (0..CALLS)
             .map(|_| {
-                let (g, person) = (tier(&store), person.clone());
-                tokio::spawn(async move { g.remove_person(c, &person).await.unwrap() })
+                let (g, person, start) = (tier(&store), person.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    g.remove_person(c, &person).await.unwrap()
+                })
             })
             .collect();
         let readers: Vec<_> = (0..CALLS)
             .map(|_| {
-                let (g, person) = (tier(&store), person.clone());
+                let (g, person, start) = (tier(&store), person.clone(), start.clone());
                 tokio::spawn(async move {
+                    start.wait().await;
                     let people = g.people(c).await.unwrap();
                     let seen = people.iter().find(|p| p.name == person).map_or(0, |p| p.faces);
                     assert!(seen == 0 || seen == FACES, "a reader saw {seen} of {FACES} faces of a person removed at once");
@@ -407,11 +412,15 @@ async fn concurrent_renames_onto_one_name_merge_nobody(store: Arc<dyn ObjectStor
         for (i, name) in from.iter().enumerate() {
             g.add_faces(c, name, faces(i + 1, i)).await.unwrap();
         }
+        let start = Arc::new(tokio::sync::Barrier::new(from.len()));
         let tasks: Vec<_> = from
             .iter()
             .map(|name| {
-                let (g, name, to) = (tier(&store), name.clone(), to.clone());
-                tokio::spawn(async move { g.rename_person(c, &name, &to).await })
+                let (g, name, to, start) = (tier(&store), name.clone(), to.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    g.rename_person(c, &name, &to).await
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -443,13 +452,20 @@ async fn concurrent_renames_onto_one_name_merge_nobody(store: Arc<dyn ObjectStor
     for round in 0..4 {
         let (name, to) = (format!("Ann {round}"), format!("Anna {round}"));
         g.add_faces(c, &name, faces(5, 0)).await.unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(2));
         let renamer = {
-            let (g, name, to) = (tier(&store), name.clone(), to.clone());
-            tokio::spawn(async move { g.rename_person(c, &name, &to).await.unwrap() })
+            let (g, name, to, start) = (tier(&store), name.clone(), to.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                g.rename_person(c, &name, &to).await.unwrap()
+            })
         };
         let remover = {
-            let (g, name) = (tier(&store), name.clone());
-            tokio::spawn(async move { g.remove_person(c, &name).await.unwrap() })
+            let (g, name, start) = (tier(&store), name.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                g.remove_person(c, &name).await.unwrap()
+            })
         };
         let (renamed, removed) = (renamer.await.unwrap(), remover.await.unwrap());
         assert!((renamed, removed) == (5, 0) || (renamed, removed) == (0, 5), "round {round}: renamed {renamed}, removed {removed}");
@@ -466,10 +482,14 @@ async fn concurrent_removals_of_a_face_answer_true_once(store: Arc<dyn ObjectSto
     let c = DEFAULT_COLLECTION;
     for round in 0..4 {
         let added = g.add_faces(c, "Ann", faces(2, 0)).await.unwrap();
+        let start = Arc::new(tokio::sync::Barrier::new(CALLS));
         let tasks: Vec<_> = (0..CALLS)
             .map(|_| {
-                let (g, id) = (tier(&store), added[0].id.clone());
-                tokio::spawn(async move { g.remove_face(c, &id).await.unwrap() })
+                let (g, id, start) = (tier(&store), added[0].id.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    g.remove_face(c, &id).await.unwrap()
+                })
             })
             .collect();
         let mut trues = 0;

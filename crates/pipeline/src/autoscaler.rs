@@ -16,6 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Deployment;
 use crate::stats::Stats;
 
+/// Why the autoscaler cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AutoscalerError {
+    /// The deployment has no fleet to size.
+    #[error("the autoscaler needs a fleet (the deployment has none)")]
+    NoFleet,
+}
+
 /// How the fleet is sized.
 #[derive(Debug, Clone)]
 pub struct ScalePolicy {
@@ -111,7 +119,7 @@ pub async fn apply(fleet: &dyn Fleet, plan: &Plan) {
 /// (visible + in flight), plans and applies; logs a table row whenever the
 /// numbers change (and every 10 s). When `stop` fires, stops every worker
 /// gracefully and waits (up to `drain`) for them to exit.
-pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, drain: Duration) -> anyhow::Result<()> {
+pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, drain: Duration) -> Result<(), AutoscalerError> {
     run_with_wake(dep, policy, stop, drain, Arc::new(Notify::new())).await
 }
 
@@ -129,8 +137,8 @@ pub async fn run_with_wake(
     stop: CancellationToken,
     drain: Duration,
     wake: Arc<Notify>,
-) -> anyhow::Result<()> {
-    let fleet = dep.fleet.clone().ok_or_else(|| anyhow::anyhow!("the autoscaler needs a fleet"))?;
+) -> Result<(), AutoscalerError> {
+    let fleet = dep.fleet.clone().ok_or(AutoscalerError::NoFleet)?;
     let mut state = ScalerState::default();
     let mut last_row = String::new();
     let mut last_log = Instant::now();

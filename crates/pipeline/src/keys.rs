@@ -31,7 +31,7 @@ pub const SECRET_PREFIX: &str = "ffk_";
 
 /// What a key may do. Scopes are ordered: `admin` can do everything
 /// `enroll` can, and `enroll` everything `recognize` can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// `POST /`, `POST /v1/recognize`, reading video results.

@@ -193,11 +193,19 @@ impl Worker {
             }
             let results = self.compute(&jobs).await;
             heartbeat.cancel();
-            for ((i, job), result) in jobs.iter().zip(results) {
-                outcomes[*i] = Some(match result {
+            // Each answer is made durable, sent and acknowledged on its own,
+            // all at once: a slow store round trip does not add up over the
+            // batch.
+            let finished = futures::future::join_all(jobs.iter().zip(results).map(|((i, job), result)| async move {
+                let handled = match result {
                     Ok(outcome) => self.finish(job, outcome, started).await,
                     Err(failure) => self.finish_failed(&job.message, &job.request, failure).await,
-                });
+                };
+                (*i, handled)
+            }))
+            .await;
+            for (i, handled) in finished {
+                outcomes[i] = Some(handled);
             }
         }
         outcomes.into_iter().map(|o| o.expect("every message handled")).collect()

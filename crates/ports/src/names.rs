@@ -123,6 +123,9 @@ mod tests {
         assert_eq!(n.resp_queue, "cse546-resp-queue");
         assert_eq!(n.video_stage1, "cse546-stage-1");
         assert_eq!(n.worker(3), "app-tier-instance-3");
+        assert_eq!(n.app_tier, "cse546-app-tier");
+        assert_eq!(n.recognize_function, "cse546-face-recognition");
+        assert_eq!(n.lambda_artifacts, "cse546-lambda-artifacts");
         assert_eq!(n.worker_number("app-tier-instance-12"), Some(12));
         assert_eq!(n.worker_number("web-instance"), None);
     }

@@ -112,8 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 ("FACEFLEET_SAMPLING".to_string(), args.sampling.to_string()),
                 ("FACEFLEET_MAX_VIDEO_BYTES".to_string(), args.max_video_bytes.to_string()),
             ]);
-            // The model settings, exactly as face-recognition parses them back.
-            spec.environment.extend(facefleet_app::settings::to_env(&args.model).context("passing the model settings")?);
+            spec.model = args.model.clone();
             let report = deploy(&clients, &spec).await.context("deploying the video functions")?;
             print!("{report}");
             if report.is_unchanged() {

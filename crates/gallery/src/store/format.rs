@@ -33,7 +33,7 @@ pub(crate) const MAGIC: &[u8; 8] = b"FFSNAP02";
 
 /// Outcomes of this many of the last folded log entries are kept in each
 /// snapshot's header.
-pub(crate) const RECENT_OUTCOMES: usize = 1000;
+pub(crate) const RECENT_OUTCOMES: usize = 256;
 
 /// Digits of a log entry's sequence number in its key.
 const LOG_DIGITS: usize = 13;
