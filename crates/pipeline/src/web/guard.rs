@@ -40,14 +40,12 @@ pub struct AccessPolicy {
 /// embeddings, keys, status, metrics.
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let c = |rest: &[&str]| -> Vec<String> { rest.iter().map(|s| s.to_string()).collect() };
-    // `/v1/collections/{c}/<rest>` reads as the matching `default` route.
-    let rest: Vec<String> = match segments.as_slice() {
-        ["v1", "collections", _, rest @ ..] => c(rest),
-        _ => Vec::new(),
+    // What follows `/v1/collections/{c}/`, matched like the `default` routes.
+    let rest: &[&str] = match segments.as_slice() {
+        ["v1", "collections", _, rest @ ..] => rest,
+        _ => &[],
     };
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (method, segments.as_slice(), rest.as_slice()) {
+    match (method, segments.as_slice(), rest) {
         (_, ["healthz"], _) | (_, ["openapi.json"], _) => None,
         // The console's static files, and `GET /` sending browsers to them:
         // no data; the console's API calls carry the key.
