@@ -13,7 +13,14 @@
 //! level in turn (interleaved, so that a busy machine slows them alike;
 //! default: the level `FACEFLEET_SIMD` or the CPU selects) and prints a
 //! table per level, then the ratio of the medians to the first level.
-//! Prints the median and minimum per stage over all images and runs.
+//! Prints the median and minimum per stage over all images and runs, and
+//! the per-chip time of embedding 1, 4 and 10 aligned chips in one call.
+//!
+//! `--serve` is for side-by-side runs driven by another program
+//! (`scripts/bench/side_by_side.py`): after loading the model and enrolling
+//! the photos it reads lines `<level> <image path>` from stdin and answers
+//! each with one line `<ms> <name|unknown|noface>`, the time of one whole
+//! `FaceModel::recognize` call (decode..match) on that SIMD level.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,6 +62,7 @@ fn main() -> Result<()> {
     let mut kind = RecognizerKind::MobileFaceNet;
     let mut images: Vec<PathBuf> = Vec::new();
     let mut levels: Vec<SimdLevel> = Vec::new();
+    let mut serve_mode = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs needs a value")?.parse::<usize>()?.max(1),
@@ -70,6 +78,7 @@ fn main() -> Result<()> {
                     }
                 }
             }
+            "--serve" => serve_mode = true,
             _ => images.push(a.into()),
         }
     }
@@ -102,6 +111,9 @@ fn main() -> Result<()> {
     }
 
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    if serve_mode {
+        return serve(&model, &gallery, &limits);
+    }
     let mut stages: Vec<[Vec<f64>; STAGES.len()]> = vec![Default::default(); levels.len()];
     let candidates = std::cell::Cell::new((0usize, 0usize, 0usize)); // calls, P-Net out, R-Net out
     let one = |st: &mut [Vec<f64>; STAGES.len()], bytes: &[u8]| -> Result<()> {
@@ -146,6 +158,39 @@ fn main() -> Result<()> {
             }
         }
     }
+    // Embedding in batches: per-chip time of one call over 1, 4 and 10
+    // chips (a worker embeds the faces of up to 10 requests in one call).
+    let chips: Vec<_> = photos
+        .iter()
+        .filter_map(|(_, b)| {
+            let img = decode_image(b, &limits).ok()?;
+            let face = model.detect(&img).ok()?.into_iter().next()?;
+            Some(model.align(&img, &face))
+        })
+        .collect();
+    let mut batch_rows = Vec::new();
+    for &n in &[1usize, 4, 10] {
+        if chips.len() < n {
+            continue;
+        }
+        let mut per_level = Vec::new();
+        for &level in &levels {
+            let mut per_chip = Vec::new();
+            simd::with_level(level, || -> Result<()> {
+                model.embed_chips(&chips[..n])?; // warm-up at this size
+                for r in 0..runs {
+                    let start = (r * n) % (chips.len() - n + 1);
+                    let t = Instant::now();
+                    std::hint::black_box(model.embed_chips(&chips[start..start + n])?);
+                    per_chip.push(ms(t) / n as f64);
+                }
+                Ok(())
+            })?;
+            per_chip.sort_by(f64::total_cmp);
+            per_level.push((per_chip[per_chip.len() / 2], per_chip[0]));
+        }
+        batch_rows.push((n, per_level));
+    }
     println!(
         "recognizer {kind}, {} photo(s) x {runs} runs, RAYON_NUM_THREADS={}, CPU: {} ({} cores; features {:?})",
         photos.len(),
@@ -174,6 +219,19 @@ fn main() -> Result<()> {
             println!("{name:<28} {:>10.2} {:>10.2}", medians[li][si], times[0]);
         }
     }
+    println!("\nembedding in one call of n chips: ms per chip, median / min");
+    print!("{:<10}", "n");
+    for l in &levels {
+        print!(" {:>22}", l.name());
+    }
+    println!();
+    for (n, per_level) in &batch_rows {
+        print!("{n:<10}");
+        for (med, min) in per_level {
+            print!(" {:>22}", format!("{med:.2} / {min:.2}"));
+        }
+        println!();
+    }
     if levels.len() > 1 {
         println!("\nspeed relative to {} (median time of {} / median time of the other; 1.00 = as fast)", levels[0], levels[0]);
         print!("{:<28}", "stage");
@@ -188,6 +246,39 @@ fn main() -> Result<()> {
             }
             println!();
         }
+    }
+    Ok(())
+}
+
+/// The `--serve` loop: one timed `recognize` per stdin line `<level> <path>`.
+fn serve(model: &FaceModel, gallery: &Gallery, limits: &DecodeLimits) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "ready {}", simd::simd_summary())?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let Some((level, path)) = line.trim().split_once(' ') else { bail!("expected `<level> <path>`, got {line:?}") };
+        let level = match SimdLevel::parse(level).map_err(anyhow::Error::msg)? {
+            Some(l) if l.is_supported() => l,
+            Some(l) => bail!("this CPU cannot run {l}"),
+            None => simd::detected_level(),
+        };
+        let bytes = std::fs::read(path).with_context(|| path.to_string())?;
+        let (took, answer) = simd::with_level(level, || -> Result<(f64, String)> {
+            let t = Instant::now();
+            let img = decode_image(&bytes, limits)?;
+            let faces = model.recognize(&img, gallery)?;
+            let took = t.elapsed().as_secs_f64() * 1e3;
+            let answer = match faces.first() {
+                None => "noface".to_string(),
+                Some(f) => f.name.clone().unwrap_or_else(|| "unknown".into()),
+            };
+            Ok((took, answer))
+        })?;
+        writeln!(out, "{took:.3} {answer}")?;
+        out.flush()?;
     }
     Ok(())
 }

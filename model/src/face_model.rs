@@ -99,6 +99,11 @@ impl FaceModel {
         })
     }
 
+    /// Whether the networks run on a GPU (the `cuda` feature, with a device).
+    pub fn on_gpu(&self) -> bool {
+        self.detector.device().is_cuda()
+    }
+
     /// The recognizer this model embeds with.
     pub fn recognizer_kind(&self) -> RecognizerKind {
         self.recognizer.kind()

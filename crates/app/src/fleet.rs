@@ -65,6 +65,14 @@ pub fn process_fleet(program: Option<&Path>, settings: &WorkerSettings) -> anyho
 pub async fn make_fleet(settings: &WorkerSettings, scaler: &ScalerArgs) -> anyhow::Result<(Arc<dyn Fleet>, Option<Arc<ProcessFleet>>)> {
     match scaler.fleet {
         FleetKind::Local => {
+            // Workers on this machine share its cores: one compute slot
+            // per core unless told otherwise (see `compute_slots`).
+            let mut settings = settings.clone();
+            if settings.worker.compute_slots.is_none() {
+                let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                settings.worker.compute_slots = Some(u16::try_from(cores.min(1024)).unwrap_or(1024));
+            }
+            let settings = &settings;
             let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), settings)?.with_niceness(scaler.worker_nice));
             // Workers of an earlier `up` on this data folder that died
             // without stopping them (they also exit by themselves when

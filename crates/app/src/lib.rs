@@ -9,7 +9,8 @@
 //!   and [`settings::to_env`], which hands a process's settings to a worker
 //!   or a Lambda function without loss;
 //! - [`backend`]: the ONE place a backend (embedded, AWS) is chosen;
-//! - [`fleet`]: local worker processes or EC2 instances;
+//! - [`fleet`]: local worker processes or EC2 instances, and
+//!   [`compute_slots`], which lets local workers take turns on the cores;
 //! - [`model_engine`]: the face model behind [`facefleet_gallery::FaceEngine`];
 //! - [`run`]: the worker, web-tier and autoscaler processes;
 //! - [`up`]: `facefleet up`, the whole stack, with [`video`] wired in;
@@ -25,6 +26,7 @@ pub mod aws_cli;
 pub mod backend;
 pub mod client;
 pub mod commands;
+pub mod compute_slots;
 pub mod doctor;
 pub mod fleet;
 pub mod loadgen;

@@ -14,6 +14,7 @@ use facefleet_pipeline::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::connect;
+use crate::compute_slots::{ComputeSlots, SlottedEngine};
 use crate::fleet::make_fleet;
 use crate::model_engine::ModelEngine;
 use crate::settings::{BackendArgs, ModelArgs, ScalerArgs, WebArgs, WorkerSettings};
@@ -124,10 +125,29 @@ pub async fn secure(web: &WebArgs, state: WebState, addr: std::net::SocketAddr) 
 /// The app-tier process: one worker until `stop` (SIGTERM) fires; the jobs
 /// in hand are finished first.
 pub async fn run_worker(settings: &WorkerSettings, stop: CancellationToken) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let dep = connect(&settings.backend, None).await?;
-    let engine = load_engine(&settings.model).await?;
+    let connected_ms = started.elapsed().as_secs_f64() * 1e3;
+    let engine: Arc<dyn FaceEngine> = load_engine(&settings.model).await?;
+    let loaded_ms = started.elapsed().as_secs_f64() * 1e3 - connected_ms;
+    let engine = match settings.worker.compute_slots {
+        Some(n) if n > 0 => {
+            let dir = settings.backend.data_dir.join("fleet").join("compute-slots");
+            let slots = ComputeSlots::open(&dir, usize::from(n)).with_context(|| format!("opening the compute slots in {}", dir.display()))?;
+            Arc::new(SlottedEngine::new(engine, slots)) as Arc<dyn FaceEngine>
+        }
+        _ => engine,
+    };
     let instance = std::env::var(facefleet_embedded::INSTANCE_NAME_ENV).unwrap_or_else(|_| "app-tier".into());
-    tracing::info!(%instance, recognizer = %settings.model.recognizer, threshold = engine.threshold(), "model loaded; polling {}", dep.names.req_queue);
+    tracing::info!(
+        %instance,
+        recognizer = %settings.model.recognizer,
+        threshold = engine.threshold(),
+        connect_ms = format!("{connected_ms:.1}"),
+        model_ms = format!("{loaded_ms:.1}"),
+        "model loaded; polling {}",
+        dep.names.req_queue
+    );
     Worker::new(dep, engine, settings.worker.config()).run(stop).await;
     Ok(())
 }

@@ -232,15 +232,27 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RECEIVES - 1)))]
     #[serde(rename = "worker_max_attempts")]
     pub max_attempts: u32,
-    /// Requests a worker takes from the queue at once and embeds in one
-    /// batch (1 to 10, the queues' limit).
+    /// Requests a worker takes from the queue at once (1 to 10, the
+    /// queues' limit).
     #[arg(long, env = "FACEFLEET_WORKER_BATCH", default_value_t = WorkerConfig::MAX_BATCH, value_parser = parse_batch)]
     pub batch: usize,
+    /// Images a worker runs through the model at once, their faces
+    /// embedded in one batch (1 to 10; default: 1 on a CPU, where a batch
+    /// is slower per face and delays its first answer, 10 on a GPU).
+    #[arg(long, env = "FACEFLEET_EMBED_BATCH", value_parser = parse_batch)]
+    pub embed_batch: Option<usize>,
+    /// At most this many workers sharing the data folder run the model at
+    /// once (0 to 1024; 0: no limit). A local fleet sets it to the
+    /// machine's cores unless given, so that its workers take turns
+    /// instead of slowing each other down; a worker on its own machine
+    /// needs none.
+    #[arg(long, env = "FACEFLEET_COMPUTE_SLOTS", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub compute_slots: Option<u16>,
 }
 
 impl Default for WorkerArgs {
     fn default() -> Self {
-        Self { visibility: 15.0, max_attempts: 3, batch: WorkerConfig::MAX_BATCH }
+        Self { visibility: 15.0, max_attempts: 3, batch: WorkerConfig::MAX_BATCH, embed_batch: None, compute_slots: None }
     }
 }
 
@@ -262,7 +274,14 @@ impl WorkerArgs {
     /// The worker configuration.
     pub fn config(&self) -> WorkerConfig {
         let vis = self.visibility();
-        WorkerConfig { visibility: vis, heartbeat: vis / 3, max_attempts: self.max_attempts, batch: self.batch, ..Default::default() }
+        WorkerConfig {
+            visibility: vis,
+            heartbeat: vis / 3,
+            max_attempts: self.max_attempts,
+            batch: self.batch,
+            embed_batch: self.embed_batch,
+            ..Default::default()
+        }
     }
 }
 

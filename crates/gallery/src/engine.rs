@@ -125,6 +125,16 @@ pub trait FaceEngine: Send + Sync + 'static {
         images.iter().map(|i| self.analyze(i, max_faces, true)).collect()
     }
 
+    /// How many images [`Self::analyze_many`] is best given at once. 1
+    /// (the default) where a batch is no cheaper per face, as on a CPU: the
+    /// activations of a batch of face chips leave the cache, so embedding
+    /// 10 at once costs more per chip than one at a time, and a batch
+    /// delays every answer in it until the last face is done. More on a
+    /// GPU, where a batch fills the device.
+    fn preferred_batch(&self) -> usize {
+        1
+    }
+
     /// A small JPEG (about 112x112) of `face` aligned, for galleries and
     /// the console.
     fn thumbnail(&self, image: &[u8], face: &AnalyzedFace) -> Result<Vec<u8>, EngineError>;

@@ -1,5 +1,6 @@
 //! The rules for person and collection names: one validator for the web
-//! tier, the workers, the video path and the CLI.
+//! tier, the workers, the video path and the CLI, and the one way a name
+//! (or a video stem) goes into a URL path ([`url_segment`]).
 
 /// The collection behind the course route and the `/v1/people` routes.
 pub const DEFAULT_COLLECTION: &str = "default";
@@ -21,6 +22,17 @@ pub struct InvalidName {
     pub why: &'static str,
     /// The name, for the message.
     pub name: String,
+}
+
+/// Bytes kept as they are in a URL path segment: RFC 3986's unreserved
+/// characters; everything else is percent-encoded (`/` included).
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `s` as one percent-encoded URL path segment (a person, collection or
+/// video stem in a link the API hands out).
+pub fn url_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
 /// Checks a person name: 1 to 100 characters and at most 200 bytes, no
@@ -67,6 +79,13 @@ pub fn validate_collection(name: &str) -> Result<(), InvalidName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_segments_keep_unreserved_characters_only() {
+        assert_eq!(url_segment("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(url_segment("test_0-1.x~"), "test_0-1.x~");
+        assert_eq!(url_segment("../%"), "..%2F%25");
+    }
 
     #[test]
     fn person_names() {

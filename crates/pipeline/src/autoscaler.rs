@@ -127,6 +127,10 @@ pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, 
 /// tick it triggers.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// How often the autoscaler's table re-counts the objects in the buckets
+/// (a whole-bucket listing, too costly for every tick).
+const OBJECT_COUNT_EVERY: Duration = Duration::from_secs(5);
+
 /// [`run`], also ticking (after [`WAKE_DEBOUNCE`]) whenever `wake` is
 /// notified, e.g. by a web tier in the same process that just queued a
 /// request: scale-out then starts within milliseconds of the first upload
@@ -142,6 +146,7 @@ pub async fn run_with_wake(
     let mut state = ScalerState::default();
     let mut last_row = String::new();
     let mut last_log = Instant::now();
+    let mut objects: Option<((u64, u64), Instant)> = None;
     tracing::info!(max = policy.max_instances, per_worker = policy.per_worker, "autoscaler started");
     tracing::info!(target: "facefleet::table", "{}", Stats::header());
     let mut ticker = tokio::time::interval(policy.poll);
@@ -164,8 +169,19 @@ pub async fn run_with_wake(
         };
         let p = plan(&policy, &mut state, depth.total(), &instances, &dep.names, Instant::now());
         apply(fleet.as_ref(), &p).await;
-        match Stats::collect(&dep).await {
-            Ok(s) => {
+        // The table's object counts list both buckets, which grow without
+        // bound: they are refreshed every OBJECT_COUNT_EVERY, not every tick.
+        if objects.as_ref().is_none_or(|(_, at): &(_, Instant)| at.elapsed() >= OBJECT_COUNT_EVERY) {
+            match Stats::count_objects(&dep).await {
+                Ok(counts) => objects = Some((counts, Instant::now())),
+                Err(e) => tracing::warn!(error = %e, "counting the bucket objects failed"),
+            }
+        }
+        match Stats::collect_live(&dep).await {
+            Ok(mut s) => {
+                if let Some(((input, output), _)) = objects {
+                    (s.input_objects, s.output_objects) = (input, output);
+                }
                 let row = s.row();
                 if row != last_row || last_log.elapsed() >= Duration::from_secs(10) {
                     tracing::info!(target: "facefleet::table", "{row}");

@@ -29,13 +29,18 @@ pub struct Stats {
 impl Stats {
     /// Reads every number from the deployment's backends.
     pub async fn collect(dep: &Deployment) -> Result<Stats, PortError> {
+        let (mut stats, (input, output)) = futures::try_join!(Self::collect_live(dep), Self::count_objects(dep))?;
+        stats.input_objects = input;
+        stats.output_objects = output;
+        Ok(stats)
+    }
+
+    /// The queue and fleet numbers only, leaving the object counts at 0:
+    /// cheap whatever the buckets hold (counting objects lists a whole
+    /// bucket), for callers that look often, like the autoscaler.
+    pub async fn collect_live(dep: &Deployment) -> Result<Stats, PortError> {
         let n = &dep.names;
-        let (req, resp, input, output) = futures::try_join!(
-            dep.queue.depth(&n.req_queue),
-            dep.queue.depth(&n.resp_queue),
-            dep.store.count(&n.in_bucket, ""),
-            dep.store.count(&n.out_bucket, ""),
-        )?;
+        let (req, resp) = futures::try_join!(dep.queue.depth(&n.req_queue), dep.queue.depth(&n.resp_queue))?;
         let (running, visible) = match &dep.fleet {
             Some(f) => (f.list().await?.iter().filter(|i| i.state.is_active()).count() as u64, true),
             None => (0, false),
@@ -46,9 +51,15 @@ impl Stats {
             response_queue_depth: resp.total(),
             running_instances: running,
             fleet_visible: visible,
-            input_objects: input,
-            output_objects: output,
+            input_objects: 0,
+            output_objects: 0,
         })
+    }
+
+    /// Objects in the input and output buckets (lists both buckets whole).
+    pub async fn count_objects(dep: &Deployment) -> Result<(u64, u64), PortError> {
+        let n = &dep.names;
+        futures::try_join!(dep.store.count(&n.in_bucket, ""), dep.store.count(&n.out_bucket, ""))
     }
 
     /// Header of [`Stats::row`], as the course's grader prints it.

@@ -23,9 +23,15 @@
 //! the dead-letter queue.
 
 //! Batches: a worker receives up to [`WorkerConfig::batch`] requests at
-//! once, fetches their images concurrently and embeds the faces of all of
-//! them in one batched model call ([`FaceEngine::analyze_many`]); each
-//! request is then answered, made durable and acknowledged on its own.
+//! once (one queue round trip for ten) and fetches their images
+//! concurrently. The model then runs over them in groups of
+//! [`WorkerConfig::embed_batch`] images, each group one
+//! [`FaceEngine::analyze_many`] call (its faces embedded together), and
+//! every request of a group is made durable, answered and acknowledged on
+//! its own as soon as its group is done, while the next group computes. By
+//! default a group is what the engine prefers
+//! ([`FaceEngine::preferred_batch`]): one image on a CPU, so that the first
+//! answer of a batch does not wait for the last.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,9 +64,11 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// How often a collection's gallery is checked for changes.
     pub gallery_refresh: Duration,
-    /// Requests taken from the queue at once (1 to 10) and embedded in one
-    /// batch.
+    /// Requests taken from the queue at once (1 to 10).
     pub batch: usize,
+    /// Images analysed in one model call (their faces embedded together);
+    /// `None`: the engine's [`FaceEngine::preferred_batch`].
+    pub embed_batch: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -77,6 +85,7 @@ impl Default for WorkerConfig {
             max_attempts: 3,
             gallery_refresh: Duration::from_secs(2),
             batch: Self::MAX_BATCH,
+            embed_batch: None,
         }
     }
 }
@@ -168,9 +177,13 @@ impl Worker {
         self.handle_batch(vec![m]).await.pop().expect("one outcome per message")
     }
 
-    /// Handles received messages end to end, embedding the faces of all
-    /// their images in one batch. One outcome per message, in order.
+    /// Handles received messages end to end: the model runs over them in
+    /// groups of [`WorkerConfig::embed_batch`] images, and each request is
+    /// finished (durable, answered, acknowledged) as soon as its group is
+    /// done, while the next group computes. One outcome per message, in
+    /// order.
     pub async fn handle_batch(&self, messages: Vec<Message>) -> Vec<Handled> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let mut outcomes: Vec<Option<Handled>> = vec![None; messages.len()];
         let mut ready = Vec::new();
         for (i, m) in messages.into_iter().enumerate() {
@@ -191,22 +204,35 @@ impl Worker {
                     Err((m, r, failure)) => outcomes[i] = Some(self.finish_failed(&m, &r, failure).await),
                 }
             }
-            let results = self.compute(&jobs).await;
-            heartbeat.cancel();
-            // Each answer is made durable, sent and acknowledged on its own,
-            // all at once: a slow store round trip does not add up over the
-            // batch.
-            let finished = futures::future::join_all(jobs.iter().zip(results).map(|((i, job), result)| async move {
-                let handled = match result {
-                    Ok(outcome) => self.finish(job, outcome, started).await,
-                    Err(failure) => self.finish_failed(&job.message, &job.request, failure).await,
+            let group = self.config.embed_batch.unwrap_or_else(|| self.engine.preferred_batch()).max(1);
+            // Answers in flight: each is made durable, sent and acknowledged
+            // on its own, concurrently with the next group's model work, so
+            // that neither a slow store round trip nor a later image delays
+            // an answer.
+            let mut finishing = FuturesUnordered::new();
+            for chunk in jobs.chunks(group) {
+                let compute = self.compute(chunk);
+                tokio::pin!(compute);
+                let results = loop {
+                    tokio::select! {
+                        results = &mut compute => break results,
+                        Some((i, handled)) = finishing.next(), if !finishing.is_empty() => outcomes[i] = Some(handled),
+                    }
                 };
-                (*i, handled)
-            }))
-            .await;
-            for (i, handled) in finished {
+                for ((i, job), result) in chunk.iter().zip(results) {
+                    finishing.push(async move {
+                        let handled = match result {
+                            Ok(outcome) => self.finish(job, outcome, started).await,
+                            Err(failure) => self.finish_failed(&job.message, &job.request, failure).await,
+                        };
+                        (*i, handled)
+                    });
+                }
+            }
+            while let Some((i, handled)) = finishing.next().await {
                 outcomes[i] = Some(handled);
             }
+            heartbeat.cancel();
         }
         outcomes.into_iter().map(|o| o.expect("every message handled")).collect()
     }

@@ -339,8 +339,47 @@ async fn keys_limited_to_collections() {
     assert_eq!(v["collections"], json!(["b"]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_answers_each_request_of_a_batch_before_analysing_the_next() {
+    use facefleet_pipeline::worker::{Handled, Worker, WorkerConfig};
+    let (dep, _store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    for i in 0..3u8 {
+        let key = format!("r{i}/q.png");
+        dep.store.put(&dep.names.in_bucket, &key, png(7, 8, 8).into()).await.unwrap();
+        let body = serde_json::to_string(&facefleet_pipeline::protocol::Request::new(format!("r{i}"), key, facefleet_pipeline::protocol::Mode::Name)).unwrap();
+        dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    }
+    let engine = Arc::new(FakeEngine::default());
+    let (release, held) = std::sync::mpsc::channel();
+    *engine.hold_second_batch.lock().unwrap() = Some(held);
+    // The default group is the engine's preferred batch: one image (CPU).
+    let w = Arc::new(Worker::new(dep.clone(), engine.clone(), WorkerConfig { batch: 10, ..test_worker_config() }));
+    let mut messages = Vec::new();
+    while messages.len() < 3 {
+        messages.extend(dep.queue.receive(&dep.names.req_queue, 10, std::time::Duration::from_millis(100), None).await.unwrap());
+    }
+    let handling = tokio::spawn({
+        let w = w.clone();
+        async move { w.handle_batch(messages).await }
+    });
+    // The second image's analysis waits until the first answer is out: it
+    // only comes if answers do not wait for the rest of their batch.
+    while queue.bodies(&dep.names.resp_queue).is_empty() && !engine.hold_ran_out.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let _ = release.send(());
+    let outcomes = handling.await.unwrap();
+    assert!(!engine.hold_ran_out.load(Ordering::SeqCst), "the first answer waited for the rest of the batch");
+    assert!(outcomes.iter().all(|o| *o == Handled::Answered), "{outcomes:?}");
+    assert_eq!(engine.batches.load(Ordering::SeqCst), 3);
+    assert_eq!(engine.largest_batch.load(Ordering::SeqCst), 1);
+    assert_eq!(queue.bodies(&dep.names.resp_queue).len(), 3);
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+}
+
 #[tokio::test]
-async fn a_worker_embeds_a_batch_of_requests_at_once() {
+async fn a_worker_can_embed_a_whole_receive_in_one_batch() {
     use facefleet_pipeline::protocol::{Mode, Request as Job, Response};
     use facefleet_pipeline::worker::{Handled, Worker, WorkerConfig};
     let (dep, _store, queue) = memory_deployment().await;
@@ -352,7 +391,7 @@ async fn a_worker_embeds_a_batch_of_requests_at_once() {
         dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
     }
     let engine = Arc::new(FakeEngine::default());
-    let w = Worker::new(dep.clone(), engine.clone(), WorkerConfig { batch: 10, ..test_worker_config() });
+    let w = Worker::new(dep.clone(), engine.clone(), WorkerConfig { batch: 10, embed_batch: Some(10), ..test_worker_config() });
     let mut messages = Vec::new();
     while messages.len() < 10 {
         let got = dep.queue.receive(&dep.names.req_queue, 10, std::time::Duration::from_millis(100), None).await.unwrap();

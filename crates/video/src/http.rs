@@ -422,7 +422,7 @@ async fn receive(shared: &Shared, req: Request) -> Result<Accepted, ApiError> {
     api.store.put_file(bucket, &key, &spool.path).await.map_err(|e| store_error("storing the video", bucket, &key, e))?;
     drop(spool);
     let stem = keys::video_stem(&key).to_string();
-    let status_url = format!("/v1/videos/{}", url_path_segment(&stem));
+    let status_url = format!("/v1/videos/{}", facefleet_gallery::names::url_segment(&stem));
     tracing::info!(key, bytes = total, "video uploaded");
     Ok(Accepted { key, stem, status_url })
 }
@@ -493,14 +493,3 @@ async fn was_uploaded(api: &VideoApi, stem: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// Percent-encodes one URL path segment.
-fn url_path_segment(s: &str) -> String {
-    let mut out = String::new();
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}

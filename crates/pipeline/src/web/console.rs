@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use facefleet_gallery::names::url_segment;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, WebState};
@@ -200,18 +201,6 @@ fn frame_number(file: &str, ext: &str) -> Option<usize> {
     (digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
-/// Percent-encodes one URL path segment.
-fn segment(s: &str) -> String {
-    let mut out = String::new();
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn not_found_is_empty(e: facefleet_ports::PortError) -> Result<Vec<facefleet_ports::ObjectMeta>, ApiError> {
     if e.is_not_found() {
         Ok(Vec::new())
@@ -273,7 +262,7 @@ pub(crate) async fn frames(State(state): State<WebState>, Path(stem): Path<Strin
         .into_iter()
         .map(|index| Frame {
             index,
-            image: format!("/v1/videos/{}/frames/{index}", segment(&stem)),
+            image: format!("/v1/videos/{}/frames/{index}", url_segment(&stem)),
             names: found.remove(&index),
             failed: failed.contains(&index),
         })
@@ -380,6 +369,5 @@ mod tests {
         assert!(check_stem("..").is_err());
         assert!(check_stem("a/b").is_err());
         assert!(check_stem("").is_err());
-        assert_eq!(segment("a b/ü"), "a%20b%2F%C3%BC");
     }
 }

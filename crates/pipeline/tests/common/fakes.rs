@@ -41,6 +41,11 @@ pub struct FakeEngine {
     pub batches: AtomicUsize,
     /// Most images in one batch.
     pub largest_batch: AtomicUsize,
+    /// When set, the second `analyze_many` call waits (at most a minute)
+    /// for a message on this channel before it analyses anything.
+    pub hold_second_batch: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Whether that wait ran out instead of being released.
+    pub hold_ran_out: std::sync::atomic::AtomicBool,
 }
 
 impl FakeEngine {
@@ -79,7 +84,13 @@ impl FaceEngine for FakeEngine {
         }])
     }
     fn analyze_many(&self, images: &[&[u8]], max_faces: usize) -> Vec<std::result::Result<Vec<AnalyzedFace>, EngineError>> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
+        if self.batches.fetch_add(1, Ordering::SeqCst) == 1 {
+            if let Some(release) = self.hold_second_batch.lock().unwrap().take() {
+                if release.recv_timeout(Duration::from_secs(60)).is_err() {
+                    self.hold_ran_out.store(true, Ordering::SeqCst);
+                }
+            }
+        }
         self.largest_batch.fetch_max(images.len(), Ordering::SeqCst);
         images.iter().map(|i| self.analyze(i, max_faces, true)).collect()
     }
@@ -98,6 +109,7 @@ pub fn test_worker_config() -> WorkerConfig {
         max_attempts: 3,
         gallery_refresh: Duration::from_millis(100),
         batch: 1,
+        embed_batch: None,
     }
 }
 
