@@ -636,19 +636,57 @@ mod tests {
         assert!(simd_summary().contains(SIMD_ENV), "{}", simd_summary());
     }
 
+    /// Runs this test binary again with `FACEFLEET_SIMD` set (the variable is
+    /// read once per process). Under an emulator (`scripts/test-aarch64`:
+    /// qemu-user, no binfmt_misc) the binary cannot be executed directly:
+    /// `FACEFLEET_TEST_RUNNER` (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`,
+    /// split on whitespace) is then put in front of it.
     #[test]
     fn the_env_variable_forces_the_path() {
         let exe = std::env::current_exe().unwrap();
-        for (value, level) in [("avx2", SimdLevel::Avx2Fma), ("baseline", SimdLevel::Baseline), ("avx512", SimdLevel::Avx512)] {
-            let out = std::process::Command::new(&exe)
+        let runner = std::env::var("FACEFLEET_TEST_RUNNER").unwrap_or_default();
+        let runner: Vec<&str> = runner.split_whitespace().collect();
+        let levels = [
+            ("avx2", SimdLevel::Avx2Fma),
+            ("baseline", SimdLevel::Baseline),
+            ("avx512", SimdLevel::Avx512),
+            ("neon", SimdLevel::Neon),
+        ];
+        for (value, level) in levels {
+            let mut cmd = match runner.split_first() {
+                Some((prog, args)) => {
+                    let mut c = std::process::Command::new(prog);
+                    c.args(args).arg(&exe);
+                    c
+                }
+                None => std::process::Command::new(&exe),
+            };
+            let out = cmd
                 .args(["--exact", "simd::tests::child_reports_the_forced_path", "--test-threads=1"])
                 .env(SIMD_ENV, value)
                 .env("FACEFLEET_SIMD_TEST_EXPECT", level.clamp_to_cpu().name())
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && text.contains("1 passed"), "{value}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{value}: child {} exited with {} (under an emulator, set FACEFLEET_TEST_RUNNER):\n{text}\n{}",
+                exe.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn aarch64_detects_neon() {
+        assert_eq!(cpu_features(), ["neon"]);
+        assert_eq!(detected_level(), SimdLevel::Neon);
+        assert_eq!(candle_gemm_path(), NEON);
+        // The x86 levels are clamped to NEON (AVX2's rank), never run.
+        assert_eq!(SimdLevel::Avx512.clamp_to_cpu(), SimdLevel::Neon);
+        assert_eq!(SimdLevel::Avx2Fma.clamp_to_cpu(), SimdLevel::Neon);
     }
 
     simd_kernel! {

@@ -1,7 +1,8 @@
 //! Every SIMD path gives the same answers: detection, alignment and
 //! embedding of real photos on each level this CPU supports (forced with
 //! `simd::with_level`) agree with the detected level within float
-//! tolerance, and the forced level is the one reported.
+//! tolerance, and the forced level is the one reported. On aarch64 that
+//! compares NEON with the baseline (`scripts/test-aarch64`, under qemu).
 //!
 //! Needs the shared data sets (env FACEFLEET_SHARED_DIR or
 //! `<workspace>/../shared`); fails when they are missing.
@@ -16,6 +17,12 @@ fn every_level_agrees_with_the_detected_one() {
     let model = FaceModel::load(&ModelConfig::default()).unwrap();
     let photos: Vec<_> = person_photos(&lfw).unwrap().into_iter().take(6).map(|(_, p)| p[0].clone()).collect();
     let levels: Vec<SimdLevel> = SimdLevel::ALL.into_iter().filter(|l| l.is_supported()).collect();
+    // Every build checks its own SIMD level against the baseline: AVX2 (and
+    // AVX-512 where the CPU has it) on x86_64, NEON on aarch64
+    // (`scripts/test-aarch64` runs this under qemu).
+    assert!(levels.contains(&SimdLevel::Baseline));
+    #[cfg(target_arch = "aarch64")]
+    assert!(levels.contains(&SimdLevel::Neon), "aarch64 without NEON? levels {levels:?}");
     let reference = simd::detected_level();
     for path in &photos {
         let img = decode_image(&std::fs::read(path).unwrap(), &DecodeLimits::default()).unwrap();
