@@ -60,19 +60,24 @@ pub fn process_fleet(program: Option<&Path>, settings: &WorkerSettings) -> anyho
     Ok(ProcessFleet::new(program, args, env, data_dir.join("logs")).with_state_dir(data_dir.join("fleet")))
 }
 
+/// The settings of local workers: `settings`, with one compute slot per
+/// core of this machine unless `--compute-slots` was given (the workers
+/// share its cores; see [`crate::compute_slots`]).
+pub fn local_worker_settings(settings: &WorkerSettings) -> WorkerSettings {
+    let mut settings = settings.clone();
+    if settings.worker.compute_slots.is_none() {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        settings.worker.compute_slots = Some(u16::try_from(cores.min(1024)).unwrap_or(1024));
+    }
+    settings
+}
+
 /// The worker fleet `scaler.fleet` asks for, and the local fleet to shut
 /// down at the end (EC2 workers are left to the autoscaler's scale-in).
 pub async fn make_fleet(settings: &WorkerSettings, scaler: &ScalerArgs) -> anyhow::Result<(Arc<dyn Fleet>, Option<Arc<ProcessFleet>>)> {
     match scaler.fleet {
         FleetKind::Local => {
-            // Workers on this machine share its cores: one compute slot
-            // per core unless told otherwise (see `compute_slots`).
-            let mut settings = settings.clone();
-            if settings.worker.compute_slots.is_none() {
-                let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-                settings.worker.compute_slots = Some(u16::try_from(cores.min(1024)).unwrap_or(1024));
-            }
-            let settings = &settings;
+            let settings = &local_worker_settings(settings);
             let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), settings)?.with_niceness(scaler.worker_nice));
             // Workers of an earlier `up` on this data folder that died
             // without stopping them (they also exit by themselves when
@@ -119,6 +124,13 @@ mod tests {
         assert_eq!(get("FACEFLEET_RECOGNIZER").as_deref(), Some("dlib-resnet"));
         assert_eq!(get("FACEFLEET_MAX_ATTEMPTS").as_deref(), Some("3"));
         assert!(get("RAYON_NUM_THREADS").is_some());
+        assert_eq!(get("FACEFLEET_COMPUTE_SLOTS"), None, "no limit unless set");
+        let local = worker_env(&local_worker_settings(&p.settings)).unwrap();
+        let slots = local.iter().find(|(n, _)| n == "FACEFLEET_COMPUTE_SLOTS").map(|(_, v)| v.parse::<usize>().unwrap());
+        assert_eq!(slots, Some(std::thread::available_parallelism().unwrap().get()), "local workers: one slot per core");
+        let given = Parent::try_parse_from(["up", "--compute-slots", "0"]).unwrap();
+        let env = worker_env(&local_worker_settings(&given.settings)).unwrap();
+        assert!(env.iter().any(|(n, v)| n == "FACEFLEET_COMPUTE_SLOTS" && v == "0"), "an explicit value is kept");
         #[cfg(feature = "aws")]
         for var in ["FACEFLEET_AWS_MAX_ATTEMPTS", "FACEFLEET_AWS_RETRY_MODE"] {
             assert!(get(var).is_some(), "{var} is passed on");
