@@ -111,6 +111,9 @@ pub struct Worker {
     gallery: GalleryCache,
 }
 
+/// Receipts of the received requests not settled yet.
+type InHand = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 enum Failure {
     Permanent(String),
     Transient(String),
@@ -194,14 +197,19 @@ impl Worker {
         }
         if !ready.is_empty() {
             let started = Instant::now();
-            let receipts: Vec<String> = ready.iter().map(|(_, (m, _))| m.receipt.clone()).collect();
-            let heartbeat = self.start_heartbeat(receipts);
+            // The requests still in hand: the heartbeat renews these, and
+            // each leaves the set once it is settled.
+            let in_hand: InHand = Arc::new(std::sync::Mutex::new(ready.iter().map(|(_, (m, _))| m.receipt.clone()).collect()));
+            let heartbeat = self.start_heartbeat(in_hand.clone());
             let fetched = futures::future::join_all(ready.into_iter().map(|(i, (m, r))| async move { (i, self.fetch(m, r).await) })).await;
             let mut jobs = Vec::new();
             for (i, f) in fetched {
                 match f {
                     Ok(job) => jobs.push((i, job)),
-                    Err((m, r, failure)) => outcomes[i] = Some(self.finish_failed(&m, &r, failure).await),
+                    Err((m, r, failure)) => {
+                        outcomes[i] = Some(self.finish_failed(&m, &r, failure).await);
+                        in_hand.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.receipt);
+                    }
                 }
             }
             let group = self.config.embed_batch.unwrap_or_else(|| self.engine.preferred_batch()).max(1);
@@ -220,11 +228,13 @@ impl Worker {
                     }
                 };
                 for ((i, job), result) in chunk.iter().zip(results) {
+                    let in_hand = &in_hand;
                     finishing.push(async move {
                         let handled = match result {
                             Ok(outcome) => self.finish(job, outcome, started).await,
                             Err(failure) => self.finish_failed(&job.message, &job.request, failure).await,
                         };
+                        in_hand.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.message.receipt);
                         (*i, handled)
                     });
                 }
@@ -313,7 +323,7 @@ impl Worker {
         }
     }
 
-    fn start_heartbeat(&self, receipts: Vec<String>) -> CancellationToken {
+    fn start_heartbeat(&self, in_hand: InHand) -> CancellationToken {
         let token = CancellationToken::new();
         let t = token.clone();
         let queue = self.dep.queue.clone();
@@ -325,6 +335,7 @@ impl Worker {
                     _ = t.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
+                let receipts: Vec<String> = in_hand.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
                 for receipt in &receipts {
                     if let Err(e) = queue.change_visibility(&name, receipt, vis).await {
                         tracing::warn!(error = %e, "extending visibility failed");

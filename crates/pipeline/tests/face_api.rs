@@ -378,6 +378,51 @@ async fn a_worker_answers_each_request_of_a_batch_before_analysing_the_next() {
     assert!(queue.bodies(&dep.names.req_queue).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_renews_only_the_requests_still_in_hand() {
+    use facefleet_pipeline::protocol::{Mode, Request as Job};
+    use facefleet_pipeline::worker::{Handled, Worker, WorkerConfig};
+    let (dep, _store, _queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    // r0 fails transiently (left for a retry after a short back-off); r1 is
+    // analysed next and held there.
+    for (i, red) in [(0u8, 9u8), (1, 7)] {
+        let key = format!("r{i}/q.png");
+        dep.store.put(&dep.names.in_bucket, &key, png(red, 8, 8).into()).await.unwrap();
+        let body = serde_json::to_string(&Job::new(format!("r{i}"), key, Mode::Name)).unwrap();
+        dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    }
+    let engine = Arc::new(FakeEngine { fail_red: Some(9), ..Default::default() });
+    let (release, held) = std::sync::mpsc::channel();
+    *engine.hold_second_batch.lock().unwrap() = Some(held);
+    // A heartbeat well inside r0's 500 ms back-off.
+    let config = WorkerConfig { batch: 10, heartbeat: std::time::Duration::from_millis(100), ..test_worker_config() };
+    let w = Arc::new(Worker::new(dep.clone(), engine.clone(), config));
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        messages.extend(dep.queue.receive(&dep.names.req_queue, 10, std::time::Duration::from_millis(100), None).await.unwrap());
+    }
+    messages.sort_by_key(|m| !m.body.contains("\"r0\""));
+    let handling = tokio::spawn({
+        let w = w.clone();
+        async move { w.handle_batch(messages).await }
+    });
+    // r0's back-off (500 ms) is shorter than the visibility the heartbeat
+    // gives (2 s, renewed every 100 ms), so r0 comes back while r1 is still
+    // held only if the heartbeat no longer renews it.
+    let mut again = None;
+    while again.is_none() && !engine.hold_ran_out.load(Ordering::SeqCst) {
+        let got = dep.queue.receive(&dep.names.req_queue, 1, std::time::Duration::from_millis(100), Some(std::time::Duration::from_secs(30))).await.unwrap();
+        again = got.into_iter().next();
+    }
+    let _ = release.send(());
+    let outcomes = handling.await.unwrap();
+    assert!(!engine.hold_ran_out.load(Ordering::SeqCst), "the retried request stayed hidden while the batch went on");
+    assert!(again.unwrap().body.contains("\"r0\""));
+    assert!(matches!(outcomes[0], Handled::Retry(_)), "{outcomes:?}");
+    assert_eq!(outcomes[1], Handled::Answered);
+}
+
 #[tokio::test]
 async fn a_worker_can_embed_a_whole_receive_in_one_batch() {
     use facefleet_pipeline::protocol::{Mode, Request as Job, Response};
