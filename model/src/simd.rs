@@ -523,6 +523,11 @@ unsafe fn sgemm_raw(
     let (dst_cs, dst_rs, lhs_cs, lhs_rs, rhs_cs, rhs_rs) = (1, n as isize, 1, k as isize, 1, n as isize);
     #[cfg(target_arch = "x86_64")]
     {
+        // gemm's microkernels store a column-major destination directly;
+        // like `gemm::gemm`, hand them the row-major product transposed
+        // (C^T = B^T A^T: the same memory, other strides).
+        let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) =
+            (n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs);
         use gemm_common::gemm::gemm_basic_generic;
         use gemm_common::simd::MixedSimd;
         macro_rules! run {
