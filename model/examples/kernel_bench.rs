@@ -94,11 +94,7 @@ fn main() -> Result<()> {
             "--filter" => filter = args.next().context("--filter needs a value")?,
             "--levels" => {
                 for l in args.next().context("--levels needs a value")?.split(',') {
-                    match SimdLevel::parse(l).map_err(anyhow::Error::msg)? {
-                        Some(l) if l.is_supported() => levels.push(l),
-                        Some(l) => bail!("this CPU cannot run {l}"),
-                        None => levels.push(simd::detected_level()),
-                    }
+                    levels.push(SimdLevel::parse_runnable(l).map_err(anyhow::Error::msg)?);
                 }
             }
             other => bail!("unknown argument {other}"),

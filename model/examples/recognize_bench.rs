@@ -71,11 +71,7 @@ fn main() -> Result<()> {
             }
             "--levels" => {
                 for l in args.next().context("--levels needs a value")?.split(',') {
-                    match SimdLevel::parse(l).map_err(anyhow::Error::msg)? {
-                        Some(l) if l.is_supported() => levels.push(l),
-                        Some(l) => bail!("this CPU cannot run {l}"),
-                        None => levels.push(simd::detected_level()),
-                    }
+                    levels.push(SimdLevel::parse_runnable(l).map_err(anyhow::Error::msg)?);
                 }
             }
             "--serve" => serve_mode = true,
@@ -260,11 +256,7 @@ fn serve(model: &FaceModel, gallery: &Gallery, limits: &DecodeLimits) -> Result<
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let Some((level, path)) = line.trim().split_once(' ') else { bail!("expected `<level> <path>`, got {line:?}") };
-        let level = match SimdLevel::parse(level).map_err(anyhow::Error::msg)? {
-            Some(l) if l.is_supported() => l,
-            Some(l) => bail!("this CPU cannot run {l}"),
-            None => simd::detected_level(),
-        };
+        let level = SimdLevel::parse_runnable(level).map_err(anyhow::Error::msg)?;
         let bytes = std::fs::read(path).with_context(|| path.to_string())?;
         let (took, answer) = simd::with_level(level, || -> Result<(f64, String)> {
             let t = Instant::now();

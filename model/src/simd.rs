@@ -151,6 +151,17 @@ impl SimdLevel {
             }
         }))
     }
+
+    /// A level named as [`SimdLevel::parse`] reads it, to run on this CPU
+    /// (benchmarks' `--levels`): `auto` is [`detected_level`]; a level the
+    /// CPU cannot run is an error, never silently replaced.
+    pub fn parse_runnable(s: &str) -> Result<SimdLevel, String> {
+        match SimdLevel::parse(s)? {
+            Some(l) if l.is_supported() => Ok(l),
+            Some(l) => Err(format!("this CPU cannot run {l}")),
+            None => Ok(detected_level()),
+        }
+    }
 }
 
 impl std::fmt::Display for SimdLevel {
@@ -592,6 +603,12 @@ mod tests {
         assert_eq!(SimdLevel::parse("auto"), Ok(None));
         assert_eq!(SimdLevel::parse(""), Ok(None));
         assert!(SimdLevel::parse("sse9").is_err());
+        assert_eq!(SimdLevel::parse_runnable("auto"), Ok(detected_level()));
+        assert_eq!(SimdLevel::parse_runnable("baseline"), Ok(SimdLevel::Baseline));
+        for (name, l) in [("avx512", SimdLevel::Avx512), ("avx2", SimdLevel::Avx2Fma), ("neon", SimdLevel::Neon)] {
+            assert_eq!(SimdLevel::parse_runnable(name).ok(), l.is_supported().then_some(l), "{name}");
+        }
+        assert!(SimdLevel::parse_runnable("sse9").is_err());
     }
 
     #[test]

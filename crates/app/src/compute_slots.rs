@@ -23,16 +23,10 @@ pub struct ComputeSlots {
     paths: Vec<PathBuf>,
 }
 
-/// A held slot: its own open lock file, released when dropped (or when the
-/// process dies).
+/// A held slot: its own open lock file. Dropping it closes the file, which
+/// releases the lock (as the process's death does).
 #[derive(Debug)]
-pub struct Slot(File);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
+pub struct Slot(#[allow(dead_code)] File);
 
 impl ComputeSlots {
     /// Creates (if needed) the `n` slot files in `dir`.
