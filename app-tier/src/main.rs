@@ -13,9 +13,10 @@ struct Args {
     settings: WorkerSettings,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// No tokio runtime here: a worker template must fork with one thread
+/// ([`run::worker_main`] starts the runtime).
+fn main() -> anyhow::Result<()> {
     run::init_tracing();
     let a = Args::parse();
-    run::run_worker(&a.settings, run::shutdown_on_signals()).await
+    run::worker_main(&a.settings)
 }

@@ -54,20 +54,26 @@ enum Command {
     Worker(WorkerSettings),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     run::init_tracing();
     match Cli::parse().command {
-        Command::Up(args) => up::up(&args, run::shutdown_on_signals()).await,
-        Command::Enroll(args) => commands::enroll(args).await,
-        Command::Recognize(args) => commands::recognize(args).await,
-        Command::Loadgen(args) => commands::loadgen(args).await,
-        Command::Keys { command } => commands::keys(command).await,
-        Command::Doctor(args) => doctor::run(args).await,
+        // Before any tokio runtime: a worker template must fork with one
+        // thread (`worker_main` starts the runtime).
+        Command::Worker(settings) => run::worker_main(&settings),
+        Command::Up(args) => block_on(async { up::up(&args, run::shutdown_on_signals()).await }),
+        Command::Enroll(args) => block_on(commands::enroll(args)),
+        Command::Recognize(args) => block_on(commands::recognize(args)),
+        Command::Loadgen(args) => block_on(commands::loadgen(args)),
+        Command::Keys { command } => block_on(commands::keys(command)),
+        Command::Doctor(args) => block_on(doctor::run(args)),
         #[cfg(feature = "aws")]
-        Command::Provision(a) => facefleet_app::aws_cli::run_provision(&a).await.map(|_| ()),
+        Command::Provision(a) => block_on(async { facefleet_app::aws_cli::run_provision(&a).await.map(|_| ()) }),
         #[cfg(feature = "aws")]
-        Command::Teardown(a) => facefleet_app::aws_cli::run_teardown(&a).await.map(|_| ()),
-        Command::Worker(settings) => run::run_worker(&settings, run::shutdown_on_signals()).await,
+        Command::Teardown(a) => block_on(async { facefleet_app::aws_cli::run_teardown(&a).await.map(|_| ()) }),
     }
+}
+
+/// Runs `command` on a new multi-threaded tokio runtime.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(command)
 }

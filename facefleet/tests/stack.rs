@@ -188,6 +188,8 @@ async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
     stack.wait_for_zero_instances().await;
     watcher.abort();
     assert_eq!(peak.load(Ordering::SeqCst), 15, "instances must reach max");
+    let log = stack.log();
+    assert!(log.contains("how=\"forked from the template\"") && !log.contains("how=\"new process\""), "workers are forked from the template:\n{log}");
 
     let inputs = stack.bucket_keys("facefleet-in-bucket");
     let outputs = stack.bucket_keys("facefleet-out-bucket");
@@ -204,22 +206,6 @@ async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
     println!("{report}");
 }
 
-/// Children of `pid` (from /proc).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        // Fields after the `(comm)`: state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
-        let ppid: Option<u32> = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-        if ppid == Some(pid) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_a_worker_mid_load_every_request_answered_once() {
     let d = dataset();
@@ -233,9 +219,10 @@ async fn kill_9_a_worker_mid_load_every_request_answered_once() {
     // Once results flow, SIGKILL one worker (a process this test started,
     // through the stack).
     let mut killed = None;
+    let data_dir = stack.data.path().join("data");
     for _ in 0..1200 {
         let outs = stack.bucket_keys("facefleet-out-bucket").len();
-        let workers = children(stack.child.id());
+        let workers = workers_of(&data_dir);
         if outs >= 20 && !workers.is_empty() {
             let victim = workers[0];
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -274,7 +261,10 @@ fn workers_of(data_dir: &Path) -> Vec<u32> {
         let in_data_dir = env
             .split(|&b| b == 0)
             .any(|v| String::from_utf8_lossy(v).strip_prefix("FACEFLEET_DATA_DIR=").is_some_and(|d| d.starts_with(&needle)));
-        if args.iter().any(|a| a == "worker") && in_data_dir {
+        // The worker template (the process workers are forked from) is
+        // not a worker.
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if args.iter().any(|a| a == "worker") && in_data_dir && comm.trim_end() != facefleet_embedded::worker_template::TEMPLATE_PROCESS_NAME {
             // A zombie is already dead.
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             if stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')) {
@@ -364,7 +354,8 @@ async fn with_api_keys_and_an_open_course_route() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let secret = stdout.lines().last().unwrap().trim().to_string();
     assert!(secret.starts_with("ffk_"), "the secret is alone on the last line: {stdout}");
-    let stack = start_stack_in(data, 3, &[], &["--open-route", "/"]).await;
+    // Workers started as new processes (not forked from the template).
+    let stack = start_stack_in(data, 3, &[], &["--open-route", "/", "--no-worker-template"]).await;
 
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("x-api-key", secret.parse().unwrap());
@@ -379,6 +370,8 @@ async fn with_api_keys_and_an_open_course_route() {
     assert_eq!((report.completed, report.correct), (100, 100), "{report}");
     let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["input_objects"], 100, "{st}");
+    let log = stack.log();
+    assert!(log.contains("how=\"new process\"") && !log.contains("forked from the template"), "{log}");
 }
 
 #[test]

@@ -46,18 +46,25 @@ pub fn worker_env(settings: &WorkerSettings) -> anyhow::Result<Vec<(String, Stri
 }
 
 /// A process fleet of workers running with `settings` (logs in
-/// `<data-dir>/logs`, pid records in `<data-dir>/fleet`).
-pub fn process_fleet(program: Option<&Path>, settings: &WorkerSettings) -> anyhow::Result<ProcessFleet> {
+/// `<data-dir>/logs`, pid records in `<data-dir>/fleet`). With `template`,
+/// and when the worker program is facefleet's own (`facefleet` or
+/// `app-tier`, which serve as templates: see [`crate::run::worker_main`]),
+/// workers are forked from a template process that loaded the model once.
+pub fn process_fleet(program: Option<&Path>, settings: &WorkerSettings, template: bool) -> anyhow::Result<ProcessFleet> {
+    let stem = |p: &Path| p.file_stem().and_then(|s| s.to_str()).map(str::to_string);
     let (program, args) = match program {
         // The `facefleet` binary runs a worker with its `worker` subcommand.
-        Some(p) if p.file_stem().and_then(|s| s.to_str()) == Some("facefleet") => (p.to_path_buf(), vec!["worker".to_string()]),
+        Some(p) if stem(p).as_deref() == Some("facefleet") => (p.to_path_buf(), vec!["worker".to_string()]),
         Some(p) => (p.to_path_buf(), vec![]),
         None => default_worker_program()?,
     };
+    let ours = matches!(stem(&program).as_deref(), Some("facefleet" | "app-tier"));
     let env = worker_env(settings)?;
     let data_dir = std::path::absolute(&settings.backend.data_dir)?;
-    tracing::info!(program = %program.display(), ?args, "worker program");
-    Ok(ProcessFleet::new(program, args, env, data_dir.join("logs")).with_state_dir(data_dir.join("fleet")))
+    tracing::info!(program = %program.display(), ?args, template = template && ours, "worker program");
+    Ok(ProcessFleet::new(program, args, env, data_dir.join("logs"))
+        .with_state_dir(data_dir.join("fleet"))
+        .with_template(template && ours))
 }
 
 /// The settings of local workers: `settings`, with one compute slot per
@@ -78,7 +85,9 @@ pub async fn make_fleet(settings: &WorkerSettings, scaler: &ScalerArgs) -> anyho
     match scaler.fleet {
         FleetKind::Local => {
             let settings = &local_worker_settings(settings);
-            let f = Arc::new(process_fleet(scaler.worker_program.as_deref(), settings)?.with_niceness(scaler.worker_nice));
+            let f = Arc::new(
+                process_fleet(scaler.worker_program.as_deref(), settings, !scaler.no_worker_template)?.with_niceness(scaler.worker_nice),
+            );
             // Workers of an earlier `up` on this data folder that died
             // without stopping them (they also exit by themselves when
             // their parent dies): never more than max after a restart.
@@ -86,6 +95,10 @@ pub async fn make_fleet(settings: &WorkerSettings, scaler: &ScalerArgs) -> anyho
             if !killed.is_empty() {
                 let list: Vec<String> = killed.iter().map(ToString::to_string).collect();
                 tracing::warn!(workers = %list.join(", "), "killed workers left running by an earlier stack on this data folder");
+            }
+            // Load the model in the template now, not in the first burst.
+            if let Err(e) = f.start_template().await {
+                tracing::warn!(error = %e, "cannot start the worker template; workers will start as new processes");
             }
             Ok((f.clone(), Some(f)))
         }

@@ -122,13 +122,59 @@ pub async fn secure(web: &WebArgs, state: WebState, addr: std::net::SocketAddr) 
     Ok(state.with_access(loopback || web.insecure_open, web.open_routes.clone()))
 }
 
+/// A worker process's whole life, called by `main` before any tokio
+/// runtime exists. Normally one worker ([`run_worker`] on a new runtime).
+/// Started by a fleet as its worker template
+/// ([`facefleet_embedded::worker_template`]): loads the model once, then
+/// forks workers that share it, until the fleet goes.
+pub fn worker_main(settings: &WorkerSettings) -> anyhow::Result<()> {
+    if std::env::var_os(facefleet_embedded::worker_template::TEMPLATE_ENV).is_none() {
+        return tokio::runtime::Runtime::new()?.block_on(async { run_worker(settings, shutdown_on_signals()).await });
+    }
+    let started = std::time::Instant::now();
+    let engine = Arc::new(ModelEngine::load(&settings.model.config()).context("loading the face model")?);
+    tracing::info!(
+        recognizer = %settings.model.recognizer,
+        simd = %facefleet_model::simd::simd_level(),
+        model_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "worker template ready: forking workers on request"
+    );
+    facefleet_embedded::worker_template::serve(|_instance| {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the worker's runtime");
+                return 1;
+            }
+        };
+        match runtime.block_on(async { run_worker_with(settings, Some(engine.clone()), shutdown_on_signals()).await }) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "worker failed");
+                1
+            }
+        }
+    })
+    .context("serving as the worker template")
+}
+
 /// The app-tier process: one worker until `stop` (SIGTERM) fires; the jobs
 /// in hand are finished first.
 pub async fn run_worker(settings: &WorkerSettings, stop: CancellationToken) -> anyhow::Result<()> {
+    run_worker_with(settings, None, stop).await
+}
+
+/// [`run_worker`] with the model already loaded (`engine`, in a worker
+/// forked from the template), or loading it (`None`).
+async fn run_worker_with(settings: &WorkerSettings, engine: Option<Arc<ModelEngine>>, stop: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dep = connect(&settings.backend, None).await?;
     let connected_ms = started.elapsed().as_secs_f64() * 1e3;
-    let engine: Arc<dyn FaceEngine> = load_engine(&settings.model).await?;
+    let forked = engine.is_some();
+    let engine: Arc<dyn FaceEngine> = match engine {
+        Some(e) => e,
+        None => load_engine(&settings.model).await?,
+    };
     let loaded_ms = started.elapsed().as_secs_f64() * 1e3 - connected_ms;
     let engine = match settings.worker.compute_slots {
         Some(n) if n > 0 => {
@@ -143,6 +189,8 @@ pub async fn run_worker(settings: &WorkerSettings, stop: CancellationToken) -> a
         %instance,
         recognizer = %settings.model.recognizer,
         threshold = engine.threshold(),
+        simd = %facefleet_model::simd::simd_level(),
+        forked,
         connect_ms = format!("{connected_ms:.1}"),
         model_ms = format!("{loaded_ms:.1}"),
         "model loaded; polling {}",

@@ -326,6 +326,12 @@ pub struct ScalerArgs {
     /// take uploads and hand answers back (0 to 19; local fleet only).
     #[arg(long, env = "FACEFLEET_WORKER_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub worker_nice: i32,
+    /// Start every local worker as a new process of the worker program,
+    /// instead of forking it, model loaded, from one template process
+    /// (the default for facefleet's own worker programs; see
+    /// docs/ARCHITECTURE.md, "Workers").
+    #[arg(long, env = "FACEFLEET_NO_WORKER_TEMPLATE")]
+    pub no_worker_template: bool,
     /// Where workers run: local processes or EC2 instances (backend `aws`).
     #[arg(long, env = "FACEFLEET_FLEET", value_enum, default_value = "local")]
     pub fleet: FleetKind,

@@ -4,7 +4,9 @@
 //! - [`FsObjectStore`]: buckets as folders under `<data-dir>/buckets`.
 //! - [`SqliteQueue`]: durable SQS-like queues in `<data-dir>/queues.sqlite3`,
 //!   shared by every process that opens the file.
-//! - [`ProcessFleet`]: app-tier workers as local child processes.
+//! - [`ProcessFleet`]: app-tier workers as local child processes, started
+//!   as new processes or forked ready from a template process
+//!   ([`worker_template`]).
 //!
 //! [`EmbeddedBackend::open`] wires the store and the queues for a data
 //! folder.
@@ -14,6 +16,7 @@
 pub mod fs_store;
 pub mod process_fleet;
 pub mod sqlite_queue;
+pub mod worker_template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

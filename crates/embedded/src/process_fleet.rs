@@ -34,10 +34,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +48,11 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::oneshot;
+
+use crate::worker_template::TEMPLATE_ENV;
 
 /// Environment variable carrying the instance name to the worker.
 pub const INSTANCE_NAME_ENV: &str = "FACEFLEET_INSTANCE_NAME";
@@ -67,6 +73,35 @@ pub struct ProcessFleet {
     /// The fleet's spawning thread (started by the first launch); it ends
     /// when the fleet drops this sender.
     spawner: Mutex<Option<mpsc::Sender<SpawnJob>>>,
+    /// Whether workers are forked from a template process (see
+    /// [`crate::worker_template`]).
+    use_template: bool,
+    /// The running template, if any.
+    template: tokio::sync::Mutex<Option<Template>>,
+    /// Templates that failed; after [`MAX_TEMPLATE_FAILURES`] the fleet
+    /// starts every worker as a new process.
+    template_failures: AtomicU32,
+    /// Exit statuses the templates reported, by pid.
+    forked_exits: Arc<Mutex<HashMap<u32, ExitStatus>>>,
+}
+
+/// Template failures after which a fleet stops using templates.
+const MAX_TEMPLATE_FAILURES: u32 = 3;
+
+/// How long a launch waits for the template's answer (the first one waits
+/// for the template's start-up work).
+const TEMPLATE_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Answers awaited from a template, by request number.
+type PendingLaunches = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<u32, String>>>>>;
+
+/// A running template process and the pipe of its requests.
+#[derive(Debug)]
+struct Template {
+    child: Child,
+    requests: ChildStdin,
+    next_seq: u64,
+    pending: PendingLaunches,
 }
 
 /// Work for the spawning thread.
@@ -111,6 +146,12 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let state = fields.next()?.chars().next()?;
     let start_time = fields.nth(18)?.parse().ok()?;
     Some((state, start_time))
+}
+
+/// The parent of process `pid` (field 4 of `/proc/<pid>/stat`).
+fn proc_parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(1)?.parse().ok()
 }
 
 /// True if process `pid` exists, is not a zombie, and started at
@@ -161,8 +202,27 @@ fn path_err(what: &str, path: &Path, e: impl std::fmt::Display) -> PortError {
 #[derive(Debug)]
 struct Worker {
     name: String,
-    child: Child,
+    process: WorkerProcess,
     state: InstanceState,
+}
+
+/// How a worker was started.
+#[derive(Debug)]
+enum WorkerProcess {
+    /// As a new process of the worker program, a child of this one.
+    Spawned(Child),
+    /// Forked by the template (a child of the template), with its start
+    /// time and the template's pid.
+    Forked { pid: u32, start_time: u64, template: u32 },
+}
+
+impl WorkerProcess {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            WorkerProcess::Spawned(child) => child.id(),
+            WorkerProcess::Forked { pid, .. } => Some(*pid),
+        }
+    }
 }
 
 impl ProcessFleet {
@@ -179,7 +239,35 @@ impl ProcessFleet {
             workers: Mutex::new(HashMap::new()),
             exited: Mutex::new(Vec::new()),
             spawner: Mutex::new(None),
+            use_template: false,
+            template: tokio::sync::Mutex::new(None),
+            template_failures: AtomicU32::new(0),
+            forked_exits: Arc::default(),
         }
+    }
+
+    /// Forks the workers from a template process instead of starting each
+    /// as a new process (see [`crate::worker_template`]): the worker
+    /// program must call [`crate::worker_template::serve`] when started
+    /// with [`TEMPLATE_ENV`] set. A launch the template cannot serve starts
+    /// a new process instead; after three failed templates the fleet stops
+    /// trying them.
+    pub fn with_template(mut self, enabled: bool) -> Self {
+        self.use_template = enabled;
+        self
+    }
+
+    /// Starts the template now, so that the first launch finds its work
+    /// done (with [`ProcessFleet::with_template`]; otherwise does nothing).
+    pub async fn start_template(&self) -> Result<()> {
+        if !self.use_template {
+            return Ok(());
+        }
+        let mut template = self.template.lock().await;
+        if template.is_none() {
+            *template = Some(self.spawn_template().await?);
+        }
+        Ok(())
     }
 
     /// Keeps a pid record of each running worker in `dir` (created on
@@ -312,6 +400,13 @@ impl ProcessFleet {
         while !self.live_ids().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(mut template) = self.template.lock().await.take() {
+            // Closing its requests ends it.
+            drop(template.requests);
+            if tokio::time::timeout(grace, template.child.wait()).await.is_err() {
+                let _ = template.child.kill().await;
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
@@ -328,10 +423,26 @@ impl ProcessFleet {
         let mut workers = self.lock();
         let mut gone = Vec::new();
         for (id, w) in workers.iter_mut() {
-            match w.child.try_wait() {
-                Ok(Some(status)) => gone.push((id.clone(), status)),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(instance = %w.name, error = %e, "cannot poll worker process"),
+            match &mut w.process {
+                WorkerProcess::Spawned(child) => match child.try_wait() {
+                    Ok(Some(status)) => gone.push((id.clone(), status)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(instance = %w.name, error = %e, "cannot poll worker process"),
+                },
+                WorkerProcess::Forked { pid, start_time, template } => {
+                    let reported = self.forked_exits.lock().unwrap_or_else(|p| p.into_inner()).remove(pid);
+                    if let Some(status) = reported {
+                        gone.push((id.clone(), status));
+                    } else if !matches!(proc_stat(*pid), Some((_, start)) if start == *start_time)
+                        || (proc_stat(*pid).is_some_and(|s| s.0 == 'Z') && proc_parent(*pid) != Some(*template))
+                    {
+                        // Gone without a report (its template died, and
+                        // the worker was reaped, or is a zombie left to a
+                        // new parent): the status is unknown.
+                        tracing::warn!(instance = %w.name, id = %id, "worker gone with its template; exit status unknown");
+                        gone.push((id.clone(), ExitStatus::from_raw(255 << 8)));
+                    }
+                }
             }
         }
         let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
@@ -386,89 +497,12 @@ impl ProcessFleet {
         })
     }
 
-    /// Spawns `command` from the fleet's own thread (see the module
-    /// documentation), inside the caller's tokio runtime.
-    async fn spawn(&self, mut command: Command) -> io::Result<Child> {
-        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: SpawnJob = Box::new(move || {
-            let _runtime = handle.enter();
-            let _ = reply.send(command.spawn());
-        });
-        {
-            let mut spawner = self.spawner.lock().unwrap_or_else(|p| p.into_inner());
-            if spawner.is_none() {
-                *spawner = Some(start_spawner()?);
-            }
-            let gone = || io::Error::other("the fleet's spawning thread has stopped");
-            spawner.as_ref().expect("started above").send(job).map_err(|_| gone())?;
-        }
-        answer.await.map_err(|_| io::Error::other("the fleet's spawning thread has stopped"))?
-    }
-
-    fn signal(&self, id: &str, signal: Signal, state: InstanceState) -> Result<()> {
-        self.reap();
-        let mut workers = self.lock();
-        let Some(w) = workers.get_mut(id) else {
-            // Already reaped: stopping it again is fine, killing too.
-            let known = self.exited.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|e| e.0 == id);
-            return if known { Ok(()) } else { Err(PortError::NoSuchInstance(id.to_string())) };
-        };
-        let pid = w.child.id().ok_or_else(|| PortError::NoSuchInstance(id.to_string()))?;
-        // The worker leads its own process group: signal the group so
-        // helpers it started go too.
-        match killpg(Pid::from_raw(pid as i32), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {
-                w.state = state;
-                tracing::info!(instance = %w.name, id, ?signal, "signalled worker");
-                Ok(())
-            }
-            Err(e) => Err(PortError::Other(format!("cannot signal worker {id}: {e}"))),
-        }
-    }
-}
-
-#[async_trait]
-impl Fleet for ProcessFleet {
-    async fn list(&self) -> Result<Vec<Instance>> {
-        self.reap();
-        let mut list: Vec<Instance> = self
-            .lock()
-            .iter()
-            .map(|(id, w)| Instance { id: id.clone(), name: w.name.clone(), state: w.state })
-            .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(list)
-    }
-
-    async fn launch(&self, name: &str) -> Result<Instance> {
-        if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
-            return Err(PortError::InvalidArgument(format!("invalid instance name `{name}`")));
-        }
-        // Error messages name no filesystem path (they may reach HTTP
-        // clients); the log has the paths.
-        fs::create_dir_all(&self.log_dir).map_err(|e| path_err("create the worker log folder", &self.log_dir, e))?;
-        let log_path = self.log_dir.join(format!("{name}.log"));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| path_err(&format!("open the log of worker {name}"), &log_path, e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| path_err(&format!("open the log of worker {name}"), &log_path, e))?;
-        if let Some(dir) = &self.state_dir {
-            fs::create_dir_all(dir).map_err(|e| path_err("create the fleet's state folder", dir, e))?;
-        }
+    /// The worker program's command: its arguments and environment, its own
+    /// process group, SIGTERM when this fleet's process dies (Linux), and
+    /// the fleet's niceness.
+    fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(INSTANCE_NAME_ENV, name)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0);
+        command.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v))).process_group(0);
         let niceness = self.niceness;
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure only makes async-signal-safe system calls
@@ -500,12 +534,221 @@ impl Fleet for ProcessFleet {
                 Ok(())
             });
         }
+        command
+    }
+
+    /// Opens `path` for appending, as a process's output.
+    fn open_log(what: &str, path: &Path) -> Result<(fs::File, fs::File)> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| path_err(&format!("open the log of {what}"), path, e))?;
+        let log2 = log.try_clone().map_err(|e| path_err(&format!("open the log of {what}"), path, e))?;
+        Ok((log, log2))
+    }
+
+    /// Starts worker `name` as a new process of the worker program.
+    async fn spawn_worker(&self, name: &str, log_path: &Path) -> Result<Child> {
+        let (log, log2) = Self::open_log(&format!("worker {name}"), log_path)?;
+        let mut command = self.command();
+        command.env(INSTANCE_NAME_ENV, name).stdin(Stdio::null()).stdout(log).stderr(log2);
         let program = self.program.file_name().map_or_else(|| "?".into(), |f| f.to_string_lossy());
-        let child = self
+        self.spawn(command)
+            .await
+            .map_err(|e| path_err(&format!("start worker program `{program}`"), &self.program, e))
+    }
+
+    /// Starts a template process (its log: `<log-dir>/worker-template.log`)
+    /// and the task that reads its answers.
+    async fn spawn_template(&self) -> Result<Template> {
+        let log_path = self.log_dir.join("worker-template.log");
+        fs::create_dir_all(&self.log_dir).map_err(|e| path_err("create the worker log folder", &self.log_dir, e))?;
+        let (log, _) = Self::open_log("the worker template", &log_path)?;
+        let mut command = self.command();
+        command.env(TEMPLATE_ENV, &self.log_dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
+        let mut child = self
             .spawn(command)
             .await
-            .map_err(|e| path_err(&format!("start worker program `{program}`"), &self.program, e))?;
-        let pid = child.id().ok_or_else(|| PortError::Other("worker exited before it got a process id".into()))?;
+            .map_err(|e| path_err("start the worker template", &self.program, e))?;
+        let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.start_kill();
+            return Err(PortError::Other("the worker template has no pipes".into()));
+        };
+        let pending = PendingLaunches::default();
+        let (waiting, exits) = (pending.clone(), self.forked_exits.clone());
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(answers).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut parts = line.splitn(3, ' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("launched"), Some(seq), Some(pid)) => {
+                        if let (Ok(seq), Ok(pid)) = (seq.parse::<u64>(), pid.parse::<u32>()) {
+                            if let Some(tx) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq) {
+                                let _ = tx.send(Ok(pid));
+                            }
+                        }
+                    }
+                    (Some("failed"), Some(seq), message) => {
+                        if let Ok(seq) = seq.parse::<u64>() {
+                            if let Some(tx) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq) {
+                                let _ = tx.send(Err(message.unwrap_or("unknown error").to_string()));
+                            }
+                        }
+                    }
+                    (Some("exited"), Some(pid), Some(status)) => {
+                        if let (Ok(pid), Ok(status)) = (pid.parse::<u32>(), status.parse::<i32>()) {
+                            let mut exits = exits.lock().unwrap_or_else(|p| p.into_inner());
+                            if exits.len() >= 4096 {
+                                exits.clear(); // Only unclaimed ones pile up.
+                            }
+                            exits.insert(pid, ExitStatus::from_raw(status));
+                        }
+                    }
+                    _ => tracing::warn!(%line, "unexpected line from the worker template"),
+                }
+            }
+            // The template is gone: its pending launches fail.
+            waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        });
+        tracing::info!(log = %log_path.display(), "started the worker template");
+        Ok(Template { child, requests, next_seq: 0, pending })
+    }
+
+    /// Worker `name` forked by the template (started if need be), or `None`
+    /// when this fleet uses no template or the template cannot serve the
+    /// launch (then the caller starts a new process).
+    async fn fork_from_template(&self, name: &str) -> Option<WorkerProcess> {
+        if !self.use_template || self.template_failures.load(Ordering::Relaxed) >= MAX_TEMPLATE_FAILURES {
+            return None;
+        }
+        match self.ask_template(name).await {
+            Ok((pid, template)) => {
+                let start_time = proc_stat(pid).map_or(0, |s| s.1);
+                Some(WorkerProcess::Forked { pid, start_time, template })
+            }
+            Err(e) => {
+                let failures = self.template_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= MAX_TEMPLATE_FAILURES {
+                    tracing::warn!(error = %e, "the worker template failed {failures} times: starting every worker as a new process from now on");
+                } else {
+                    tracing::warn!(error = %e, instance = name, "the worker template failed: starting this worker as a new process");
+                }
+                None
+            }
+        }
+    }
+
+    /// Asks the template for worker `name` and returns its pid. A template
+    /// that has exited or does not answer is replaced by a new one on the
+    /// next launch.
+    async fn ask_template(&self, name: &str) -> std::result::Result<(u32, u32), String> {
+        let answer = {
+            let mut template = self.template.lock().await;
+            if let Some(t) = template.as_mut() {
+                if !matches!(t.child.try_wait(), Ok(None)) {
+                    *template = None;
+                }
+            }
+            if template.is_none() {
+                *template = Some(self.spawn_template().await.map_err(|e| e.to_string())?);
+            }
+            let t = template.as_mut().expect("set above");
+            let template_pid = t.child.id().unwrap_or(0);
+            let seq = t.next_seq;
+            t.next_seq += 1;
+            let (tx, rx) = oneshot::channel();
+            t.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, tx);
+            if let Err(e) = t.requests.write_all(format!("{seq} {name}\n").as_bytes()).await {
+                *template = None;
+                return Err(format!("cannot reach the worker template: {e}"));
+            }
+            (rx, template_pid)
+        };
+        let (answer, template_pid) = answer;
+        match tokio::time::timeout(TEMPLATE_ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer.map(|pid| (pid, template_pid)),
+            Ok(Err(_)) => Err("the worker template exited".into()),
+            Err(_) => {
+                if let Some(mut t) = self.template.lock().await.take() {
+                    let _ = t.child.start_kill();
+                }
+                Err(format!("the worker template did not answer within {} s", TEMPLATE_ANSWER_TIMEOUT.as_secs()))
+            }
+        }
+    }
+
+    /// Spawns `command` from the fleet's own thread (see the module
+    /// documentation), inside the caller's tokio runtime.
+    async fn spawn(&self, mut command: Command) -> io::Result<Child> {
+        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: SpawnJob = Box::new(move || {
+            let _runtime = handle.enter();
+            let _ = reply.send(command.spawn());
+        });
+        {
+            let mut spawner = self.spawner.lock().unwrap_or_else(|p| p.into_inner());
+            if spawner.is_none() {
+                *spawner = Some(start_spawner()?);
+            }
+            let gone = || io::Error::other("the fleet's spawning thread has stopped");
+            spawner.as_ref().expect("started above").send(job).map_err(|_| gone())?;
+        }
+        answer.await.map_err(|_| io::Error::other("the fleet's spawning thread has stopped"))?
+    }
+
+    fn signal(&self, id: &str, signal: Signal, state: InstanceState) -> Result<()> {
+        self.reap();
+        let mut workers = self.lock();
+        let Some(w) = workers.get_mut(id) else {
+            // Already reaped: stopping it again is fine, killing too.
+            let known = self.exited.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|e| e.0 == id);
+            return if known { Ok(()) } else { Err(PortError::NoSuchInstance(id.to_string())) };
+        };
+        let pid = w.process.pid().ok_or_else(|| PortError::NoSuchInstance(id.to_string()))?;
+        // The worker leads its own process group: signal the group so
+        // helpers it started go too.
+        match killpg(Pid::from_raw(pid as i32), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {
+                w.state = state;
+                tracing::info!(instance = %w.name, id, ?signal, "signalled worker");
+                Ok(())
+            }
+            Err(e) => Err(PortError::Other(format!("cannot signal worker {id}: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Fleet for ProcessFleet {
+    async fn list(&self) -> Result<Vec<Instance>> {
+        self.reap();
+        let mut list: Vec<Instance> = self
+            .lock()
+            .iter()
+            .map(|(id, w)| Instance { id: id.clone(), name: w.name.clone(), state: w.state })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(list)
+    }
+
+    async fn launch(&self, name: &str) -> Result<Instance> {
+        if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') || name.chars().any(char::is_control) {
+            return Err(PortError::InvalidArgument(format!("invalid instance name `{name}`")));
+        }
+        // Error messages name no filesystem path (they may reach HTTP
+        // clients); the log has the paths.
+        fs::create_dir_all(&self.log_dir).map_err(|e| path_err("create the worker log folder", &self.log_dir, e))?;
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        if let Some(dir) = &self.state_dir {
+            fs::create_dir_all(dir).map_err(|e| path_err("create the fleet's state folder", dir, e))?;
+        }
+        let process = match self.fork_from_template(name).await {
+            Some(forked) => forked,
+            None => WorkerProcess::Spawned(self.spawn_worker(name, &log_path).await?),
+        };
+        let pid = process.pid().ok_or_else(|| PortError::Other("worker exited before it got a process id".into()))?;
         let id = pid.to_string();
         if let Some(dir) = &self.state_dir {
             if let Err(e) = self.write_record(dir, name, pid) {
@@ -514,8 +757,9 @@ impl Fleet for ProcessFleet {
                 return Err(e);
             }
         }
-        tracing::info!(instance = name, id = %id, log = %log_path.display(), "launched worker");
-        self.lock().insert(id.clone(), Worker { name: name.to_string(), child, state: InstanceState::Running });
+        let how = if matches!(process, WorkerProcess::Forked { .. }) { "forked from the template" } else { "new process" };
+        tracing::info!(instance = name, id = %id, log = %log_path.display(), how, "launched worker");
+        self.lock().insert(id.clone(), Worker { name: name.to_string(), process, state: InstanceState::Running });
         Ok(Instance { id, name: name.to_string(), state: InstanceState::Running })
     }
 
@@ -530,7 +774,7 @@ impl Drop for ProcessFleet {
     fn drop(&mut self) {
         let workers = self.workers.get_mut().unwrap_or_else(|p| p.into_inner());
         for (id, w) in workers.iter() {
-            if let Some(pid) = w.child.id() {
+            if let Some(pid) = w.process.pid() {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
                 tracing::debug!(instance = %w.name, id, "stopping worker on fleet drop");
             }
