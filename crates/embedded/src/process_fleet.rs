@@ -6,6 +6,12 @@
 //! SIGTERM (the worker finishes its job in hand, then exits); `kill` sends
 //! SIGKILL (fault injection). Exited children are reaped by `list`.
 //!
+//! With [`ProcessFleet::with_template`], a launch instead asks a template
+//! process (one more run of the worker program, which has done its
+//! start-up work) to fork the worker: see [`crate::worker_template`]. The
+//! worker is then the template's child; the template reports its exit
+//! status, and everything below holds for it as well.
+//!
 //! # Workers never outlive their parent unnoticed
 //!
 //! Two mechanisms, for when the parent (`facefleet up`) dies without
@@ -78,14 +84,14 @@ pub struct ProcessFleet {
     use_template: bool,
     /// The running template, if any.
     template: tokio::sync::Mutex<Option<Template>>,
-    /// Templates that failed; after [`MAX_TEMPLATE_FAILURES`] the fleet
-    /// starts every worker as a new process.
+    /// Launches the template failed; after [`MAX_TEMPLATE_FAILURES`] the
+    /// fleet starts every worker as a new process.
     template_failures: AtomicU32,
     /// Exit statuses the templates reported, by pid.
     forked_exits: Arc<Mutex<HashMap<u32, ExitStatus>>>,
 }
 
-/// Template failures after which a fleet stops using templates.
+/// Failed template launches after which a fleet stops using templates.
 const MAX_TEMPLATE_FAILURES: u32 = 3;
 
 /// How long a launch waits for the template's answer (the first one waits
@@ -135,35 +141,41 @@ struct Record {
     parent_start_time: u64,
 }
 
-/// State and start time of a process, from `/proc/<pid>/stat`; `None` if
-/// there is no such process (or no `/proc`).
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
+/// What the fleet reads of a process in `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy)]
+struct ProcStat {
+    /// Field 3: `R`, `S`, `Z` (zombie)...
+    state: char,
+    /// Field 4: the parent's pid.
+    parent: u32,
+    /// Field 22: clock ticks since boot at its start.
+    start_time: u64,
+}
+
+/// State, parent and start time of a process; `None` if there is no such
+/// process (or no `/proc`).
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ...`: comm may hold spaces and parentheses, so
-    // split after the last `)`. Field 3 (state) comes first, field 22
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses,
+    // so split after the last `)`. Field 3 (state) comes first, field 22
     // (starttime) 19 fields later.
     let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
     let state = fields.next()?.chars().next()?;
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some((state, start_time))
-}
-
-/// The parent of process `pid` (field 4 of `/proc/<pid>/stat`).
-fn proc_parent(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(1)?.parse().ok()
+    let parent = fields.next()?.parse().ok()?;
+    let start_time = fields.nth(17)?.parse().ok()?;
+    Some(ProcStat { state, parent, start_time })
 }
 
 /// True if process `pid` exists, is not a zombie, and started at
 /// `start_time` (so it is the very process recorded, not a recycled pid).
 fn is_running(pid: u32, start_time: u64) -> bool {
-    matches!(proc_stat(pid), Some((state, start)) if start == start_time && !matches!(state, 'Z' | 'X' | 'x'))
+    matches!(proc_stat(pid), Some(p) if p.start_time == start_time && !matches!(p.state, 'Z' | 'X' | 'x'))
 }
 
 /// This process's id and start time.
 fn own_identity() -> (u32, u64) {
     let pid = std::process::id();
-    (pid, proc_stat(pid).map_or(0, |s| s.1))
+    (pid, proc_stat(pid).map_or(0, |s| s.start_time))
 }
 
 /// SIGKILLs the process group led by `pid` (a worker leads its own), or
@@ -250,8 +262,8 @@ impl ProcessFleet {
     /// as a new process (see [`crate::worker_template`]): the worker
     /// program must call [`crate::worker_template::serve`] when started
     /// with [`TEMPLATE_ENV`] set. A launch the template cannot serve starts
-    /// a new process instead; after three failed templates the fleet stops
-    /// trying them.
+    /// a new process instead; after three such launches the fleet stops
+    /// using templates.
     pub fn with_template(mut self, enabled: bool) -> Self {
         self.use_template = enabled;
         self
@@ -433,9 +445,10 @@ impl ProcessFleet {
                     let reported = self.forked_exits.lock().unwrap_or_else(|p| p.into_inner()).remove(pid);
                     if let Some(status) = reported {
                         gone.push((id.clone(), status));
-                    } else if !matches!(proc_stat(*pid), Some((_, start)) if start == *start_time)
-                        || (proc_stat(*pid).is_some_and(|s| s.0 == 'Z') && proc_parent(*pid) != Some(*template))
-                    {
+                    } else if match proc_stat(*pid) {
+                        Some(p) if p.start_time == *start_time => p.state == 'Z' && p.parent != *template,
+                        _ => true,
+                    } {
                         // Gone without a report (its template died, and
                         // the worker was reaped, or is a zombie left to a
                         // new parent): the status is unknown.
@@ -477,7 +490,7 @@ impl ProcessFleet {
     /// so a reader never sees half a record).
     fn write_record(&self, dir: &Path, name: &str, pid: u32) -> Result<()> {
         let (parent_pid, parent_start_time) = own_identity();
-        let Some((_, start_time)) = proc_stat(pid) else {
+        let Some(ProcStat { start_time, .. }) = proc_stat(pid) else {
             // Not reaped yet, so it has a /proc entry unless there is no /proc.
             return Err(PortError::Other(format!("cannot read the start time of worker {name} (pid {pid})")));
         };
@@ -624,7 +637,7 @@ impl ProcessFleet {
         }
         match self.ask_template(name).await {
             Ok((pid, template)) => {
-                let start_time = proc_stat(pid).map_or(0, |s| s.1);
+                let start_time = proc_stat(pid).map_or(0, |s| s.start_time);
                 Some(WorkerProcess::Forked { pid, start_time, template })
             }
             Err(e) => {
