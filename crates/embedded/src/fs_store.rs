@@ -207,10 +207,18 @@ impl Layout {
         // creating them and linking: retry a few times.
         for _ in 0..8 {
             if let Err(e) = fs::create_dir_all(parent) {
-                return Err(match e.kind() {
-                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => conflict(),
-                    _ => obj_err("create the folder of", bucket, key, parent, e),
-                });
+                match e.kind() {
+                    // A file where a folder must be is a conflict. A folder
+                    // that a concurrent delete removed while it was being
+                    // made (std reports AlreadyExists then) is not: retry.
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                        if file_on_path(parent, bucket_dir) {
+                            return Err(conflict());
+                        }
+                        continue;
+                    }
+                    _ => return Err(obj_err("create the folder of", bucket, key, parent, e)),
+                }
             }
             if let Ok(m) = fs::symlink_metadata(dest) {
                 if m.is_dir() {
@@ -246,6 +254,14 @@ impl Layout {
             "could not store object `{key}` in bucket `{bucket}` (concurrent deletes); try again"
         )))
     }
+}
+
+/// True if something other than a folder stands at `dir` or at one of its
+/// ancestors below `root`.
+fn file_on_path(dir: &Path, root: &Path) -> bool {
+    dir.ancestors()
+        .take_while(|a| *a != root && a.starts_with(root))
+        .any(|a| fs::symlink_metadata(a).is_ok_and(|m| !m.is_dir()))
 }
 
 /// Flushes a folder's entries to disk (best effort: durability of renames).

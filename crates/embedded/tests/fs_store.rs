@@ -209,6 +209,32 @@ async fn remove_has_exactly_one_winner() {
     }
 }
 
+/// Deleting the last object of a folder removes the folder; a put into it
+/// at the same moment must still succeed (it once failed as a "key both an
+/// object and a folder" conflict when the folder vanished mid-creation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puts_and_deletes_racing_in_one_folder_never_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    store.create_bucket("b").await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..1000 {
+                    let key = format!("log/{t}-{i}.json");
+                    let put = store.put_if_absent("b", &key, Bytes::from_static(b"{}")).await;
+                    assert!(matches!(put, Ok(true)), "put {key}: {put:?}");
+                    store.remove("b", &key).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn listing_skips_empty_folders_and_symlinked_prefixes() {
     let outer = tempfile::tempdir().unwrap();

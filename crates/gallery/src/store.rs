@@ -49,7 +49,10 @@
 //! the highest snapshot is never deleted). Everybody ignores log entries at
 //! or below the snapshot they read, so that entry never has an effect; its
 //! writer sees that the snapshot's outcome for its number carries another
-//! writer's id, deletes its entry and claims again.
+//! writer's id, deletes its entry and claims again. The other way round, a
+//! writer whose read listed the snapshots just before its own entry was
+//! folded can fetch, under its number, the late claim that took the number
+//! after the fold: it reads again, and finds its outcome in the snapshot.
 //!
 //! **Reading** lists the log, then the snapshots, gets the highest
 //! snapshot and every listed log entry past it, and applies them in order:
@@ -101,8 +104,11 @@ pub const DEFAULT_COMPACT_AFTER: usize = 6;
 /// Key prefix of the old, one-object-per-face layout.
 pub const OLD_PEOPLE_PREFIX: &str = "people/";
 
-/// Attempts at a consistent read before giving up.
-const READ_TRIES: usize = 3;
+/// Attempts at a consistent read before giving up. Each failed attempt
+/// means that a compaction finished during it, so others are making
+/// progress; with many writers at once that can happen several times in a
+/// row.
+const READ_TRIES: usize = 8;
 
 /// Keys per list page asked for.
 const LIST_PAGE: usize = 1000;
@@ -329,7 +335,7 @@ impl State {
         if seq > self.base.seq {
             return match self.applied.iter().find(|a| a.seq == seq) {
                 Some(a) if a.writer == id => Resolved::Mine(a.outcome, Some(a.removed.clone())),
-                Some(_) => Resolved::Unknown("another change took its place in the log"),
+                Some(_) => Resolved::Replaced,
                 None => Resolved::Unknown("it vanished from the log"),
             };
         }
@@ -349,6 +355,11 @@ enum Resolved {
     Mine(Outcome, Option<Vec<String>>),
     /// Its number had already been used and folded: it has no effect.
     Late,
+    /// Its number holds another writer's entry, past the snapshot read: the
+    /// entry was folded and deleted while the collection was being read,
+    /// and a late claim took the number again. A new read finds its
+    /// outcome in the snapshot.
+    Replaced,
     /// It cannot be told.
     Unknown(&'static str),
 }
@@ -867,9 +878,18 @@ impl Gallery {
                     return Ok(Appended { outcome: Outcome { changed: faces.len(), conflict: false }, removed: None, after: None });
                 }
             }
-            let (state, next) = self.read_state(c, Some(after), Some(&reuse)).await?;
+            let (mut state, next) = self.read_state(c, Some(after), Some(&reuse)).await?;
             reuse = next;
-            match state.outcome_of(seq, &id) {
+            let mut resolved = state.outcome_of(seq, &id);
+            for _ in 1..READ_TRIES {
+                if !matches!(resolved, Resolved::Replaced) {
+                    break;
+                }
+                tracing::debug!(collection = c, seq, "log entry folded while read, reading again");
+                (state, reuse) = self.read_state(c, None, Some(&reuse)).await?;
+                resolved = state.outcome_of(seq, &id);
+            }
+            match resolved {
                 Resolved::Mine(outcome, removed) => {
                     self.maybe_compact_state(c, &state).await;
                     return Ok(Appended { outcome, removed, after: Some(state) });
@@ -878,6 +898,11 @@ impl Gallery {
                     tracing::debug!(collection = c, seq, "log number already used and folded, claiming another");
                     self.delete_quietly(&key).await;
                     listing = Some(state.listing);
+                }
+                Resolved::Replaced => {
+                    return Err(GalleryError::Store(PortError::Unavailable(format!(
+                        "the change to collection `{c}` was written as log entry {seq}, but its outcome is unknown: the collection kept changing while it was read"
+                    ))));
                 }
                 Resolved::Unknown(why) => {
                     if !self.marker_exists(c).await? {
@@ -1277,7 +1302,7 @@ mod tests {
         assert_eq!(outcome(&state, 5, "w2"), Outcome { changed: 0, conflict: false });
         assert_eq!(outcome(&state, 6, "w3"), Outcome { changed: 1, conflict: false });
         assert_eq!(outcome(&state, 7, "w4"), Outcome { changed: 0, conflict: false }, "Ann is gone by then");
-        assert!(matches!(&state.outcome_of(4, "w2"), Resolved::Unknown(_)));
+        assert!(matches!(&state.outcome_of(4, "w2"), Resolved::Replaced), "w1's entry holds w2's number");
         // ...and after it, from the snapshot.
         assert!(g.compact(c).await.unwrap());
         let (folded, _) = g.read_state(c, None, None).await.unwrap();
