@@ -62,7 +62,7 @@
 //! entry is deleted only once a snapshot folding it is the highest, so an
 //! entry missing from the log listing is in the snapshot found after it.
 //! An object deleted between the listing and its `get` (a compaction
-//! finished meanwhile) makes the reader start over, at most 3 times.
+//! finished meanwhile) makes the reader start over, at most 8 times (`READ_TRIES`).
 //!
 //! **Writing** claims the next log number (never rewriting anything, so
 //! concurrent writers cannot lose each other's changes), then lists the log
