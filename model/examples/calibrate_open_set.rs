@@ -19,9 +19,12 @@
 //!    enrolled answered correctly, and unknown people rejected, at the fixed
 //!    `default_threshold`, at the thresholds the fitted tail gives for each
 //!    `--far` target, and at the shipped `open_set_threshold(kind, k)`.
+//! 4. The same experiments held out: the tail is fitted on half of the
+//!    people and the open set is measured on the other half only (enrolled
+//!    and strangers from the half the fit never saw), both ways round.
 
 use anyhow::{bail, Context, Result};
-use facefleet_model::eval::{dataset_dir, PeopleSet, SplitResult};
+use facefleet_model::eval::{dataset_dir, PeopleSet, Role, SplitResult};
 use facefleet_model::{
     default_threshold, open_set_threshold, FaceModel, ImpostorTail, ModelConfig, RecognizerKind, OPEN_SET_FAR,
 };
@@ -37,6 +40,17 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         v.swap(i, (s % (i as u64 + 1)) as usize);
     }
     v
+}
+
+/// Roles for one random open-set experiment among the people `pool` (of
+/// `people` in all): `k` of them enrolled, the rest of the pool strangers,
+/// everybody outside the pool absent.
+fn random_roles(pool: &[usize], people: usize, k: usize, seed: u64) -> Vec<Role> {
+    let mut roles = vec![Role::Absent; people];
+    for (n, &j) in shuffled(pool.len(), seed).iter().enumerate() {
+        roles[pool[j]] = if n < k { Role::Enrolled } else { Role::Stranger };
+    }
+    roles
 }
 
 fn main() -> Result<()> {
@@ -126,16 +140,12 @@ fn main() -> Result<()> {
         let mut at_far = vec![SplitResult::default(); fars.len()];
         let mut at_rule = SplitResult::default();
         for sp in 0..splits {
-            let order = shuffled(people, (k * 1000 + sp) as u64);
-            let mut enrolled = vec![false; people];
-            for &i in &order[..k] {
-                enrolled[i] = true;
-            }
-            at_fixed.add(&set.open_set_split(&enrolled, |_| fixed));
+            let roles = random_roles(&(0..people).collect::<Vec<_>>(), people, k, (k * 1000 + sp) as u64);
+            at_fixed.add(&set.open_set_split(&roles, |_| fixed));
             for (r, &far) in at_far.iter_mut().zip(&fars) {
-                r.add(&set.open_set_split(&enrolled, |n| fit.threshold_for(far, n).max(fixed)));
+                r.add(&set.open_set_split(&roles, |n| fit.threshold_for(far, n).max(fixed)));
             }
-            at_rule.add(&set.open_set_split(&enrolled, |n| open_set_threshold(kind, n)));
+            at_rule.add(&set.open_set_split(&roles, |n| open_set_threshold(kind, n)));
         }
         print!(
             "  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}",
@@ -152,6 +162,55 @@ fn main() -> Result<()> {
             at_rule.enrolled_pct(),
             at_rule.unknown_pct()
         );
+    }
+
+    // 4. Held out: fit on one half of the people, measure on the other.
+    let halves: [Vec<usize>; 2] = [(0..people).filter(|i| i % 2 == 0).collect(), (0..people).filter(|i| i % 2 == 1).collect()];
+    let folds: Vec<(ImpostorTail, &Vec<usize>)> = [(0, 1), (1, 0)]
+        .into_iter()
+        .filter_map(|(fit_half, test_half)| {
+            let h = &halves[fit_half];
+            ImpostorTail::fit(&set.impostor_scores(|i| h.contains(&i))).map(|f| (f, &halves[test_half]))
+        })
+        .collect();
+    if folds.len() == 2 {
+        println!(
+            "held out: tail fitted on one half of the people, open set measured on the other half only \
+             (both folds, {splits} random galleries per size and fold)"
+        );
+        print!("  {:>3} {:>8} | {:>8} {:>9} {:>9}", "k", "top-1 %", "fixed t", "enr ok %", "unk rej %");
+        for far in &fars {
+            print!(" | {:>13} {:>9} {:>9}", format!("t@{:.0}% (a/b)", 100.0 * far), "enr ok %", "unk rej %");
+        }
+        println!();
+        let smallest_half = halves.iter().map(Vec::len).min().unwrap_or(0);
+        for k in [4usize, 8, 12, 16, 20, 24] {
+            if k >= smallest_half {
+                continue;
+            }
+            let mut at_fixed = SplitResult::default();
+            let mut at_far = vec![SplitResult::default(); fars.len()];
+            for (f, test) in &folds {
+                for sp in 0..splits {
+                    let roles = random_roles(test, people, k, (k * 1000 + sp) as u64);
+                    at_fixed.add(&set.open_set_split(&roles, |_| fixed));
+                    for (r, &far) in at_far.iter_mut().zip(&fars) {
+                        r.add(&set.open_set_split(&roles, |n| f.threshold_for(far, n).max(fixed)));
+                    }
+                }
+            }
+            print!(
+                "  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}",
+                at_fixed.top1_pct(),
+                at_fixed.enrolled_pct(),
+                at_fixed.unknown_pct()
+            );
+            for (r, &far) in at_far.iter().zip(&fars) {
+                let (a, b) = (folds[0].0.threshold_for(far, k).max(fixed), folds[1].0.threshold_for(far, k).max(fixed));
+                print!(" | {:>13} {:>9.2} {:>9.2}", format!("{a:.3}/{b:.3}"), r.enrolled_pct(), r.unknown_pct());
+            }
+            println!();
+        }
     }
     println!("open_set_threshold for larger galleries (extrapolated from the fitted tail):");
     for n in [1usize, 10, 31, 100, 248, 1000, 2500, 10_000, 25_000, 100_000] {

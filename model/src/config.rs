@@ -9,7 +9,7 @@ use crate::{DetectParams, RecognizerKind};
 pub const WEIGHTS_DIR_ENV: &str = "FACEFLEET_WEIGHTS_DIR";
 
 /// How to build a [`crate::FaceModel`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelConfig {
     /// The embedding network (default MobileFaceNet). Galleries remember the
     /// recognizer they were built with and refuse the other one.
@@ -26,17 +26,6 @@ pub struct ModelConfig {
     /// threshold stored in the gallery, by default the recognizer's
     /// [`crate::default_threshold`]).
     pub threshold: Option<f32>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            recognizer: RecognizerKind::default(),
-            weights_dir: None,
-            detect: DetectParams::default(),
-            threshold: None,
-        }
-    }
 }
 
 impl ModelConfig {

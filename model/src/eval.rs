@@ -380,20 +380,25 @@ impl PeopleSet {
         out
     }
 
-    /// One open-set experiment: the people with `enrolled[i]` are enrolled
-    /// with their first photo and queried with the others; everybody else
-    /// is queried with all their photos and should be answered Unknown.
-    /// `threshold(n)` gives the threshold for a gallery of `n` people.
-    /// Photos without a face count as wrong answers.
-    pub fn open_set_split(&self, enrolled: &[bool], threshold: impl Fn(usize) -> f32) -> SplitResult {
-        let g = self.gallery(|i| enrolled[i]);
+    /// One open-set experiment: the people whose role is
+    /// [`Role::Enrolled`] are enrolled with their first photo and queried
+    /// with the others; the [`Role::Stranger`]s are queried with all their
+    /// photos and should be answered Unknown; [`Role::Absent`] people take
+    /// no part. `threshold(n)` gives the threshold for a gallery of `n`
+    /// people. Photos without a face count as wrong answers.
+    pub fn open_set_split(&self, roles: &[Role], threshold: impl Fn(usize) -> f32) -> SplitResult {
+        let g = self.gallery(|i| roles[i] == Role::Enrolled);
         let t = threshold(g.people().len());
         let mut r = SplitResult::default();
-        for (i, p) in self.people.iter().enumerate() {
-            let queries = if enrolled[i] { &p.embeddings[1.min(p.embeddings.len())..] } else { &p.embeddings[..] };
+        for (p, role) in self.people.iter().zip(roles) {
+            let queries = match role {
+                Role::Enrolled => &p.embeddings[1.min(p.embeddings.len())..],
+                Role::Stranger => &p.embeddings[..],
+                Role::Absent => continue,
+            };
             for e in queries {
                 let nearest = e.as_ref().and_then(|e| g.nearest(e).expect("same recognizer"));
-                if enrolled[i] {
+                if *role == Role::Enrolled {
                     r.enrolled_queries += 1;
                     if let Some((n, s)) = nearest {
                         if n == p.name {
@@ -413,6 +418,18 @@ impl PeopleSet {
         }
         r
     }
+}
+
+/// A person's part in one open-set experiment
+/// ([`PeopleSet::open_set_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Enrolled with the first photo, queried with the others.
+    Enrolled,
+    /// Not enrolled, queried with every photo.
+    Stranger,
+    /// Neither enrolled nor queried (held out of this experiment).
+    Absent,
 }
 
 fn largest_face(model: &FaceModel, path: &Path) -> Result<Option<Embedding>> {
@@ -437,4 +454,50 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 192-d unit vector mostly along axis `axis`, tilted towards axis
+    /// 191 by `tilt`.
+    fn unit(axis: usize, tilt: f32) -> Option<Embedding> {
+        let mut v = vec![0.0; 192];
+        v[axis] = 1.0;
+        v[191] = tilt;
+        Some(Embedding::normalized(v))
+    }
+
+    fn person(name: &str, embeddings: Vec<Option<Embedding>>) -> Person {
+        Person { name: name.into(), photos: vec![PathBuf::new(); embeddings.len()], embeddings }
+    }
+
+    #[test]
+    fn open_set_split_counts_only_the_people_taking_part() {
+        let set = PeopleSet {
+            kind: RecognizerKind::MobileFaceNet,
+            people: vec![
+                person("ann", vec![unit(0, 0.0), unit(0, 0.1), None]),
+                person("bob", vec![unit(1, 0.0), unit(0, 0.05)]),
+                person("cy", vec![unit(2, 0.0), unit(2, 0.0), unit(2, 0.0)]),
+                person("dee", vec![unit(3, 0.0)]),
+            ],
+        };
+        let roles = [Role::Enrolled, Role::Stranger, Role::Absent, Role::Enrolled];
+        let r = set.open_set_split(&roles, |n| {
+            assert_eq!(n, 2, "ann and dee are enrolled");
+            0.5
+        });
+        // ann's second photo is right, her third has no face; dee has no
+        // photo left to query; cy takes no part.
+        assert_eq!((r.enrolled_queries, r.enrolled_top1, r.enrolled_correct), (2, 1, 1));
+        // bob's first photo is far from everybody enrolled, his second is
+        // (nearly) ann's face: one stranger rejected, one falsely accepted.
+        assert_eq!((r.unknown_queries, r.unknown_rejected), (2, 1));
+
+        let everybody_strange = [Role::Stranger; 4];
+        let r = set.open_set_split(&everybody_strange, |_| 0.5);
+        assert_eq!((r.enrolled_queries, r.unknown_queries, r.unknown_rejected), (0, 9, 8), "the photo without a face counts as wrong");
+    }
 }

@@ -71,9 +71,10 @@ impl Embedding {
 
 /// Which embedding network a model (and a gallery) uses. Embeddings of
 /// different recognizers are not comparable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum RecognizerKind {
     /// MobileFaceNet, 192-d, 112x112 ArcFace-aligned input (default).
+    #[default]
     #[serde(rename = "mobilefacenet")]
     MobileFaceNet,
     /// dlib's ResNet, 128-d, 150x150 dlib face chip.
@@ -95,12 +96,6 @@ impl RecognizerKind {
             RecognizerKind::MobileFaceNet => 192,
             RecognizerKind::DlibResnet => 128,
         }
-    }
-}
-
-impl Default for RecognizerKind {
-    fn default() -> Self {
-        RecognizerKind::MobileFaceNet
     }
 }
 
