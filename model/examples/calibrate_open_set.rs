@@ -53,6 +53,46 @@ fn random_roles(pool: &[usize], people: usize, k: usize, seed: u64) -> Vec<Role>
     roles
 }
 
+/// One line of an open-set table: the counts at the fixed threshold, at
+/// the threshold a fitted tail gives for each FAR target, and (optionally)
+/// at the shipped rule.
+struct Row {
+    fixed: SplitResult,
+    far: Vec<SplitResult>,
+    rule: Option<SplitResult>,
+}
+
+impl Row {
+    fn new(targets: usize, with_rule: bool) -> Self {
+        Row { fixed: SplitResult::default(), far: vec![SplitResult::default(); targets], rule: with_rule.then(SplitResult::default) }
+    }
+
+    /// Runs one experiment with `roles` at every threshold of the row.
+    fn add(&mut self, set: &PeopleSet, roles: &[Role], fixed: f32, fars: &[f64], tail: &ImpostorTail, kind: RecognizerKind) {
+        self.fixed.add(&set.open_set_split(roles, |_| fixed));
+        for (r, &far) in self.far.iter_mut().zip(fars) {
+            r.add(&set.open_set_split(roles, |n| tail.threshold_for(far, n).max(fixed)));
+        }
+        if let Some(r) = &mut self.rule {
+            r.add(&set.open_set_split(roles, |n| open_set_threshold(kind, n)));
+        }
+    }
+
+    /// Prints the line; `thresholds` label the FAR columns, `rule_t` the
+    /// rule's.
+    fn print(&self, k: usize, fixed: f32, thresholds: &[String], rule_t: f32) {
+        let f = &self.fixed;
+        print!("  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}", f.top1_pct(), f.enrolled_pct(), f.unknown_pct());
+        for (r, t) in self.far.iter().zip(thresholds) {
+            print!(" | {t:>13} {:>9.2} {:>9.2}", r.enrolled_pct(), r.unknown_pct());
+        }
+        if let Some(r) = &self.rule {
+            print!(" | {rule_t:>8.3} {:>9.2} {:>9.2}", r.enrolled_pct(), r.unknown_pct());
+        }
+        println!();
+    }
+}
+
 fn main() -> Result<()> {
     let mut kind = RecognizerKind::default();
     let mut dir = None;
@@ -128,40 +168,21 @@ fn main() -> Result<()> {
     );
     print!("  {:>3} {:>8} | {:>8} {:>9} {:>9}", "k", "top-1 %", "fixed t", "enr ok %", "unk rej %");
     for far in &fars {
-        print!(" | {:>11} {:>9} {:>9}", format!("t@{:.0}%", 100.0 * far), "enr ok %", "unk rej %");
+        print!(" | {:>13} {:>9} {:>9}", format!("t@{:.0}%", 100.0 * far), "enr ok %", "unk rej %");
     }
     println!(" | {:>8} {:>9} {:>9}", "rule t", "enr ok %", "unk rej %");
     let fixed = default_threshold(kind);
+    let everybody: Vec<usize> = (0..people).collect();
     for k in [4usize, 8, 16, 24, 31, 40, 48, 56] {
         if k >= people {
             continue;
         }
-        let mut at_fixed = SplitResult::default();
-        let mut at_far = vec![SplitResult::default(); fars.len()];
-        let mut at_rule = SplitResult::default();
+        let mut row = Row::new(fars.len(), true);
         for sp in 0..splits {
-            let roles = random_roles(&(0..people).collect::<Vec<_>>(), people, k, (k * 1000 + sp) as u64);
-            at_fixed.add(&set.open_set_split(&roles, |_| fixed));
-            for (r, &far) in at_far.iter_mut().zip(&fars) {
-                r.add(&set.open_set_split(&roles, |n| fit.threshold_for(far, n).max(fixed)));
-            }
-            at_rule.add(&set.open_set_split(&roles, |n| open_set_threshold(kind, n)));
+            row.add(&set, &random_roles(&everybody, people, k, (k * 1000 + sp) as u64), fixed, &fars, &fit, kind);
         }
-        print!(
-            "  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}",
-            at_fixed.top1_pct(),
-            at_fixed.enrolled_pct(),
-            at_fixed.unknown_pct()
-        );
-        for (r, &far) in at_far.iter().zip(&fars) {
-            print!(" | {:>11.3} {:>9.2} {:>9.2}", fit.threshold_for(far, k).max(fixed), r.enrolled_pct(), r.unknown_pct());
-        }
-        println!(
-            " | {:>8.3} {:>9.2} {:>9.2}",
-            open_set_threshold(kind, k),
-            at_rule.enrolled_pct(),
-            at_rule.unknown_pct()
-        );
+        let thresholds: Vec<String> = fars.iter().map(|&far| format!("{:.3}", fit.threshold_for(far, k).max(fixed))).collect();
+        row.print(k, fixed, &thresholds, open_set_threshold(kind, k));
     }
 
     // 4. Held out: fit on one half of the people, measure on the other.
@@ -188,28 +209,20 @@ fn main() -> Result<()> {
             if k >= smallest_half {
                 continue;
             }
-            let mut at_fixed = SplitResult::default();
-            let mut at_far = vec![SplitResult::default(); fars.len()];
-            for (f, test) in &folds {
+            let mut row = Row::new(fars.len(), false);
+            for (tail, test) in &folds {
                 for sp in 0..splits {
-                    let roles = random_roles(test, people, k, (k * 1000 + sp) as u64);
-                    at_fixed.add(&set.open_set_split(&roles, |_| fixed));
-                    for (r, &far) in at_far.iter_mut().zip(&fars) {
-                        r.add(&set.open_set_split(&roles, |n| f.threshold_for(far, n).max(fixed)));
-                    }
+                    row.add(&set, &random_roles(test, people, k, (k * 1000 + sp) as u64), fixed, &fars, tail, kind);
                 }
             }
-            print!(
-                "  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}",
-                at_fixed.top1_pct(),
-                at_fixed.enrolled_pct(),
-                at_fixed.unknown_pct()
-            );
-            for (r, &far) in at_far.iter().zip(&fars) {
-                let (a, b) = (folds[0].0.threshold_for(far, k).max(fixed), folds[1].0.threshold_for(far, k).max(fixed));
-                print!(" | {:>13} {:>9.2} {:>9.2}", format!("{a:.3}/{b:.3}"), r.enrolled_pct(), r.unknown_pct());
-            }
-            println!();
+            let thresholds: Vec<String> = fars
+                .iter()
+                .map(|&far| {
+                    let (a, b) = (folds[0].0.threshold_for(far, k).max(fixed), folds[1].0.threshold_for(far, k).max(fixed));
+                    format!("{a:.3}/{b:.3}")
+                })
+                .collect();
+            row.print(k, fixed, &thresholds, 0.0);
         }
     }
     println!("open_set_threshold for larger galleries (extrapolated from the fitted tail):");
