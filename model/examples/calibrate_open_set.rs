@@ -61,16 +61,20 @@ fn random_roles(pool: &[usize], people: usize, k: usize, seed: u64) -> Vec<Role>
 
 /// One line of an open-set table: the counts at the fixed threshold, at
 /// the threshold a fitted tail gives for each FAR target, and (optionally)
-/// at the shipped rule.
+/// at the shipped rule, whose threshold for this gallery size it keeps.
 struct Row {
     fixed: SplitResult,
     far: Vec<SplitResult>,
-    rule: Option<SplitResult>,
+    rule: Option<(f32, SplitResult)>,
 }
 
 impl Row {
-    fn new(targets: usize, with_rule: bool) -> Self {
-        Row { fixed: SplitResult::default(), far: vec![SplitResult::default(); targets], rule: with_rule.then(SplitResult::default) }
+    fn new(targets: usize, rule_threshold: Option<f32>) -> Self {
+        Row {
+            fixed: SplitResult::default(),
+            far: vec![SplitResult::default(); targets],
+            rule: rule_threshold.map(|t| (t, SplitResult::default())),
+        }
     }
 
     /// Runs one experiment with `roles` at every threshold of the row.
@@ -79,20 +83,19 @@ impl Row {
         for (r, &far) in self.far.iter_mut().zip(fars) {
             r.add(&set.open_set_split(roles, |n| tail.threshold_for(far, n).max(fixed)));
         }
-        if let Some(r) = &mut self.rule {
+        if let Some((_, r)) = &mut self.rule {
             r.add(&set.open_set_split(roles, |n| open_set_threshold(kind, n)));
         }
     }
 
-    /// Prints the line; `thresholds` label the FAR columns, `rule_t` the
-    /// rule's.
-    fn print(&self, k: usize, fixed: f32, thresholds: &[String], rule_t: f32) {
+    /// Prints the line; `thresholds` label the FAR columns.
+    fn print(&self, k: usize, fixed: f32, thresholds: &[String]) {
         let f = &self.fixed;
         print!("  {k:>3} {:>8.2} | {fixed:>8.3} {:>9.2} {:>9.2}", f.top1_pct(), f.enrolled_pct(), f.unknown_pct());
         for (r, t) in self.far.iter().zip(thresholds) {
             print!(" | {t:>13} {:>9.2} {:>9.2}", r.enrolled_pct(), r.unknown_pct());
         }
-        if let Some(r) = &self.rule {
+        if let Some((rule_t, r)) = &self.rule {
             print!(" | {rule_t:>8.3} {:>9.2} {:>9.2}", r.enrolled_pct(), r.unknown_pct());
         }
         println!();
@@ -111,6 +114,9 @@ struct QueryScores {
     sd_rest: f32,
 }
 
+/// A decision score computed from one query's similarities.
+type DecisionScore = fn(&QueryScores) -> f32;
+
 /// Every query of one experiment (photos without a face are left out of
 /// the strangers and count as wrong for the enrolled).
 fn query_scores(set: &PeopleSet, roles: &[Role]) -> Vec<QueryScores> {
@@ -119,33 +125,26 @@ fn query_scores(set: &PeopleSet, roles: &[Role]) -> Vec<QueryScores> {
         .filter_map(|i| set.people[i].embeddings.first().and_then(|e| e.as_ref()).map(|e| (i, e)))
         .collect();
     let mut out = Vec::new();
-    for (i, (p, role)) in set.people.iter().zip(roles).enumerate() {
-        let photos = match role {
-            Role::Enrolled => &p.embeddings[1.min(p.embeddings.len())..],
-            Role::Stranger => &p.embeddings[..],
-            Role::Absent => continue,
+    for (i, role, q) in set.open_set_queries(roles) {
+        let Some(q) = q else {
+            if role == Role::Enrolled {
+                out.push(QueryScores { stranger: false, right: false, best: 0.0, second: 0.0, mean_rest: 0.0, sd_rest: 0.0 });
+            }
+            continue;
         };
-        for q in photos {
-            let Some(q) = q else {
-                if *role == Role::Enrolled {
-                    out.push(QueryScores { stranger: false, right: false, best: 0.0, second: 0.0, mean_rest: 0.0, sd_rest: 0.0 });
-                }
-                continue;
-            };
-            let mut s: Vec<(f32, usize)> = gallery.iter().map(|(j, e)| (q.cosine(e), *j)).collect();
-            s.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let rest: Vec<f32> = s[1..].iter().map(|x| x.0).collect();
-            let mean_rest = rest.iter().sum::<f32>() / rest.len() as f32;
-            let sd_rest = (rest.iter().map(|x| (x - mean_rest).powi(2)).sum::<f32>() / rest.len() as f32).sqrt();
-            out.push(QueryScores {
-                stranger: *role == Role::Stranger,
-                right: *role == Role::Enrolled && s[0].1 == i,
-                best: s[0].0,
-                second: s[1].0,
-                mean_rest,
-                sd_rest,
-            });
-        }
+        let mut s: Vec<(f32, usize)> = gallery.iter().map(|(j, e)| (q.cosine(e), *j)).collect();
+        s.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let rest: Vec<f32> = s[1..].iter().map(|x| x.0).collect();
+        let mean_rest = rest.iter().sum::<f32>() / rest.len() as f32;
+        let sd_rest = (rest.iter().map(|x| (x - mean_rest).powi(2)).sum::<f32>() / rest.len() as f32).sqrt();
+        out.push(QueryScores {
+            stranger: role == Role::Stranger,
+            right: role == Role::Enrolled && s[0].1 == i,
+            best: s[0].0,
+            second: s[1].0,
+            mean_rest,
+            sd_rest,
+        });
     }
     out
 }
@@ -234,12 +233,12 @@ fn main() -> Result<()> {
         if k >= people {
             continue;
         }
-        let mut row = Row::new(fars.len(), true);
+        let mut row = Row::new(fars.len(), Some(open_set_threshold(kind, k)));
         for sp in 0..splits {
             row.add(&set, &random_roles(&everybody, people, k, (k * 1000 + sp) as u64), fixed, &fars, &fit, kind);
         }
         let thresholds: Vec<String> = fars.iter().map(|&far| format!("{:.3}", fit.threshold_for(far, k).max(fixed))).collect();
-        row.print(k, fixed, &thresholds, open_set_threshold(kind, k));
+        row.print(k, fixed, &thresholds);
     }
 
     // 4. Held out: fit on one half of the people, measure on the other.
@@ -266,7 +265,7 @@ fn main() -> Result<()> {
             if k >= smallest_half {
                 continue;
             }
-            let mut row = Row::new(fars.len(), false);
+            let mut row = Row::new(fars.len(), None);
             for (tail, test) in &folds {
                 for sp in 0..splits {
                     row.add(&set, &random_roles(test, people, k, (k * 1000 + sp) as u64), fixed, &fars, tail, kind);
@@ -279,11 +278,17 @@ fn main() -> Result<()> {
                     format!("{a:.3}/{b:.3}")
                 })
                 .collect();
-            row.print(k, fixed, &thresholds, 0.0);
+            row.print(k, fixed, &thresholds);
         }
     }
     // 5. Normalised scores.
     println!("decision scores compared (enrolled answered right at the threshold rejecting 95 / 98 / 99 % of strangers):");
+    let scores: [(&str, DecisionScore); 4] = [
+        ("raw s1", |q| q.best),
+        ("s1 - s2", |q| q.best - q.second),
+        ("s1 - mean", |q| q.best - q.mean_rest),
+        ("z of s1", |q| (q.best - q.mean_rest) / q.sd_rest.max(1e-3)),
+    ];
     for k in [16usize, 31, 56] {
         if k + 2 > people {
             continue;
@@ -292,13 +297,7 @@ fn main() -> Result<()> {
         for sp in 0..splits {
             queries.extend(query_scores(&set, &random_roles(&everybody, people, k, (k * 1000 + sp) as u64)));
         }
-        let scores: [(&str, fn(&QueryScores) -> f32); 4] = [
-            ("raw s1", |q| q.best),
-            ("s1 - s2", |q| q.best - q.second),
-            ("s1 - mean", |q| q.best - q.mean_rest),
-            ("z of s1", |q| (q.best - q.mean_rest) / q.sd_rest.max(1e-3)),
-        ];
-        for (name, score) in scores {
+        for &(name, score) in &scores {
             let mut strangers: Vec<f32> = queries.iter().filter(|q| q.stranger).map(score).collect();
             strangers.sort_by(|a, b| b.total_cmp(a));
             let enrolled = queries.iter().filter(|q| !q.stranger).count().max(1);

@@ -390,33 +390,41 @@ impl PeopleSet {
         let g = self.gallery(|i| roles[i] == Role::Enrolled);
         let t = threshold(g.people().len());
         let mut r = SplitResult::default();
-        for (p, role) in self.people.iter().zip(roles) {
-            let queries = match role {
-                Role::Enrolled => &p.embeddings[1.min(p.embeddings.len())..],
-                Role::Stranger => &p.embeddings[..],
-                Role::Absent => continue,
-            };
-            for e in queries {
-                let nearest = e.as_ref().and_then(|e| g.nearest(e).expect("same recognizer"));
-                if *role == Role::Enrolled {
-                    r.enrolled_queries += 1;
-                    if let Some((n, s)) = nearest {
-                        if n == p.name {
-                            r.enrolled_top1 += 1;
-                            if s >= t {
-                                r.enrolled_correct += 1;
-                            }
+        for (i, role, e) in self.open_set_queries(roles) {
+            let nearest = e.and_then(|e| g.nearest(e).expect("same recognizer"));
+            if role == Role::Enrolled {
+                r.enrolled_queries += 1;
+                if let Some((n, s)) = nearest {
+                    if n == self.people[i].name {
+                        r.enrolled_top1 += 1;
+                        if s >= t {
+                            r.enrolled_correct += 1;
                         }
                     }
-                } else {
-                    r.unknown_queries += 1;
-                    if matches!(nearest, Some((_, s)) if s < t) || (e.is_some() && nearest.is_none()) {
-                        r.unknown_rejected += 1;
-                    }
+                }
+            } else {
+                r.unknown_queries += 1;
+                if matches!(nearest, Some((_, s)) if s < t) || (e.is_some() && nearest.is_none()) {
+                    r.unknown_rejected += 1;
                 }
             }
         }
         r
+    }
+
+    /// The queries of one open-set experiment, as (person, role, embedding
+    /// of the photo, `None` without a face): an enrolled person's photos
+    /// after the first (the first is the one enrolled), every photo of a
+    /// stranger, none of an absent person.
+    pub fn open_set_queries<'a>(&'a self, roles: &'a [Role]) -> impl Iterator<Item = (usize, Role, Option<&'a Embedding>)> + 'a {
+        self.people.iter().zip(roles).enumerate().flat_map(|(i, (p, &role))| {
+            let photos = match role {
+                Role::Enrolled => &p.embeddings[1.min(p.embeddings.len())..],
+                Role::Stranger => &p.embeddings[..],
+                Role::Absent => &[],
+            };
+            photos.iter().map(move |e| (i, role, e.as_ref()))
+        })
     }
 }
 
