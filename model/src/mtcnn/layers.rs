@@ -1,15 +1,17 @@
 //! The few layer kinds MTCNN needs, on NHWC activations held in plain
-//! vectors: valid convolutions as a cache-friendly im2col followed by one
-//! candle matmul (gemm), with bias and PReLU fused into a single pass;
+//! vectors: valid convolutions with bias and PReLU fused in (on CPU a direct
+//! kernel, [`conv_direct`], or the Winograd form of [`super::winograd`] for
+//! 3x3 kernels over many channels; elsewhere im2col and one candle matmul);
 //! ceil-mode max pooling; dense layers.
 //!
 //! candle's own CPU `conv2d` spends most of its time re-laying out the input
 //! for these small-channel layers (measured: ~4x slower end to end), hence
-//! the NHWC path; the arithmetic itself is candle's matmul.
+//! the NHWC path.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::winograd::Winograd;
 use crate::simd::{gemm_parallelism, madd, sgemm, simd_kernel, simd_level, Isa, SimdLevel};
 
 /// Activations of `n` images, NHWC, row-major.
@@ -155,7 +157,15 @@ pub struct Conv {
     epilogue: Epilogue,
     /// The same weights, bias and slopes packed for [`conv_direct`] (CPU).
     packed: Option<Packed>,
+    /// The Winograd form, used instead of `packed` for 3x3 kernels over
+    /// at least [`WINOGRAD_MIN_CIN`] input channels (CPU).
+    winograd: Option<Winograd>,
 }
+
+/// Fewest input channels for which a 3x3 layer runs in its Winograd form:
+/// below it the 16 products are too short to repay the transforms
+/// (measured on MTCNN: see the [`super::winograd`] module docs).
+const WINOGRAD_MIN_CIN: usize = 32;
 
 impl Conv {
     /// Loads `<conv>.weight` `(cout, cin, k, k)`, `<conv>.bias` and, if
@@ -171,7 +181,12 @@ impl Conv {
         let (cout, cin, k, _) = w.dims4()?;
         let weight = Weight::new(w.permute((2, 3, 1, 0))?.contiguous()?.reshape((k * k * cin, cout))?)?;
         let packed = weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref()));
-        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed })
+        let winograd = weight
+            .cpu
+            .as_ref()
+            .filter(|_| k == 3 && cin >= WINOGRAD_MIN_CIN)
+            .map(|wv| Winograd::new(wv, cin, cout, &bias, slope.as_deref()));
+        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed, winograd })
     }
 
     /// Applies the layer to `x` (needs `x.h, x.w >= k` and `x.c == cin`).
@@ -182,6 +197,9 @@ impl Conv {
         }
         let (oh, ow) = (x.h - k + 1, x.w - k + 1);
         let rows = x.n * oh * ow;
+        if let Some(wg) = &self.winograd {
+            return Ok(wg.forward(simd_level(), x));
+        }
         if let Some(p) = &self.packed {
             let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
             let mut data = vec![0f32; rows * self.cout];
@@ -336,8 +354,21 @@ fn conv_tile<S: Isa, const R: usize>(
             // Branch-free; equals `t > 0 ? t : slope * t` (slope 1: identity).
             v[c] = t.max(0.0) + t.min(0.0) * slope[c];
         }
-        out[r * g.cout..r * g.cout + cols].copy_from_slice(&v[..cols]);
+        if cols == NC {
+            // A whole block: a fixed-size store, vector instructions.
+            let dst: &mut [f32; NC] = (&mut out[r * g.cout..r * g.cout + NC]).try_into().unwrap();
+            *dst = v;
+        } else {
+            store_partial(&mut out[r * g.cout..r * g.cout + cols], &v);
+        }
     }
+}
+
+/// The first `dst.len()` values of a block. Not inlined: inlined, LLVM merges
+/// it with the whole-block store above into one `memcpy` call per pixel.
+#[inline(never)]
+fn store_partial(dst: &mut [f32], v: &[f32; NC]) {
+    dst.copy_from_slice(&v[..dst.len()]);
 }
 
 /// `nn.MaxPool2d(k, s, ceil_mode=True)` without padding: the last window in
@@ -466,27 +497,29 @@ mod tests {
         Ok(())
     }
 
-    /// The direct convolution against im2col + matrix product, on every
-    /// level, over shapes with partial tiles and channel blocks (10, 28, 48
-    /// channels), several images and a 1x1 kernel.
+    /// The layer (direct convolution, or Winograd from 32 input channels)
+    /// against im2col + matrix product, on every level, over shapes with
+    /// partial tiles and channel blocks (10, 28, 48 channels), several images
+    /// and a 1x1 kernel.
     #[test]
     fn direct_conv_matches_im2col_on_every_level() -> Result<()> {
         let dev = Device::Cpu;
-        for &(n, h, w, cin, cout, k) in &[(1, 12, 12, 3, 10, 3), (3, 11, 11, 28, 48, 3), (2, 4, 4, 48, 64, 2), (1, 5, 7, 32, 6, 1), (1, 3, 3, 4, 17, 3)] {
+        for &(n, h, w, cin, cout, k) in &[(1, 12, 12, 3, 10, 3), (3, 11, 11, 28, 48, 3), (2, 4, 4, 48, 64, 2), (1, 5, 7, 32, 6, 1), (1, 3, 3, 4, 17, 3), (2, 23, 23, 32, 64, 3)] {
             let wv: Vec<f32> = (0..cout * cin * k * k).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
             let xv: Vec<f32> = (0..n * h * w * cin).map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0).collect();
             let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.1 - 0.5).collect();
             let slope: Vec<f32> = (0..cout).map(|i| 0.05 * i as f32).collect();
             let mut conv = Conv::from_parts(Tensor::from_vec(wv, (cout, cin, k, k), &dev)?, bias, Some(slope))?;
             let x = Act { n, h, w, c: cin, data: xv };
-            let packed = conv.packed.take();
+            let (packed, winograd) = (conv.packed.take(), conv.winograd.take());
             let want = conv.forward(&x)?; // im2col + matmul
-            conv.packed = packed;
+            (conv.packed, conv.winograd) = (packed, winograd);
             for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
                 let got = crate::simd::with_level(level, || conv.forward(&x))?;
                 assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
+                let scale = want.data.iter().fold(1f32, |m, v| m.max(v.abs()));
                 for (a, b) in got.data.iter().zip(&want.data) {
-                    assert!((a - b).abs() < 1e-4, "{level} {:?}: {a} vs {b}", (n, h, w, cin, cout, k));
+                    assert!((a - b).abs() < 1e-5 * scale, "{level} {:?}: {a} vs {b}", (n, h, w, cin, cout, k));
                 }
             }
         }

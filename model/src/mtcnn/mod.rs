@@ -10,6 +10,7 @@ mod boxes;
 mod layers;
 mod nets;
 mod resample;
+mod winograd;
 
 use boxes::{bbreg, crop_region, nms_min, nms_union, pnet_reg, rerec, Candidate};
 use std::time::{Duration, Instant};
