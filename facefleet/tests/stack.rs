@@ -126,7 +126,7 @@ impl Stack {
         let task = tokio::spawn(async move {
             let c = reqwest::Client::new();
             loop {
-                if let Ok(r) = c.get(format!("{url}/v1/status")).send().await {
+                if let Ok(r) = c.get(format!("{url}/v1/status?objects=false")).send().await {
                     if let Ok(v) = r.json::<serde_json::Value>().await {
                         p.fetch_max(v["running_instances"].as_u64().unwrap_or(0), Ordering::SeqCst);
                     }

@@ -365,28 +365,7 @@ fn list_blocking(
     if max_keys == 0 || max_keys > MAX_LIST_KEYS {
         return Err(PortError::InvalidArgument(format!("max_keys must be 1..={MAX_LIST_KEYS}, not {max_keys}")));
     }
-    let bucket_dir = layout.existing_bucket(bucket)?;
-    // Start from the folder named by the prefix's complete segments.
-    let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-    let mut start = bucket_dir.clone();
-    let mut start_key = String::new();
-    for seg in dir_part.split('/').filter(|s| !s.is_empty()) {
-        if seg == "." || seg == ".." {
-            return Ok(ListPage::default()); // no valid key has such a prefix
-        }
-        start.push(seg);
-        start_key.push_str(seg);
-        start_key.push('/');
-        // Never follow a symbolic link planted in the bucket (the walk
-        // below does not either); a missing folder lists nothing.
-        match fs::symlink_metadata(&start) {
-            Ok(m) if m.is_dir() => {}
-            _ => return Ok(ListPage::default()),
-        }
-    }
-    let after = token.as_deref();
-    let mut keys = Vec::new();
-    walk(bucket, &start, &start_key, prefix, after, &mut keys)?;
+    let mut keys = walk_prefix(layout, bucket, prefix, token.as_deref(), Sizes::Read)?;
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let more = keys.len() > max_keys;
     keys.truncate(max_keys);
@@ -395,6 +374,41 @@ fn list_blocking(
         objects: keys.into_iter().map(|(key, size)| ObjectMeta { key, size }).collect(),
         next_token,
     })
+}
+
+/// Whether [`walk`] reads each object's size (one `stat` per object) or
+/// leaves it 0 (counting needs only the names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sizes {
+    Read,
+    Skip,
+}
+
+/// `(key, size)` of every object whose key starts with `prefix` and sorts
+/// after `after`, unsorted, in one walk of the folders the prefix can reach.
+fn walk_prefix(layout: &Layout, bucket: &str, prefix: &str, after: Option<&str>, sizes: Sizes) -> Result<Vec<(String, u64)>> {
+    let bucket_dir = layout.existing_bucket(bucket)?;
+    // Start from the folder named by the prefix's complete segments.
+    let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+    let mut start = bucket_dir.clone();
+    let mut start_key = String::new();
+    for seg in dir_part.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." {
+            return Ok(Vec::new()); // no valid key has such a prefix
+        }
+        start.push(seg);
+        start_key.push_str(seg);
+        start_key.push('/');
+        // Never follow a symbolic link planted in the bucket (the walk
+        // below does not either); a missing folder lists nothing.
+        match fs::symlink_metadata(&start) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(Vec::new()),
+        }
+    }
+    let mut keys = Vec::new();
+    walk(bucket, &start, &start_key, prefix, after, sizes, &mut keys)?;
+    Ok(keys)
 }
 
 /// Collects `(key, size)` of the files under `dir` (whose keys start with
@@ -408,6 +422,7 @@ fn walk(
     dir_key: &str,
     prefix: &str,
     after: Option<&str>,
+    sizes: Sizes,
     out: &mut Vec<(String, u64)>,
 ) -> Result<()> {
     let list_err = |e: io::Error| bucket_err(&format!("list prefix `{dir_key}` of"), bucket, dir, e);
@@ -446,8 +461,12 @@ fn walk(
                     continue;
                 }
             }
-            walk(bucket, &entry.path(), &sub, prefix, after, out)?;
+            walk(bucket, &entry.path(), &sub, prefix, after, sizes, out)?;
         } else if file_type.is_file() && key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a) {
+            if sizes == Sizes::Skip {
+                out.push((key, 0));
+                continue;
+            }
             match entry.metadata() {
                 Ok(m) => out.push((key, m.len())),
                 Err(e) if is_missing(&e) => {} // deleted since read_dir
@@ -504,6 +523,25 @@ impl ObjectStore for FsObjectStore {
     async fn list(&self, bucket: &str, prefix: &str, token: Option<String>, max_keys: usize) -> Result<ListPage> {
         let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
         self.blocking(move |l| list_blocking(l, &bucket, &prefix, token, max_keys)).await
+    }
+
+    /// One walk of the bucket, without reading sizes (the trait's default
+    /// pages through [`ObjectStore::list`], and each page walks the whole
+    /// bucket here: quadratic in the number of objects).
+    async fn count(&self, bucket: &str, prefix: &str) -> Result<u64> {
+        let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+        self.blocking(move |l| walk_prefix(l, &bucket, &prefix, None, Sizes::Skip).map(|keys| keys.len() as u64)).await
+    }
+
+    /// One walk of the bucket, sorted by key (see `count`).
+    async fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+        self.blocking(move |l| {
+            let mut keys = walk_prefix(l, &bucket, &prefix, None, Sizes::Read)?;
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(keys.into_iter().map(|(key, size)| ObjectMeta { key, size }).collect())
+        })
+        .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<()> {

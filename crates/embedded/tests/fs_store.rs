@@ -253,3 +253,41 @@ async fn listing_skips_empty_folders_and_symlinked_prefixes() {
     assert!(store.list_all("b", "dirlink/").await.unwrap().is_empty(), "listed through a symlink");
     assert!(store.list_all("b", "dirlink/sec").await.unwrap().is_empty(), "listed through a symlink");
 }
+
+/// `count` and `list_all` walk the bucket once (overriding the trait's
+/// page-by-page defaults) and agree with paging through `list`, past one
+/// page of 1000 keys, for whole, folder and partial prefixes.
+#[tokio::test]
+async fn count_and_list_all_agree_with_paged_listing_past_one_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    store.create_bucket("b").await.unwrap();
+    // 1200 folders of one object each (like the web tier's uploads), 30 flat
+    // objects, and one deeper folder.
+    let mut want: Vec<String> = (0..1200).map(|i| format!("{i:04}/photo.jpg")).collect();
+    want.extend((0..30).map(|i| format!("flat-{i}.txt")));
+    want.extend(["deep/a/b/c.bin".to_string(), "deep/a/d.bin".to_string()]);
+    for (i, key) in want.iter().enumerate() {
+        store.put("b", key, Bytes::from(vec![7u8; i % 5])).await.unwrap();
+    }
+    want.sort();
+    for prefix in ["", "0", "01", "0119/", "flat-", "flat-2", "deep/", "deep/a/b", "none", "0119/photo.jpg"] {
+        let expected: Vec<&String> = want.iter().filter(|k| k.starts_with(prefix)).collect();
+        let mut paged = Vec::new();
+        let mut token = None;
+        loop {
+            let page = store.list("b", prefix, token, 1000).await.unwrap();
+            paged.extend(page.objects);
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let all = store.list_all("b", prefix).await.unwrap();
+        assert_eq!(all, paged, "{prefix:?}");
+        assert_eq!(all.iter().map(|m| &m.key).collect::<Vec<_>>(), expected, "{prefix:?}");
+        assert_eq!(store.count("b", prefix).await.unwrap(), expected.len() as u64, "{prefix:?}");
+    }
+    assert_eq!(store.count("b", "").await.unwrap(), 1232);
+    assert!(matches!(store.count("missing", "").await, Err(PortError::NoSuchBucket(_))));
+}

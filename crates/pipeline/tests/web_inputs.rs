@@ -248,6 +248,15 @@ async fn json_api_enrolls_lists_recognizes_and_deletes() {
     }
     assert_eq!(st["input_objects"], 1);
     assert_eq!(st["output_objects"], 1);
+    // Without counting the buckets (for pollers): the live numbers only.
+    let live: serde_json::Value = c.get(format!("{}/v1/status?objects=false", web.url)).send().await.unwrap().json().await.unwrap();
+    for f in ["request_queue_depth", "response_queue_depth", "running_instances"] {
+        assert_eq!(live[f], st[f], "{f}: {live}");
+    }
+    assert!(live.get("input_objects").is_none() && live.get("output_objects").is_none(), "{live}");
+    let r = c.get(format!("{}/v1/status?objects=maybe", web.url)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["error"]["message"].as_str().unwrap_or_default().contains("objects"));
 
     let r = c.delete(format!("{}/v1/people/Ann", web.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -219,16 +219,40 @@ pub(crate) async fn verify(State(state): State<WebState>, QueryParams(q): QueryP
     Ok(Json(VerifyResponse { verification, took_ms: took(started) }))
 }
 
+/// Query parameters of `GET /v1/status`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// Count the objects in the input and output buckets (default true).
+    /// Counting lists both buckets, so its cost grows with what they hold;
+    /// pass `false` when polling often (queues and instances stay exact;
+    /// `input_objects` and `output_objects` are then left out).
+    #[serde(default = "counts_objects")]
+    pub objects: bool,
+}
+
+fn counts_objects() -> bool {
+    true
+}
+
 /// `GET /v1/status`: queue depths, instances and object counts, requests in
 /// flight in this web tier, and under `stack` what this stack is (backend,
 /// recognizer, video on or off...).
-#[utoipa::path(get, path = "/v1/status", tag = "stack",
+#[utoipa::path(get, path = "/v1/status", tag = "stack", params(StatusParams),
     responses((status = 200, description = "Queues, instances, objects, stack facts", body = Object)),
     security(("api_key" = [])))]
-pub(crate) async fn status(State(state): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn status(
+    State(state): State<WebState>,
+    QueryParams(params): QueryParams<StatusParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     use serde_json::{json, Value};
-    let stats = Stats::collect(&state.dep).await?;
+    let stats = if params.objects { Stats::collect(&state.dep).await? } else { Stats::collect_live(&state.dep).await? };
     let mut v = serde_json::to_value(stats).expect("stats serialise");
+    if !params.objects {
+        let fields = v.as_object_mut().expect("stats are an object");
+        fields.remove("input_objects");
+        fields.remove("output_objects");
+    }
     v["in_flight"] = json!(state.intake.in_flight(state.config.max_in_flight));
     let stack: serde_json::Map<String, Value> = state.info.iter().map(|(k, val)| (k.clone(), Value::String(val.clone()))).collect();
     v["stack"] = Value::Object(stack);
