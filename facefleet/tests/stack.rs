@@ -370,6 +370,9 @@ async fn with_api_keys_and_an_open_course_route() {
     assert_eq!((report.completed, report.correct), (100, 100), "{report}");
     let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["input_objects"], 100, "{st}");
+    // What the stack is, without its paths (those are on the operator's banner only).
+    assert!(st["stack"]["backend"].as_str().is_some_and(|b| b.starts_with("embedded")), "{st}");
+    assert!(!st.to_string().contains(&stack.data.path().display().to_string()), "a path in the status: {st}");
     let log = stack.log();
     assert!(log.contains("how=\"new process\"") && !log.contains("forked from the template"), "{log}");
 }

@@ -73,7 +73,7 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
             }
         })
     };
-    print_banner(&format!("http://{addr}"), &info);
+    print_banner(&format!("http://{addr}"), opts, &info);
     let served = web::serve(listener, &state, app, stop.clone()).await;
     stop.cancel();
     match scaler.await {
@@ -92,14 +92,12 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What this stack is, for people: the start-up banner and `/v1/status`.
+/// What this stack is, for people: the start-up banner and `/v1/status`
+/// (no paths: the data folder is on the banner only).
 fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video: (String, String)) -> Vec<(String, String)> {
     let b = &opts.settings.backend;
     let backend = match b.backend {
-        BackendKind::Embedded => {
-            let dir = std::path::absolute(&b.data_dir).unwrap_or_else(|_| b.data_dir.clone());
-            format!("embedded, data in {}", dir.display())
-        }
+        BackendKind::Embedded => "embedded (folder buckets, SQLite queue, local workers)".to_string(),
         BackendKind::Aws => "aws (S3, SQS)".to_string(),
     };
     let model = &opts.settings.model;
@@ -127,12 +125,18 @@ fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video
     info
 }
 
-/// Prints what the person who started the stack has: where it listens and
-/// what is on or off.
-fn print_banner(url: &str, info: &[(String, String)]) {
-    let width = info.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+/// Prints what the person who started the stack has: where it listens,
+/// where its data is (embedded) and what is on or off.
+fn print_banner(url: &str, opts: &UpArgs, info: &[(String, String)]) {
+    let b = &opts.settings.backend;
+    let mut lines = info.to_vec();
+    if b.backend == BackendKind::Embedded {
+        let dir = std::path::absolute(&b.data_dir).unwrap_or_else(|_| b.data_dir.clone());
+        lines.insert(1, ("data".to_string(), dir.display().to_string()));
+    }
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = format!("\nfacefleet is up on {url}\n");
-    for (k, v) in info {
+    for (k, v) in &lines {
         out.push_str(&format!("  {k:<width$}  {v}\n"));
     }
     out.push_str(&format!("  try: curl -F inputFile=@photo.jpg {url}/   (status: {url}/v1/status)\n"));
