@@ -3,8 +3,12 @@
 //! Each launch spawns the worker program in its own process group with
 //! `FACEFLEET_INSTANCE_NAME=<name>` and its output appended to
 //! `<log-dir>/<name>.log`. The instance id is the process id. `stop` sends
-//! SIGTERM (the worker finishes its job in hand, then exits); `kill` sends
-//! SIGKILL (fault injection). Exited children are reaped by `list`.
+//! SIGTERM (the worker finishes its job in hand, then exits); a worker
+//! still alive [`DEFAULT_STOP_GRACE`] later (frozen, stopped with SIGSTOP,
+//! or ignoring SIGTERM) gets SIGKILL, so that it frees its place in the
+//! fleet ([`ProcessFleet::with_stop_grace`] changes the period). `kill`
+//! sends SIGKILL at once (fault injection). Exited children are reaped, and
+//! overdue ones killed, by `list`.
 //!
 //! With [`ProcessFleet::with_template`], a launch instead asks a template
 //! process (one more run of the worker program, which has done its
@@ -89,7 +93,17 @@ pub struct ProcessFleet {
     template_failures: AtomicU32,
     /// Exit statuses the templates reported, by pid.
     forked_exits: Arc<Mutex<HashMap<u32, ExitStatus>>>,
+    /// How long a stopped worker may take to exit before it gets SIGKILL.
+    stop_grace: Duration,
 }
+
+/// How long a worker told to stop (SIGTERM) may take to exit before it
+/// gets SIGKILL: as long as systemd gives a worker on EC2
+/// (`TimeoutStopSec=90`), and more than the 60 s for which a worker renews
+/// the lease of its batch by default, so a healthy worker always finishes
+/// its batch (a few seconds at most) and one killed has already let its
+/// requests go to other workers.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(90);
 
 /// Failed template launches after which a fleet stops using templates.
 const MAX_TEMPLATE_FAILURES: u32 = 3;
@@ -216,6 +230,9 @@ struct Worker {
     name: String,
     process: WorkerProcess,
     state: InstanceState,
+    /// When it gets SIGKILL if it has not exited by then: set by `stop`,
+    /// cleared once the SIGKILL is sent.
+    kill_at: Option<std::time::Instant>,
 }
 
 /// How a worker was started.
@@ -255,7 +272,16 @@ impl ProcessFleet {
             template: tokio::sync::Mutex::new(None),
             template_failures: AtomicU32::new(0),
             forked_exits: Arc::default(),
+            stop_grace: DEFAULT_STOP_GRACE,
         }
+    }
+
+    /// Gives a worker told to stop `grace` to exit before it gets SIGKILL
+    /// (default [`DEFAULT_STOP_GRACE`]). The deadline is checked whenever
+    /// the fleet is listed, as the autoscaler does every tick.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
     }
 
     /// Forks the workers from a template process instead of starting each
@@ -430,21 +456,31 @@ impl ProcessFleet {
         self.lock().keys().cloned().collect()
     }
 
-    /// Forgets workers that have exited, recording their status.
+    /// Forgets workers that have exited, recording their status, and sends
+    /// SIGKILL to those still alive past their stop deadline.
     fn reap(&self) {
         let mut workers = self.lock();
         let mut gone = Vec::new();
+        let now = std::time::Instant::now();
         for (id, w) in workers.iter_mut() {
-            match &mut w.process {
+            let alive = match &mut w.process {
                 WorkerProcess::Spawned(child) => match child.try_wait() {
-                    Ok(Some(status)) => gone.push((id.clone(), status)),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(instance = %w.name, error = %e, "cannot poll worker process"),
+                    Ok(Some(status)) => {
+                        gone.push((id.clone(), status));
+                        false
+                    }
+                    // Not reaped, so the pid is still this worker's.
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(instance = %w.name, error = %e, "cannot poll worker process");
+                        false
+                    }
                 },
                 WorkerProcess::Forked { pid, start_time, template } => {
                     let reported = self.forked_exits.lock().unwrap_or_else(|p| p.into_inner()).remove(pid);
                     if let Some(status) = reported {
                         gone.push((id.clone(), status));
+                        false
                     } else if match proc_stat(*pid) {
                         Some(p) if p.start_time == *start_time => p.state == 'Z' && p.parent != *template,
                         _ => true,
@@ -454,7 +490,26 @@ impl ProcessFleet {
                         // new parent): the status is unknown.
                         tracing::warn!(instance = %w.name, id = %id, "worker gone with its template; exit status unknown");
                         gone.push((id.clone(), ExitStatus::from_raw(255 << 8)));
+                        false
+                    } else {
+                        // Checked against its start time: never a recycled pid.
+                        is_running(*pid, *start_time)
                     }
+                }
+            };
+            let overdue = alive && w.kill_at.is_some_and(|at| now >= at);
+            if let Some(pid) = w.process.pid().filter(|&pid| overdue && pid > 0) {
+                match kill_group(pid) {
+                    Ok(()) => {
+                        tracing::warn!(
+                            instance = %w.name,
+                            id = %id,
+                            grace_s = self.stop_grace.as_secs_f64(),
+                            "worker still running after SIGTERM and its grace period: sent SIGKILL"
+                        );
+                        w.kill_at = None;
+                    }
+                    Err(e) => tracing::warn!(instance = %w.name, id = %id, error = %e, "cannot kill an overdue worker; will try again"),
                 }
             }
         }
@@ -725,6 +780,11 @@ impl ProcessFleet {
         match killpg(Pid::from_raw(pid as i32), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {
                 w.state = state;
+                w.kill_at = match signal {
+                    // A second stop keeps the first deadline.
+                    Signal::SIGTERM => Some(w.kill_at.unwrap_or_else(|| std::time::Instant::now() + self.stop_grace)),
+                    _ => None,
+                };
                 tracing::info!(instance = %w.name, id, ?signal, "signalled worker");
                 Ok(())
             }
@@ -772,7 +832,7 @@ impl Fleet for ProcessFleet {
         }
         let how = if matches!(process, WorkerProcess::Forked { .. }) { "forked from the template" } else { "new process" };
         tracing::info!(instance = name, id = %id, log = %log_path.display(), how, "launched worker");
-        self.lock().insert(id.clone(), Worker { name: name.to_string(), process, state: InstanceState::Running });
+        self.lock().insert(id.clone(), Worker { name: name.to_string(), process, state: InstanceState::Running, kill_at: None });
         Ok(Instance { id, name: name.to_string(), state: InstanceState::Running })
     }
 

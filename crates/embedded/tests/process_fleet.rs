@@ -1,6 +1,7 @@
 //! [`ProcessFleet`] behaviour beyond the contract: the instance name
 //! reaches the worker, stop is graceful (the job in hand finishes), kill
-//! is not, exited workers are reaped.
+//! is not, a worker that does not exit after its stop grace is killed,
+//! exited workers are reaped.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,60 @@ async fn workers_start_with_the_configured_niceness() {
     assert_eq!(nice, (own + 7).min(19), "worker nice value");
     fleet.stop(&inst.id).await.unwrap();
     wait_gone(&fleet, &inst.id).await;
+}
+
+/// SIGKILLs the process groups of `pids` when dropped, so a failing test
+/// leaves no worker behind that ignores the fleet's SIGTERM.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_worker_that_does_not_exit_is_killed_after_the_grace_period() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Every process of the worker ignores SIGTERM (the `sleep` children
+    // inherit that); it says `ready` once that is so.
+    let script = "trap '' TERM; echo ready; while :; do sleep 0.1; done";
+    let fleet = ProcessFleet::new(PathBuf::from("/bin/sh"), vec!["-c".into(), script.into()], vec![], dir.path().join("logs"))
+        .with_stop_grace(Duration::from_millis(300));
+    let deaf = fleet.launch("app-tier-instance-1").await.unwrap();
+    let frozen = fleet.launch("app-tier-instance-2").await.unwrap();
+    let _cleanup = KillOnDrop(vec![deaf.id.parse().unwrap(), frozen.id.parse().unwrap()]);
+    let logs = dir.path().join("logs");
+    eventually("both workers to start", HANG_GUARD, || async {
+        let ready = ["app-tier-instance-1", "app-tier-instance-2"]
+            .iter()
+            .all(|n| std::fs::read_to_string(logs.join(format!("{n}.log"))).is_ok_and(|s| s.contains("ready")));
+        ready.then_some(())
+    })
+    .await;
+    // The second is frozen, as with `kill -STOP`: a SIGTERM stays pending.
+    let frozen_pid: u32 = frozen.id.parse().unwrap();
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(frozen_pid as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    eventually("the worker to be stopped", HANG_GUARD, || async { proc_stat(frozen_pid).filter(|s| s.0 == 'T') }).await;
+
+    fleet.stop(&deaf.id).await.unwrap();
+    fleet.stop(&frozen.id).await.unwrap();
+    let listed = fleet.list().await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|i| i.state == InstanceState::Stopping), "{listed:?}");
+    // Past the grace period, listing the fleet kills them, which frees
+    // their places.
+    wait_gone(&fleet, &deaf.id).await;
+    wait_gone(&fleet, &frozen.id).await;
+    let exited = fleet.exited();
+    for id in [&deaf.id, &frozen.id] {
+        let status = exited.iter().find(|e| &e.0 == id).expect("reaped").2;
+        assert_eq!(status.signal(), Some(nix::sys::signal::Signal::SIGKILL as i32), "worker {id}: {status}");
+    }
+    assert!(fleet.list().await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------

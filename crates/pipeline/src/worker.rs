@@ -314,7 +314,7 @@ impl Worker {
             return Vec::new();
         }
         let engine = self.engine.clone();
-        let inputs: Vec<(Request, Vec<Bytes>, Option<Arc<Index>>)> =
+        let inputs: Vec<ModelInput> =
             jobs.iter().map(|(_, j)| (j.request.clone(), j.images.clone(), j.index.clone())).collect();
         let n = inputs.len();
         match tokio::task::spawn_blocking(move || compute_blocking(engine.as_ref(), &inputs)).await {
@@ -323,12 +323,29 @@ impl Worker {
         }
     }
 
+    /// Visibility periods ([`WorkerConfig::visibility`]) for which the
+    /// heartbeat renews the requests of one batch at most: 60 s by default
+    /// (the web tier's request timeout), against a few seconds for a batch's
+    /// work. A worker that froze, or waits that long for a compute slot,
+    /// then lets its requests go: they become visible again (within one
+    /// more visibility period) and another worker answers them. If this
+    /// one finishes later all the same, it rewrites the same output object,
+    /// the dispatcher drops its duplicate response, and its delete, with a
+    /// receipt made stale by the new receive, is refused and only logged.
+    pub const MAX_LEASE_PERIODS: u32 = 4;
+
+    /// Renews the visibility of the requests in hand every
+    /// [`WorkerConfig::heartbeat`], for at most [`Self::MAX_LEASE_PERIODS`]
+    /// visibility periods after the batch was received; cancel the token to
+    /// stop it.
     fn start_heartbeat(&self, in_hand: InHand) -> CancellationToken {
         let token = CancellationToken::new();
         let t = token.clone();
         let queue = self.dep.queue.clone();
         let name = self.dep.names.req_queue.clone();
         let (every, vis) = (self.config.heartbeat, self.config.visibility);
+        let limit = vis * Self::MAX_LEASE_PERIODS;
+        let renew_until = Instant::now() + limit;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -336,6 +353,14 @@ impl Worker {
                     _ = tokio::time::sleep(every) => {}
                 }
                 let receipts: Vec<String> = in_hand.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+                if Instant::now() >= renew_until {
+                    tracing::warn!(
+                        requests = receipts.len(),
+                        limit_s = limit.as_secs_f64(),
+                        "batch still unfinished after the lease limit: no longer renewing its requests, which other workers will take"
+                    );
+                    return;
+                }
                 for receipt in &receipts {
                     if let Err(e) = queue.change_visibility(&name, receipt, vis).await {
                         tracing::warn!(error = %e, "extending visibility failed");
@@ -427,9 +452,13 @@ impl Worker {
     }
 }
 
+/// What the model needs of one job: the request, its images and the
+/// gallery index it searches (none for `detect`).
+type ModelInput = (Request, Vec<Bytes>, Option<Arc<Index>>);
+
 /// The model work of a batch: one `analyze_many` over the images of every
 /// `name`/`faces` job, then one call per `detect`/`verify` job.
-fn compute_blocking(engine: &dyn FaceEngine, jobs: &[(Request, Vec<Bytes>, Option<Arc<Index>>)]) -> Vec<Result<Outcome, Failure>> {
+fn compute_blocking(engine: &dyn FaceEngine, jobs: &[ModelInput]) -> Vec<Result<Outcome, Failure>> {
     let searched: Vec<usize> = (0..jobs.len()).filter(|&i| matches!(jobs[i].0.mode, Mode::Name | Mode::Faces)).collect();
     let max_faces = searched.iter().map(|&i| jobs[i].0.options.max_faces).max().unwrap_or(1);
     let images: Vec<&[u8]> = searched.iter().map(|&i| jobs[i].1[0].as_ref()).collect();

@@ -87,6 +87,61 @@ async fn a_retry_after_a_lost_ack_rewrites_the_same_single_object() {
 }
 
 #[tokio::test]
+async fn a_stuck_batch_lets_its_requests_go_after_the_lease_limit() {
+    use facefleet_gallery::FaceEngine;
+    use facefleet_pipeline::worker::WorkerConfig;
+    let (dep, store, queue) = memory_deployment().await;
+    enroll_direct(&dep, "Paul", 7).await;
+    put_image(&dep, "c.png", png(7, 8, 8)).await;
+    send_request(&dep, "r3", "c.png").await;
+    // The engine holds its second batch until released (at most a minute):
+    // spend the first, so the worker's model call is the one held, as if
+    // the worker froze or never got a compute slot.
+    let engine = Arc::new(FakeEngine::default());
+    let (release, held) = std::sync::mpsc::channel();
+    *engine.hold_second_batch.lock().unwrap() = Some(held);
+    assert!(engine.analyze_many(&[], 1).is_empty());
+    // A small lease limit: `MAX_LEASE_PERIODS` periods of 200 ms.
+    let config = WorkerConfig { visibility: Duration::from_millis(200), heartbeat: Duration::from_millis(50), ..test_worker_config() };
+    let stuck = Arc::new(Worker::new(dep.clone(), engine.clone(), config.clone()));
+    let m = loop {
+        let got = dep.queue.receive(&dep.names.req_queue, 1, Duration::from_millis(100), Some(config.visibility)).await.unwrap();
+        if let Some(m) = got.into_iter().next() {
+            break m;
+        }
+    };
+    let handling = tokio::spawn({
+        let stuck = stuck.clone();
+        async move { stuck.handle(m).await }
+    });
+    // Renewed without end, the request would stay hidden for as long as
+    // its batch is stuck; past the limit another worker gets it.
+    let mut again = None;
+    while again.is_none() && !engine.hold_ran_out.load(Ordering::SeqCst) {
+        let got = dep.queue.receive(&dep.names.req_queue, 1, Duration::from_millis(100), Some(Duration::from_secs(30))).await.unwrap();
+        again = got.into_iter().next();
+    }
+    let again = again.expect("the request of the stuck batch came back to the queue");
+    assert_eq!(again.receive_count, 2);
+    let peer = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    assert_eq!(peer.handle(again).await, Handled::Answered);
+    assert!(queue.bodies(&dep.names.req_queue).is_empty(), "the peer deleted the request");
+
+    // The stuck worker finishes after all: the same object again and a
+    // duplicate response (which the dispatcher drops), nothing else.
+    release.send(()).unwrap();
+    assert_eq!(handling.await.unwrap(), Handled::Answered);
+    assert!(!engine.hold_ran_out.load(Ordering::SeqCst));
+    assert_eq!(store.keys(&dep.names.out_bucket), vec!["c".to_string()]);
+    assert_eq!(store.object(&dep.names.out_bucket, "c").as_deref(), Some(&b"Paul"[..]));
+    assert!(queue.bodies(&dep.names.req_queue).is_empty());
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0], r[1], "the same answer twice");
+    assert_eq!(r[0].request_id, "r3");
+}
+
+#[tokio::test]
 async fn undecodable_or_missing_images_are_answered_with_an_error_at_once() {
     let (dep, store, queue) = memory_deployment().await;
     put_image(&dep, "junk.jpg", b"\xff\xd8\xff garbage".to_vec()).await;
