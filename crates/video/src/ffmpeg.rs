@@ -64,6 +64,15 @@ pub enum FfmpegError {
         /// The end of ffmpeg's stderr.
         stderr: String,
     },
+    /// ffmpeg was killed by a signal (the OOM killer, an operator): this
+    /// machine's trouble, not the input's, so worth a retry.
+    #[error("ffmpeg was killed by signal {signal}: {stderr}")]
+    Killed {
+        /// The signal's number (9: SIGKILL).
+        signal: i32,
+        /// The end of ffmpeg's stderr.
+        stderr: String,
+    },
     /// The input has no video frame.
     #[error("no video frames in the input")]
     NoFrames,
@@ -78,7 +87,7 @@ pub enum FfmpegError {
 impl FfmpegError {
     /// True when the error is about the input (a bad, truncated or empty
     /// video), so retrying will not help; false when it is about this
-    /// machine (no ffmpeg, cannot spawn, I/O).
+    /// machine (no ffmpeg, cannot spawn, ffmpeg killed by a signal, I/O).
     pub fn is_input_error(&self) -> bool {
         matches!(self, FfmpegError::Failed { .. } | FfmpegError::NoFrames | FfmpegError::Timeout(_))
     }
@@ -93,6 +102,7 @@ impl FfmpegError {
                 Some(line) => format!("ffmpeg could not decode the video ({line})"),
                 None => "ffmpeg could not decode the video".to_string(),
             },
+            FfmpegError::Killed { .. } => "ffmpeg was stopped by a signal on the server".to_string(),
             FfmpegError::NoFrames => "no video frames in the input".to_string(),
             FfmpegError::Timeout(t) => format!("ffmpeg ran longer than {t:?} and was killed"),
             FfmpegError::NotFound(_) | FfmpegError::Spawn { .. } => "ffmpeg is not available on the server".to_string(),
@@ -176,6 +186,20 @@ impl FromStr for Sampling {
             }
             _ => Err(bad()),
         }
+    }
+}
+
+/// Written as its text form (`even:10`), as in flags and the environment.
+impl serde::Serialize for Sampling {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sampling {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -294,10 +318,15 @@ impl Ffmpeg {
             Err(_) => return Err(FfmpegError::Timeout(self.timeout)),
         };
         if status.success() {
-            Ok(out)
-        } else {
-            Err(FfmpegError::Failed { status: status.to_string(), stderr: stderr_tail(&err) })
+            return Ok(out);
         }
+        // Death by a signal says nothing about the input (SIGKILL: most
+        // likely the OOM killer); only an exit with an error status does.
+        #[cfg(unix)]
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            return Err(FfmpegError::Killed { signal, stderr: stderr_tail(&err) });
+        }
+        Err(FfmpegError::Failed { status: status.to_string(), stderr: stderr_tail(&err) })
     }
 
     /// Number of video frames of `input`, counted by copying the first video

@@ -3,9 +3,11 @@
 //!
 //! - `POST /v1/videos`, multipart field `video` (its file name becomes the
 //!   key: last path component only, at most [`keys::MAX_NAME_BYTES`]
-//!   bytes): stores the video in `<prefix>-input` and answers `202` with
-//!   JSON `{"key", "stem", "status_url"}`. The trigger (local or S3) does
-//!   the rest.
+//!   bytes): clears the stem's earlier result, stores the video in
+//!   `<prefix>-input`, asks the local trigger to split it
+//!   ([`crate::local::request_split`]: a re-upload of the same size is split
+//!   again too) and answers `202` with JSON `{"key", "stem", "status_url"}`.
+//!   The trigger (local or S3) does the rest.
 //! - `GET /v1/videos/{stem}`: `200` JSON `{"stem", "status", "name",
 //!   "error", "frames_done"}` with status `done` (name set), `failed`
 //!   (error set) or `pending` (uploaded, no result yet); `404` when no video
@@ -38,7 +40,8 @@
 //! is removed at once). The finished file is handed to
 //! [`ObjectStore::put_file`], which streams it from disk where the backend
 //! can, then removed; a failed, refused or abandoned (client gone) upload
-//! removes it too. At most [`VideoApi::max_concurrent_uploads`] uploads run
+//! removes it too. Spool files a crashed process left are removed when the
+//! router is built ([`crate::temp`]). At most [`VideoApi::max_concurrent_uploads`] uploads run
 //! at once, others are answered `503` at once: spool disk use is at most
 //! `max_concurrent_uploads × max_video_bytes`.
 
@@ -83,12 +86,19 @@ pub struct VideoApi {
     /// Folder of the temporary files uploads are streamed to before they
     /// are stored (created if missing); `None`: the system's temporary
     /// folder. Needs room for `max_concurrent_uploads × max_video_bytes`.
+    /// A folder set here is this server's own: [`router`] removes every
+    /// `facefleet-upload-*` left in it; in the shared default only those
+    /// untouched for an hour ([`crate::temp`]).
     pub spool_dir: Option<PathBuf>,
     /// Most uploads in progress at once (default 4); more get `503`.
     pub max_concurrent_uploads: usize,
     /// Longest wait for the next piece of an upload (default 60 s), so a
     /// stalled client cannot hold an upload slot forever; then `408`.
     pub chunk_timeout: Duration,
+    /// The local trigger's state bucket, where an upload asks for its video
+    /// to be split again ([`crate::local::request_split`]);
+    /// `names.video_trigger_state` when `None`.
+    pub trigger_state_bucket: Option<String>,
 }
 
 impl VideoApi {
@@ -102,6 +112,7 @@ impl VideoApi {
             spool_dir: None,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             chunk_timeout: DEFAULT_CHUNK_TIMEOUT,
+            trigger_state_bucket: None,
         }
     }
 
@@ -123,6 +134,13 @@ impl VideoApi {
         self
     }
 
+    /// Sets the local trigger's state bucket (as its
+    /// [`crate::TriggerConfig::state_bucket`]).
+    pub fn with_trigger_state_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.trigger_state_bucket = Some(bucket.into());
+        self
+    }
+
     /// Sets the longest wait for the next piece of an upload.
     pub fn with_chunk_timeout(mut self, timeout: Duration) -> Self {
         self.chunk_timeout = timeout;
@@ -136,8 +154,13 @@ struct Shared {
 }
 
 /// The routes `POST /v1/videos` and `GET /v1/videos/{stem}`, to merge into
-/// a web tier's router.
+/// a web tier's router. Removes the spool files a crashed process left
+/// first.
 pub fn router(api: VideoApi) -> Router {
+    let (spool, min_age) = crate::temp::sweep_policy(api.spool_dir.as_deref());
+    if let Err(e) = crate::temp::sweep(&spool, crate::temp::UPLOAD_PREFIX, min_age) {
+        tracing::warn!(dir = %spool.display(), error = %e, "cannot sweep the spool folder");
+    }
     // Room for the multipart framing around the file; the file itself is
     // limited while streaming.
     let body_limit = usize::try_from(api.max_video_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
@@ -312,9 +335,10 @@ async fn upload(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 }
 
-/// The spool file of one upload: removed when dropped.
+/// The spool file of one upload: removed when dropped. Registered as in
+/// use meanwhile ([`crate::temp`]).
 struct Spool {
-    path: tempfile::TempPath,
+    path: crate::temp::Tracked<tempfile::TempPath>,
     file: tokio::fs::File,
 }
 
@@ -323,9 +347,16 @@ impl Spool {
         let (path, file) = tokio::task::spawn_blocking(move || {
             let dir = dir.unwrap_or_else(std::env::temp_dir);
             std::fs::create_dir_all(&dir)?;
-            let tmp = tempfile::Builder::new().prefix("facefleet-upload-").tempfile_in(&dir)?;
-            let file = tmp.as_file().try_clone()?;
-            Ok::<_, std::io::Error>((tmp.into_temp_path(), file))
+            let mut file = None;
+            let path = crate::temp::Tracked::create(
+                || {
+                    let tmp = tempfile::Builder::new().prefix(crate::temp::UPLOAD_PREFIX).tempfile_in(&dir)?;
+                    file = Some(tmp.as_file().try_clone()?);
+                    Ok(tmp.into_temp_path())
+                },
+                |p| p,
+            )?;
+            Ok::<_, std::io::Error>((path, file.expect("set on success")))
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -419,9 +450,21 @@ async fn receive(shared: &Shared, req: Request) -> Result<Accepted, ApiError> {
     drop(multipart);
 
     let bucket = &api.names.video_input;
-    api.store.put_file(bucket, &key, &spool.path).await.map_err(|e| store_error("storing the video", bucket, &key, e))?;
-    drop(spool);
     let stem = keys::video_stem(&key).to_string();
+    // A re-upload replaces the earlier result: cleared first, so that a
+    // poll never takes the old result for the new video's.
+    crate::split::clear_results(&*api.store, &api.names, &stem)
+        .await
+        .map_err(|e| store_error("clearing the earlier result", &api.names.video_output, &stem, e))?;
+    let stored = api.store.put_file(bucket, &key, &spool.path).await;
+    drop(spool);
+    // Then the local trigger is asked to split it, even if an earlier
+    // upload of this key had the same size (it knows keys and sizes only).
+    // Also when storing failed: the video there lost its result above.
+    let state = api.trigger_state_bucket.as_ref().unwrap_or(&api.names.video_trigger_state);
+    let requested = crate::local::request_split(&*api.store, state, &key).await;
+    stored.map_err(|e| store_error("storing the video", bucket, &key, e))?;
+    requested.map_err(|e| store_error("requesting the split", state, &key, e))?;
     let status_url = format!("/v1/videos/{}", facefleet_gallery::names::url_segment(&stem));
     tracing::info!(key, bytes = total, "video uploaded");
     Ok(Accepted { key, stem, status_url })

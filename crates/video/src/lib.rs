@@ -23,6 +23,7 @@ pub mod recognize;
 pub mod redact;
 pub mod sniff;
 pub mod split;
+pub mod temp;
 
 use facefleet_ports::PortError;
 use serde::{Deserialize, Serialize};

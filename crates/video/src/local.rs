@@ -12,7 +12,12 @@
 //! the handler finished. So a restart neither reprocesses finished work nor
 //! loses work that was in progress (it is redone; the handlers are
 //! idempotent). An object re-uploaded with a different size is processed
-//! again. An invocation that fails with a retryable error is retried with
+//! again; the port tells no more than key and size, so a re-upload of the
+//! same size is announced with [`request_split`] (`POST /v1/videos` does):
+//! a durable request `upload/<nonce>/<input key>` in the state bucket, which
+//! makes the next scan split the video again, removed once that split is
+//! done (one made meanwhile stays and splits it once more).
+//! An invocation that fails with a retryable error is retried with
 //! exponential backoff, at most `max_attempts` times; then the failure is
 //! recorded (`<stem>.error`) and the object is marked done: no retry storm.
 //!
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use facefleet_ports::{Names, ObjectStore};
+use facefleet_ports::{Names, ObjectStore, PortError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -55,6 +60,8 @@ pub struct TriggerConfig {
     /// The ffmpeg binary (found by [`Ffmpeg::locate`] when `None`).
     pub ffmpeg: Option<PathBuf>,
     /// Bucket of the markers (`<prefix>-video-trigger` when `None`).
+    /// [`crate::http::VideoApi`] announces re-uploads there: give it the
+    /// same bucket ([`crate::http::VideoApi::with_trigger_state_bucket`]).
     pub state_bucket: Option<String>,
     /// How often the gallery is checked for changes while frames arrive
     /// (default 2 s, as the workers).
@@ -204,18 +211,19 @@ pub async fn spawn_trigger(
         store.create_bucket(bucket).await?;
     }
     let mut state = State::default();
-    for meta in store.list_all(&state_bucket, "").await? {
-        let body = store.get(&state_bucket, &meta.key).await?;
-        let size = String::from_utf8_lossy(&body).trim().parse::<u64>().unwrap_or(u64::MAX);
-        for f in [Function::Split, Function::Recognize] {
-            if let Some(key) = meta.key.strip_prefix(f.marker_prefix()) {
-                state.done.insert((f, key.to_string()), size);
-            }
+    for f in [Function::Split, Function::Recognize] {
+        for meta in store.list_all(&state_bucket, f.marker_prefix()).await? {
+            let body = store.get(&state_bucket, &meta.key).await?;
+            let size = String::from_utf8_lossy(&body).trim().parse::<u64>().unwrap_or(u64::MAX);
+            let key = &meta.key[f.marker_prefix().len()..];
+            state.done.insert((f, key.to_string()), size);
         }
     }
+    // What a crashed process left in the split folder (`crate::temp`).
+    let swept = sweep_split_folder(&config).await;
     tracing::info!(
         ffmpeg = %ffmpeg.path().display(), concurrency = config.concurrency, remembered = state.done.len(),
-        input = names.video_input, "local video trigger started"
+        input = names.video_input, swept, "local video trigger started"
     );
     let concurrency = config.concurrency.max(1);
     let stats = Arc::new(TriggerStats::default());
@@ -237,11 +245,82 @@ pub async fn spawn_trigger(
     Ok(Trigger { task, stop, stats })
 }
 
+/// Removes the leftover split folders of a crashed process; returns how
+/// many (0 when the folder cannot be read: logged).
+async fn sweep_split_folder(config: &TriggerConfig) -> usize {
+    let (dir, min_age) = crate::temp::sweep_policy(config.split.temp_dir.as_deref());
+    let swept = tokio::task::spawn_blocking(move || {
+        let swept = crate::temp::sweep(&dir, crate::temp::SPLIT_PREFIX, min_age);
+        swept.map_err(|e| (dir, e))
+    })
+    .await;
+    match swept {
+        Ok(Ok(n)) => n,
+        Ok(Err((dir, e))) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep the split folder");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the sweep of the split folder failed");
+            0
+        }
+    }
+}
+
+/// Prefix of the split requests in the state bucket.
+const REQUEST_PREFIX: &str = "upload/";
+
+/// Asks the local trigger to split the video `key` of the input bucket
+/// again, even if it already split an object of that key and size: call it
+/// after storing a re-upload. `state_bucket` is the trigger's
+/// ([`TriggerConfig::state_bucket`]). The request is durable: a trigger
+/// that is down honours it when it starts. Returns `false` when the state
+/// bucket does not exist: no local trigger ever ran on this store (on AWS,
+/// S3 notifies every upload by itself).
+pub async fn request_split(store: &dyn ObjectStore, state_bucket: &str, key: &str) -> Result<bool, PortError> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nonce = format!("{nanos:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    match store.put(state_bucket, &format!("{REQUEST_PREFIX}{nonce}/{key}"), Bytes::new()).await {
+        Ok(()) => Ok(true),
+        Err(PortError::NoSuchBucket(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pending split requests, by input key: the request objects' keys.
+async fn split_requests(shared: &Shared) -> Result<HashMap<String, Vec<String>>, VideoError> {
+    let mut requests: HashMap<String, Vec<String>> = HashMap::new();
+    for meta in shared.store.list_all(&shared.state_bucket, REQUEST_PREFIX).await? {
+        if let Some((_, key)) = meta.key[REQUEST_PREFIX.len()..].split_once('/') {
+            requests.entry(key.to_string()).or_default().push(meta.key.clone());
+        }
+    }
+    Ok(requests)
+}
+
+/// Deletes split requests (done, or for a video no longer there).
+async fn drop_requests(shared: &Shared, requests: &[String]) {
+    for request in requests {
+        if let Err(e) = shared.store.delete(&shared.state_bucket, request).await {
+            tracing::warn!(request, error = %e, "cannot delete a split request; the video will be split again");
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut jobs = JoinSet::new();
+    let mut last_sweep = Instant::now();
     loop {
         if *stop.borrow() {
             break;
+        }
+        if last_sweep.elapsed() >= crate::temp::SWEEP_EVERY {
+            last_sweep = Instant::now();
+            let shared = shared.clone();
+            jobs.spawn(async move {
+                sweep_split_folder(&shared.config).await;
+            });
         }
         let mut busy = false;
         for (f, bucket) in
@@ -282,30 +361,44 @@ async fn scan(
     jobs: &mut JoinSet<()>,
 ) -> Result<usize, VideoError> {
     let mut dispatched = 0;
+    // Requests first: one is written after its video was stored, so a
+    // request whose video is not listed next is for a deleted video.
+    let mut requests = match f {
+        Function::Split => split_requests(shared).await?,
+        Function::Recognize => HashMap::new(),
+    };
     let listed = shared.store.list_all(bucket, "").await?;
     let now = Instant::now();
-    let mut state = shared.state.lock().expect("trigger state lock");
-    for meta in listed {
-        if f == Function::Recognize && parse_frame_key(&meta.key).is_none() {
-            continue;
+    {
+        let mut state = shared.state.lock().expect("trigger state lock");
+        for meta in listed {
+            if f == Function::Recognize && parse_frame_key(&meta.key).is_none() {
+                continue;
+            }
+            let requested = requests.remove(&meta.key).unwrap_or_default();
+            let id = (f, meta.key.clone());
+            let done = requested.is_empty() && state.done.get(&id) == Some(&meta.size);
+            if done || state.in_flight.contains(&id) {
+                continue;
+            }
+            if state.retries.get(&id).is_some_and(|(_, at)| *at > now) {
+                continue;
+            }
+            state.in_flight.insert(id);
+            let shared = shared.clone();
+            let bucket = bucket.to_string();
+            jobs.spawn(async move { invoke(shared, f, bucket, meta.key, meta.size, requested).await });
+            dispatched += 1;
         }
-        let id = (f, meta.key.clone());
-        if state.done.get(&id) == Some(&meta.size) || state.in_flight.contains(&id) {
-            continue;
-        }
-        if state.retries.get(&id).is_some_and(|(_, at)| *at > now) {
-            continue;
-        }
-        state.in_flight.insert(id);
-        let shared = shared.clone();
-        let bucket = bucket.to_string();
-        jobs.spawn(async move { invoke(shared, f, bucket, meta.key, meta.size).await });
-        dispatched += 1;
     }
+    let orphans: Vec<String> = requests.into_values().flatten().collect();
+    drop_requests(shared, &orphans).await;
     Ok(dispatched)
 }
 
-async fn invoke(shared: Arc<Shared>, f: Function, bucket: String, key: String, size: u64) {
+/// Runs one invocation; `requests` are the split requests it answers,
+/// deleted once it is done.
+async fn invoke(shared: Arc<Shared>, f: Function, bucket: String, key: String, size: u64, requests: Vec<String>) {
     let slots = match f {
         Function::Split => &shared.split_slots,
         Function::Recognize => &shared.recognize_slots,
@@ -372,9 +465,12 @@ async fn invoke(shared: Arc<Shared>, f: Function, bucket: String, key: String, s
         let marker = format!("{}{}", f.marker_prefix(), key);
         match shared.store.put(&shared.state_bucket, &marker, Bytes::from(size.to_string())).await {
             Ok(()) => {
-                let mut state = shared.state.lock().expect("trigger state lock");
-                state.done.insert(id.clone(), size);
-                state.retries.remove(&id);
+                {
+                    let mut state = shared.state.lock().expect("trigger state lock");
+                    state.done.insert(id.clone(), size);
+                    state.retries.remove(&id);
+                }
+                drop_requests(&shared, &requests).await;
             }
             Err(e) => tracing::warn!(key, error = %e, "cannot write the trigger marker; the object will be handled again"),
         }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use aws_lambda_events::event::s3::S3Event;
 use bytes::Bytes;
-use facefleet_ports::{Names, ObjectStore};
+use facefleet_ports::{Names, ObjectStore, PortError};
 
 use crate::event::handle_objects;
 use crate::ffmpeg::{Ffmpeg, Sampling};
@@ -25,7 +25,10 @@ pub struct SplitConfig {
     /// Which frames to take.
     pub sampling: Sampling,
     /// Where temporary files go (the system's temporary directory if
-    /// `None`; `/tmp` on Lambda).
+    /// `None`; `/tmp` on Lambda). A folder set here is this stack's own:
+    /// the local trigger removes every leftover `facefleet-split-*` in it at
+    /// start; in the shared default only those untouched for an hour
+    /// ([`crate::temp`]).
     pub temp_dir: Option<PathBuf>,
 }
 
@@ -75,7 +78,7 @@ impl SplitHandler {
         let Some(meta) = self.store.head(bucket, key).await? else {
             return Ok(Outcome::Ignored { reason: "the video no longer exists".into() });
         };
-        self.clear_previous(&stem).await?;
+        clear_results(&*self.store, &self.names, &stem).await?;
         if meta.size == 0 {
             return self.fail(&stem, "empty file (0 bytes)".into()).await;
         }
@@ -96,12 +99,19 @@ impl SplitHandler {
             return self.fail(&stem, reason).await;
         }
 
-        let mut tmp = tempfile::Builder::new();
-        tmp.prefix("facefleet-split-");
-        let dir = match &self.config.temp_dir {
-            Some(d) => tmp.tempdir_in(d)?,
-            None => tmp.tempdir()?,
-        };
+        // Registered while in use: the trigger's sweep removes only the
+        // folders of a crashed process (`crate::temp`).
+        let dir = crate::temp::Tracked::create(
+            || {
+                let mut tmp = tempfile::Builder::new();
+                tmp.prefix(crate::temp::SPLIT_PREFIX);
+                match &self.config.temp_dir {
+                    Some(d) => tmp.tempdir_in(d),
+                    None => tmp.tempdir(),
+                }
+            },
+            tempfile::TempDir::path,
+        )?;
         let input = dir.path().join("input");
         let frames_dir = dir.path().join("frames");
         tokio::fs::write(&input, &body).await?;
@@ -143,37 +153,6 @@ impl SplitHandler {
         Ok(Outcome::Split { stem, frames: frames.len() })
     }
 
-    /// Removes what an earlier upload of the same video produced, so a
-    /// re-uploaded video gets a fresh result.
-    async fn clear_previous(&self, stem: &str) -> Result<(), VideoError> {
-        let out = &self.names.video_output;
-        for key in [keys::video_result_key(stem), keys::video_error_key(stem)] {
-            delete_if_bucket(&*self.store, out, &key).await?;
-        }
-        for (bucket, prefix) in
-            [(out, keys::frame_results_prefix(stem)), (&self.names.video_stage1, format!("{stem}/"))]
-        {
-            let listed = match self.store.list_all(bucket, &prefix).await {
-                Ok(l) => l,
-                Err(facefleet_ports::PortError::NoSuchBucket(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for meta in listed {
-                // Only our own files: `<stem>/output-NN.*` and the manifest.
-                let file = &meta.key[prefix.len().min(meta.key.len())..];
-                let ours = if bucket == out {
-                    keys::parse_frame_result_file(&format!("output-{file}")).is_some()
-                } else {
-                    keys::parse_frame_key(&meta.key).is_some_and(|(s, _)| s == stem) || file == "manifest.json"
-                };
-                if ours {
-                    self.store.delete(bucket, &meta.key).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Records `<stem>.error` with the reason, local paths replaced
     /// ([`crate::redact::scrub_paths`]): clients read it.
     async fn fail(&self, stem: &str, reason: String) -> Result<Outcome, VideoError> {
@@ -192,9 +171,40 @@ impl SplitHandler {
     }
 }
 
-async fn delete_if_bucket(store: &dyn ObjectStore, bucket: &str, key: &str) -> Result<(), VideoError> {
+/// Removes the results of the video `stem`: `<stem>.txt`, `<stem>.error`
+/// and `<stem>/output-NN.*` in the output bucket, its frames and manifest in
+/// stage-1. So a re-uploaded video gets a fresh result (`<stem>.txt` is
+/// written once, with `put_if_absent`). Missing buckets hold nothing.
+pub async fn clear_results(store: &dyn ObjectStore, names: &Names, stem: &str) -> Result<(), PortError> {
+    let out = &names.video_output;
+    for key in [keys::video_result_key(stem), keys::video_error_key(stem)] {
+        delete_if_bucket(store, out, &key).await?;
+    }
+    for (bucket, prefix) in [(out, keys::frame_results_prefix(stem)), (&names.video_stage1, format!("{stem}/"))] {
+        let listed = match store.list_all(bucket, &prefix).await {
+            Ok(l) => l,
+            Err(PortError::NoSuchBucket(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        for meta in listed {
+            // Only our own files: `<stem>/output-NN.*` and the manifest.
+            let file = &meta.key[prefix.len().min(meta.key.len())..];
+            let ours = if bucket == out {
+                keys::parse_frame_result_file(&format!("output-{file}")).is_some()
+            } else {
+                keys::parse_frame_key(&meta.key).is_some_and(|(s, _)| s == stem) || file == "manifest.json"
+            };
+            if ours {
+                store.delete(bucket, &meta.key).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_if_bucket(store: &dyn ObjectStore, bucket: &str, key: &str) -> Result<(), PortError> {
     match store.delete(bucket, key).await {
-        Ok(()) | Err(facefleet_ports::PortError::NoSuchBucket(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(()) | Err(PortError::NoSuchBucket(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use facefleet_video::{FfmpegError, Sampling};
+use facefleet_video::{Ffmpeg, FfmpegError, Sampling};
 
 #[tokio::test]
 async fn even_sampling_gives_exactly_ten_frames_for_every_course_video() {
@@ -115,4 +115,24 @@ async fn a_run_past_the_timeout_is_killed() {
 fn a_missing_configured_ffmpeg_is_a_clear_error() {
     let err = facefleet_video::Ffmpeg::locate(Some(Path::new("/nonexistent/ffmpeg"))).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ffmpeg"), "{err}");
+}
+
+#[tokio::test]
+async fn an_ffmpeg_killed_by_a_signal_is_worth_a_retry() {
+    // As the OOM killer does: SIGKILL, whatever the input.
+    let dir = tempfile::tempdir().unwrap();
+    let script = common::fake_ffmpeg(dir.path(), "ffmpeg", "kill -KILL $$");
+    let input = common::videos_dir().join("test_0.mp4");
+    let out = tempfile::tempdir().unwrap();
+    let err = loop {
+        match Ffmpeg::at(&script).split(&input, out.path(), &Sampling::default()).await.unwrap_err() {
+            // The script was just written: another test's fork may still
+            // hold it open for a moment ("text file busy").
+            FfmpegError::Spawn { source, .. } if source.raw_os_error() == Some(26) => continue,
+            err => break err,
+        }
+    };
+    assert!(matches!(err, FfmpegError::Killed { signal: 9, .. }), "{err}");
+    assert!(!err.is_input_error(), "{err}");
+    assert!(!err.public_message().contains("decode"), "{}", err.public_message());
 }

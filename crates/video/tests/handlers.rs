@@ -217,3 +217,27 @@ async fn sizes_over_the_limit_are_refused_before_download() {
     assert_eq!(spy.gets.load(Ordering::SeqCst), 0, "the video was downloaded");
     assert_eq!(text(&*fs, &names.video_output, "huge.error").await.unwrap(), reason);
 }
+
+#[tokio::test]
+async fn a_split_whose_ffmpeg_is_killed_is_retried_not_failed() {
+    let (_dir, store) = fs_store();
+    let names = Names::new("t8");
+    upload_after_buckets(&*store, &names, "test_0.mp4").await;
+    // The first ffmpeg run dies by SIGKILL (as by the OOM killer); the
+    // later ones are the real ffmpeg.
+    let bin = tempfile::tempdir().unwrap();
+    let real = common::ffmpeg().path().display().to_string();
+    let body = format!("if [ ! -e \"$0.killed\" ]; then : > \"$0.killed\"; kill -KILL $$; fi\nexec '{real}' \"$@\"");
+    let script = common::fake_ffmpeg(bin.path(), "ffmpeg", &body);
+    let config = TriggerConfig {
+        ffmpeg: Some(script.clone()),
+        retry_backoff: std::time::Duration::from_millis(10),
+        ..TriggerConfig::default()
+    };
+    let trigger = spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), config).await.unwrap();
+    let (result, error) = wait_result(&*store, &names, "test_0", &trigger.stats()).await;
+    trigger.shutdown().await;
+    assert!(bin.path().join("ffmpeg.killed").exists(), "the fake ffmpeg never ran");
+    assert_eq!(error, None);
+    assert_eq!(result.as_deref(), Some("Unknown"));
+}

@@ -471,3 +471,67 @@ async fn a_failed_video_reports_no_local_path() {
         assert!(!text.split_whitespace().any(|w| w.trim_start_matches(['(', '\'', '"']).starts_with('/')), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_re_upload_of_the_same_name_and_size_is_processed_again() {
+    let Some(videos) = common::videos_dir_or_skip("a_re_upload_of_the_same_name_and_size_is_processed_again") else {
+        return;
+    };
+    let s = Setup::new("reup").await;
+    let (store, names) = (s.store.clone(), s.names.clone());
+    let app = router(s.api());
+    let video = std::fs::read(videos.join("test_7.mp4")).unwrap();
+    // The enrollment below must reach the re-upload's frames.
+    let config = TriggerConfig { gallery_refresh: Duration::ZERO, ..TriggerConfig::default() };
+    let trigger = spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), config).await.unwrap();
+    let stats = trigger.stats();
+    let (status, body) = send(&app, multipart("video", "test_7.mp4", &video)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (result, _) = common::wait_result(&*store, &names, "test_7", &stats).await;
+    assert_eq!(result.as_deref(), Some("Unknown"));
+
+    // Same name, same bytes; someone enrolled meanwhile: the new result
+    // must say so, and the old one is never served for the new upload.
+    common::enroll_fake(store.clone(), &names, "Ann").await;
+    let (status, body) = send(&app, multipart("video", "test_7.mp4", &video)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    loop {
+        let (status, body) = send(&app, get("/v1/videos/test_7")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_ne!(json["name"], "Unknown", "the old result was served for the re-upload: {body}");
+        if json["status"] == "done" {
+            assert_eq!(json["name"], "Ann", "{body}");
+            break;
+        }
+        assert_eq!(json["status"], "pending", "{body}");
+        assert!(stats.idle_scans() < 10, "the trigger went idle without processing the re-upload: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trigger.shutdown().await;
+    assert!(store.list_all(&names.video_trigger_state, "upload/").await.unwrap().is_empty(), "split requests left");
+}
+
+#[tokio::test]
+async fn a_re_upload_while_the_trigger_is_down_is_processed_when_it_starts() {
+    let Some(videos) = common::videos_dir_or_skip("a_re_upload_while_the_trigger_is_down_is_processed_when_it_starts")
+    else {
+        return;
+    };
+    let s = Setup::new("reup2").await;
+    let (store, names) = (s.store.clone(), s.names.clone());
+    let app = router(s.api());
+    let video = std::fs::read(videos.join("test_7.mp4")).unwrap();
+    let start = || spawn_trigger(store.clone(), names.clone(), Arc::new(FakeRecognizer::new()), TriggerConfig::default());
+    let trigger = start().await.unwrap();
+    assert_eq!(send(&app, multipart("video", "test_7.mp4", &video)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(common::wait_result(&*store, &names, "test_7", &trigger.stats()).await.0.as_deref(), Some("Unknown"));
+    trigger.shutdown().await;
+
+    common::enroll_fake(store.clone(), &names, "Ann").await;
+    assert_eq!(send(&app, multipart("video", "test_7.mp4", &video)).await.0, StatusCode::ACCEPTED);
+    let trigger = start().await.unwrap();
+    let (result, error) = common::wait_result(&*store, &names, "test_7", &trigger.stats()).await;
+    trigger.shutdown().await;
+    assert_eq!((result.as_deref(), error), (Some("Ann"), None));
+}

@@ -240,3 +240,13 @@ pub async fn make_faceless_video(path: &Path) {
     .await
     .expect("ffmpeg makes a test pattern video");
 }
+
+/// Writes an executable shell script `name` with `body` into `dir`: a
+/// stand-in for ffmpeg.
+pub fn fake_ffmpeg(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
