@@ -72,7 +72,7 @@ async fn start_stack_in(data: tempfile::TempDir, max_instances: usize, env: &[(&
     let port = free_port();
     let exe = env!("CARGO_BIN_EXE_facefleet");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data.path().join("up.log")).unwrap();
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--max-instances", &max_instances.to_string()])
         .args(extra)
         .arg("--data-dir")
@@ -89,6 +89,9 @@ async fn start_stack_in(data: tempfile::TempDir, max_instances: usize, env: &[(&
     if healthy(&url).await {
         return Stack { child, url, data };
     }
+    // Do not leave a half-started stack behind the failed test.
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the stack did not come up; log:\n{}", std::fs::read_to_string(data.path().join("up.log")).unwrap_or_default());
 }
 
@@ -373,6 +376,11 @@ async fn with_api_keys_and_an_open_course_route() {
     // What the stack is, without its paths (those are on the operator's banner only).
     assert!(st["stack"]["backend"].as_str().is_some_and(|b| b.starts_with("embedded")), "{st}");
     assert!(!st.to_string().contains(&stack.data.path().display().to_string()), "a path in the status: {st}");
+    // Nor the ffmpeg's (scripts/test provides one through FACEFLEET_FFMPEG).
+    if let Some(ff) = std::env::var("FACEFLEET_FFMPEG").ok().filter(|f| !f.is_empty()) {
+        assert!(st["stack"]["video"].as_str().is_some_and(|v| v.starts_with("on (frames even:10")), "{st}");
+        assert!(!st.to_string().contains(&ff), "the ffmpeg's path in the status: {st}");
+    }
     let log = stack.log();
     assert!(log.contains("how=\"new process\"") && !log.contains("forked from the template"), "{log}");
 }
@@ -416,7 +424,8 @@ async fn first_run_as_the_readme_says_answers_a_photo_and_a_video() {
     let up_ok = healthy(&url).await;
     let banner = || std::fs::read_to_string(work.path().join("up.log")).unwrap_or_default();
     assert!(up_ok, "the stack did not come up:\n{}", banner());
-    assert!(banner().contains("video       on (ffmpeg"), "the banner says video is on:\n{}", banner());
+    assert!(banner().contains("video       on (frames even:10"), "the banner says video is on:\n{}", banner());
+    assert!(banner().contains(&format!("ffmpeg      {ffmpeg}\n")), "the banner names the ffmpeg:\n{}", banner());
     assert!(work.path().join("data").is_dir(), "data in ./data");
 
     // One photo.

@@ -207,15 +207,21 @@ fn ffmpeg_fixes(c: Check) -> Check {
 }
 
 /// Finds ffmpeg the way the video path does and runs `ffmpeg -version`.
+///
+/// None found where nobody named one is a warning: `up` then starts with the
+/// video path off. An ffmpeg named by `--ffmpeg` or `$FACEFLEET_FFMPEG` that
+/// is missing, or one that does not run, is a problem.
 async fn ffmpeg_check(configured: Option<&Path>) -> Check {
     let from_env = std::env::var_os(FFMPEG_ENV).filter(|v| !v.is_empty());
     let ff = match Ffmpeg::locate(configured) {
         Ok(ff) => ff,
+        Err(FfmpegError::NotFound(_)) if configured.is_none() && from_env.is_none() => {
+            let c = Check::warn("ffmpeg", "not found next to facefleet or on PATH: `up` starts with the video path off")
+                .note("(POST /v1/videos answers 503 until an ffmpeg is found at start)");
+            return ffmpeg_fixes(c);
+        }
         Err(e) => {
             let why = match e {
-                FfmpegError::NotFound(_) if configured.is_none() && from_env.is_none() => {
-                    "not found next to facefleet or on PATH".to_string()
-                }
                 FfmpegError::NotFound(why) => why,
                 other => other.to_string(),
             };

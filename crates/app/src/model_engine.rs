@@ -239,7 +239,7 @@ pub fn pose(l: &[[f32; 2]; 5]) -> (f32, f32) {
     let [le, re, nose, lm, rm] = *l;
     let (dx, dy) = (re[0] - le[0], re[1] - le[1]);
     let d = (dx * dx + dy * dy).sqrt();
-    if !(d > 1e-3) {
+    if d.is_nan() || d <= 1e-3 {
         return (0.0, 0.0);
     }
     // Undo the roll: coordinates along the eye line (u) and across it (v),

@@ -96,7 +96,7 @@ pub enum FleetKind {
 
 /// Face-model flags (also read by the face-recognition Lambda function,
 /// whose deployment sets them from the deploying command's flags).
-#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelArgs {
     /// Embedding network: `mobilefacenet` or `dlib-resnet`.
     #[arg(long, env = "FACEFLEET_RECOGNIZER", default_value = "mobilefacenet")]
@@ -111,12 +111,6 @@ pub struct ModelArgs {
     /// `dlib_resnet.safetensors`).
     #[arg(long, env = facefleet_model::WEIGHTS_DIR_ENV)]
     pub weights_dir: Option<PathBuf>,
-}
-
-impl Default for ModelArgs {
-    fn default() -> Self {
-        Self { recognizer: RecognizerKind::default(), threshold: None, weights_dir: None }
-    }
 }
 
 impl ModelArgs {

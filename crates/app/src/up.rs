@@ -6,6 +6,7 @@
 //! One face model serves the process: enrollment and the video path share
 //! it ([`LazyEngine`]); the workers are separate processes with their own.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,17 +50,21 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let addr = opts.web.addr();
     let state = WebState::new(dep.clone(), web_config, Some(engine.factory()));
     let state = secure(&opts.web, state, addr).await?;
-    let info = stack_info(opts, &state, addr, video.info());
+    let info = stack_info(opts, &state, video.info());
+    let ffmpeg = video.ffmpeg_path().map(Path::to_path_buf);
     let state = state.with_info(info.clone()).with_api_docs(video.api_docs());
     let routes = video.routes(&dep, &opts.settings.backend.data_dir).into_iter().collect();
     let app = web::build_router(state.clone(), routes);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     let addr = listener.local_addr()?;
 
+    // The fleet outlives `stop` until the web tier has drained: requests in
+    // flight at shutdown are still answered by workers.
+    let fleet_stop = CancellationToken::new();
     let scaler = tokio::spawn(facefleet_pipeline::autoscaler::run_with_wake(
         dep.clone(),
         opts.scaler.policy(),
-        stop.child_token(),
+        fleet_stop.clone(),
         Duration::from_secs(60),
         state.request_arrivals(),
     ));
@@ -73,9 +78,10 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
             }
         })
     };
-    print_banner(&format!("http://{addr}"), opts, &info);
+    print_banner(&format!("http://{addr}"), opts, &info, ffmpeg.as_deref());
     let served = web::serve(listener, &state, app, stop.clone()).await;
     stop.cancel();
+    fleet_stop.cancel();
     match scaler.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "autoscaler failed"),
         Err(e) => tracing::warn!(error = %e, "autoscaler panicked"),
@@ -94,7 +100,7 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
 /// What this stack is, for people: the start-up banner and `/v1/status`
 /// (no paths: the data folder is on the banner only).
-fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video: (String, String)) -> Vec<(String, String)> {
+fn stack_info(opts: &UpArgs, state: &WebState, video: (String, String)) -> Vec<(String, String)> {
     let b = &opts.settings.backend;
     let backend = match b.backend {
         BackendKind::Embedded => "embedded (folder buckets, SQLite queue, local workers)".to_string(),
@@ -103,20 +109,13 @@ fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video
     let model = &opts.settings.model;
     let recognizer = format!("{} (match threshold {:.2})", model.recognizer.name(), model.threshold());
     let fleet = format!("{:?} workers, 0..{}", opts.scaler.fleet, opts.scaler.max_instances).to_lowercase();
-    let keys = if state.keys().any() {
-        "required (x-api-key or Authorization: Bearer)".to_string()
-    } else if addr.ip().is_loopback() || opts.web.insecure_open {
-        "open: no API key exists yet (`facefleet keys create --scope admin` to protect it)".to_string()
-    } else {
-        "required, and none exists yet: every route but /healthz answers 401".to_string()
-    };
     let mut info = vec![
         ("backend".to_string(), backend),
         ("prefix".to_string(), b.prefix.clone()),
         ("recognizer".to_string(), recognizer),
         ("cpu".to_string(), facefleet_model::simd::simd_path().to_string()),
         ("fleet".to_string(), fleet),
-        ("api keys".to_string(), keys),
+        ("api keys".to_string(), state.access_summary().to_string()),
     ];
     if !opts.web.open_routes.is_empty() {
         info.push(("open routes".to_string(), opts.web.open_routes.join(", ")));
@@ -126,13 +125,16 @@ fn stack_info(opts: &UpArgs, state: &WebState, addr: std::net::SocketAddr, video
 }
 
 /// Prints what the person who started the stack has: where it listens,
-/// where its data is (embedded) and what is on or off.
-fn print_banner(url: &str, opts: &UpArgs, info: &[(String, String)]) {
+/// where its data is (embedded), the ffmpeg in use and what is on or off.
+fn print_banner(url: &str, opts: &UpArgs, info: &[(String, String)], ffmpeg: Option<&Path>) {
     let b = &opts.settings.backend;
     let mut lines = info.to_vec();
     if b.backend == BackendKind::Embedded {
         let dir = std::path::absolute(&b.data_dir).unwrap_or_else(|_| b.data_dir.clone());
         lines.insert(1, ("data".to_string(), dir.display().to_string()));
+    }
+    if let Some(ff) = ffmpeg {
+        lines.push(("ffmpeg".to_string(), ff.display().to_string()));
     }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = format!("\nfacefleet is up on {url}\n");

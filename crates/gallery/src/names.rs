@@ -35,8 +35,22 @@ pub fn url_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
+/// Bidirectional formatting characters: they reorder what a name shows
+/// (U+202E shows the rest of a name backwards), so two people could look alike.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing on their own: spaces, zero-width ones, the
+/// soft hyphen and the byte-order mark. (Zero-width joiners stay allowed
+/// inside names, where scripts and emoji need them.)
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
 /// Checks a person name: 1 to 100 characters and at most 200 bytes, no
-/// `/`, `\` or control characters, not `.` or `..`, no surrounding spaces.
+/// `/`, `\`, control or bidirectional formatting characters, at least one
+/// visible character, not `.` or `..`, no surrounding spaces.
 pub fn validate_person(name: &str) -> Result<(), InvalidName> {
     let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(120).collect() });
     if name.is_empty() {
@@ -56,6 +70,12 @@ pub fn validate_person(name: &str) -> Result<(), InvalidName> {
     }
     if name == "." || name == ".." {
         return bad("`.` and `..` are not names");
+    }
+    if name.chars().any(is_bidi_control) {
+        return bad("bidirectional formatting characters (such as U+202E) are not allowed");
+    }
+    if name.chars().all(is_invisible) {
+        return bad("a name needs at least one visible character");
     }
     Ok(())
 }
@@ -89,10 +109,11 @@ mod tests {
 
     #[test]
     fn person_names() {
-        for ok in ["Paul", "Jean-Luc Picard", "Émile", "王"] {
+        for ok in ["Paul", "Jean-Luc Picard", "Émile", "王", "می\u{200C}خواهم", "👩\u{200D}🔬"] {
             assert!(validate_person(ok).is_ok(), "{ok}");
         }
-        for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)] {
+        let spoofs = ["Paul\u{202E}gnp", "\u{2067}Paul", "\u{200B}", "\u{FEFF}\u{200B}", "\u{200D}"];
+        for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)].into_iter().chain(spoofs) {
             assert!(validate_person(bad).is_err(), "{bad:?}");
         }
     }

@@ -85,14 +85,20 @@ pub fn request_key(request_id: &str, file_name: Option<&str>) -> String {
 /// Turns a client-supplied file name into a safe object key: only its last
 /// path component is kept (so `../../etc/x.jpg` and `a/b.jpg` cannot escape
 /// or create folders), control characters and backslashes are dropped,
-/// unicode is kept, and an empty, `.` or `..` result becomes `upload`. The
-/// key is at most 200 bytes long (the extension is kept).
+/// unicode is kept, and an empty, `.` or `..` result becomes `upload`. A
+/// stem of dots only (`...jpg`, whose stem `..` would name the result
+/// object) becomes `upload` too, keeping the extension. The key is at most
+/// 200 bytes long (the extension is kept).
 pub fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let mut clean: String = base.chars().filter(|c| !c.is_control()).collect();
     clean = clean.trim().to_string();
-    if clean.is_empty() || clean == "." || clean == ".." || clean.chars().all(|c| c == '.') {
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
         return "upload".to_string();
+    }
+    let stem = crate::protocol::stem(&clean);
+    if stem.chars().all(|c| c == '.') {
+        clean = format!("upload{}", &clean[stem.len()..]);
     }
     const MAX: usize = 200;
     if clean.len() > MAX {
@@ -149,10 +155,17 @@ mod tests {
             ("", "upload"),
             ("dir/", "upload"),
             ("a\u{0}b.jpg", "ab.jpg"),
+            ("...jpg", "upload.jpg"),
+            ("..jpg", "upload.jpg"),
+            ("a/...jpg", "upload.jpg"),
+            ("....tar.gz", "....tar.gz"),
+            (".hidden", ".hidden"),
         ] {
             let got = sanitize_file_name(input);
             assert_eq!(got, want, "{input:?}");
             assert!(validate_key(&got).is_ok());
+            // The result object is named by the stem: it must be a valid key too.
+            assert!(validate_key(crate::protocol::stem(&got)).is_ok(), "{input:?} -> {got:?}");
         }
         let long = format!("{}.jpg", "é".repeat(300));
         let got = sanitize_file_name(&long);

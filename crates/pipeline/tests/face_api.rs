@@ -276,6 +276,26 @@ async fn detect_and_verify() {
     assert!(v["error"]["message"].as_str().unwrap().contains("no face"), "{v}");
     let (s, v) = api.upload("/v1/verify", None, &[("a", "x.png", png(5, 16, 16))]).await;
     assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+
+    // Each route's own query parameters: the threshold decides `same`.
+    let different = [("a", "x.png", png(5, 16, 16)), ("b", "y.png", png(6, 16, 16))];
+    let (s, v) = api.upload("/v1/verify?threshold=-1", None, &different).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["same"].as_bool(), v["threshold"].as_f64()), (Some(true), Some(-1.0)), "{v}");
+    for bad in ["threshold=2", "threshold=x"] {
+        let (s, v) = api.upload(&format!("/v1/verify?{bad}"), None, &different).await;
+        assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    }
+    for bad in ["max_faces=0", "max_faces=101"] {
+        let (s, v) = api.upload(&format!("/v1/detect?{bad}"), None, &[("image", "q.png", png(5, 40, 30))]).await;
+        assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    }
+    let (_, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    let names = |path: &str| -> Vec<String> {
+        doc["paths"][path]["post"]["parameters"].as_array().into_iter().flatten().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names("/v1/detect"), ["max_faces"]);
+    assert_eq!(names("/v1/verify"), ["threshold"]);
 }
 
 #[tokio::test]
@@ -296,6 +316,29 @@ async fn every_v1_error_is_json() {
     assert_json_error(s, &v, StatusCode::BAD_REQUEST);
     let (s, v) = api.call(Method::GET, "/v1/collections/default/people/Nobody", None, None).await;
     assert_json_error(s, &v, StatusCode::NOT_FOUND);
+    // A known route with another method: JSON 405, still naming the methods.
+    for (method, uri) in [(Method::PUT, "/v1/collections"), (Method::DELETE, "/v1/status"), (Method::GET, "/v1/recognize")] {
+        let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let resp = api.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert!(resp.headers().contains_key(header::ALLOW), "{uri}");
+        let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    }
+    // A path segment that is not UTF-8.
+    let (s, v) = api.call(Method::GET, "/v1/collections/%ff", None, None).await;
+    assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("`c`"), "{v}");
+    // JSON of the wrong shape: said without the server's type names.
+    for (uri, body) in [("/v1/collections", json!(null)), ("/v1/keys", json!({"scope": "admin", "rate_per_sec": -1}))] {
+        let (s, v) = api.call(Method::POST, uri, None, Some(body)).await;
+        assert!(s.is_client_error(), "{uri}: {s}");
+        assert_json_error(s, &v, s);
+        let message = v["error"]["message"].as_str().unwrap();
+        for internal in ["struct", "NewCollection", "CreateKey", "u32"] {
+            assert!(!message.contains(internal), "{uri}: {message}");
+        }
+    }
     // The document is served without a key.
     let (s, v) = api.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -459,7 +502,7 @@ async fn a_worker_can_embed_a_whole_receive_in_one_batch() {
     assert_eq!(answers.len(), 10);
     for (id, name) in answers {
         let i: u8 = id[1..].parse().unwrap();
-        assert_eq!(name, if i % 2 == 0 { "Paul" } else { "Unknown" }, "{id}");
+        assert_eq!(name, if i.is_multiple_of(2) { "Paul" } else { "Unknown" }, "{id}");
     }
     assert!(queue.bodies(&dep.names.req_queue).is_empty());
 }

@@ -117,8 +117,10 @@ async fn api_keys_scopes_and_revocation() {
     let web = start_web_with(dep.clone(), WebConfig::default(), true, vec![]).await;
     let c = reqwest::Client::new();
     let u = web.url.clone();
-    // No key exists: a loopback stack is open.
+    // No key exists: a loopback stack is open, and its status says so.
     assert_eq!(post_photo(&c, &u, 1, Some("a.png")).await, (200, "a:P1".to_string()));
+    let (_, v) = status_of(c.get(format!("{u}/v1/status"))).await;
+    assert!(v["stack"]["api keys"].as_str().is_some_and(|k| k.starts_with("open")), "{v}");
 
     let bucket = &dep.names.gallery_bucket;
     let new = |scope| NewKey { name: "t".into(), scope, rate_per_sec: None, burst: None, collections: None };
@@ -134,6 +136,10 @@ async fn api_keys_scopes_and_revocation() {
     assert_eq!(c.get(format!("{u}/healthz")).send().await.unwrap().status(), 200);
     let (s, v) = status_of(c.get(format!("{u}/v1/status")).header("x-api-key", "ffk_000000000000_00")).await;
     assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthorized")));
+    // The status says what holds now, not what held at start.
+    let (s, v) = status_of(c.get(format!("{u}/v1/status")).header("x-api-key", &admin)).await;
+    assert_eq!(s, 200);
+    assert!(v["stack"]["api keys"].as_str().is_some_and(|k| k.starts_with("required")), "{v}");
 
     // Scopes: recognize < enroll < admin.
     let form = || reqwest::multipart::Form::new().part("inputFile", reqwest::multipart::Part::bytes(png(2, 8, 8)).file_name("b.png"));
@@ -262,6 +268,65 @@ async fn idle_and_slow_clients_do_not_starve_real_ones() {
     assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
+/// Reads what the server sends until it closes the connection.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_and_idle_connections_are_closed_but_waiting_ones_are_not() {
+    let (dep, _store) = crowd(1, 1).await;
+    let config = WebConfig { header_timeout: Duration::from_secs(1), max_connections: 4, ..WebConfig::default() };
+    let web = start_web(dep, config).await;
+    let addr = web.url.trim_start_matches("http://").to_string();
+    // Every connection slot taken by a client that sends no request: nothing
+    // at all, one byte (HTTP/1 or HTTP/2 cannot be told yet), the HTTP/2
+    // preface alone, and a kept-alive connection after its one request.
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    let mut silent = connect().await.unwrap();
+    let mut one_byte = connect().await.unwrap();
+    one_byte.write_all(b"P").await.unwrap();
+    let mut preface = connect().await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    let mut kept_alive = connect().await.unwrap();
+    kept_alive.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    // The server closes each of them.
+    for s in [&mut silent, &mut one_byte, &mut preface] {
+        read_until_closed(s).await;
+    }
+    let answer = read_until_closed(&mut kept_alive).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // A client that shuts its sending side after its request still gets
+    // the answer, and the request is carried out.
+    let mut half_closed = connect().await.unwrap();
+    let mut body = b"--b\r\ncontent-disposition: form-data; name=\"inputFile\"; filename=\"half.png\"\r\n\r\n".to_vec();
+    body.extend(png(1, 8, 8));
+    body.extend(b"\r\n--b--\r\n");
+    let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: {}\r\n\r\n", body.len());
+    half_closed.write_all(head.as_bytes()).await.unwrap();
+    half_closed.write_all(&body).await.unwrap();
+    half_closed.shutdown().await.unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut half_closed).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("half:P1"), "{answer}");
+    // Their slots are free again.
+    let c = reqwest::Client::new();
+    assert_eq!(post_photo(&c, &web.url, 1, Some("real.png")).await, (200, "real:P1".to_string()));
+
+    // A client waiting longer than that for its answer keeps its connection:
+    // with no worker it gets the 504 of the request timeout, not a reset.
+    let (dep, _store) = crowd(1, 0).await;
+    let config = WebConfig { header_timeout: Duration::from_secs(1), request_timeout: Duration::from_secs(3), ..WebConfig::default() };
+    let web = start_web(dep, config).await;
+    let (status, _) = post_photo(&c, &web.url, 1, Some("slow.png")).await;
+    assert_eq!(status, 504);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn huge_declared_images_are_checked_from_the_header() {
     let (dep, store) = crowd(1, 1).await;
@@ -385,4 +450,20 @@ async fn responses_nobody_waits_for_expire() {
     let _web = start_web(dep.clone(), WebConfig::default()).await;
     eventually(|| async { queue.bodies(&dep.names.resp_queue).len() == 1 }).await;
     assert!(queue.bodies(&dep.names.resp_queue)[0].contains("alive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_answers_the_requests_in_flight() {
+    let (dep, _store, _q) = memory_deployment().await;
+    enroll_direct(&dep, "P1", 1).await;
+    spawn_worker(&dep, Arc::new(FakeEngine { delay: Duration::from_millis(1500), ..FakeEngine::default() }));
+    let web = start_web(dep.clone(), WebConfig::default()).await;
+    let c = reqwest::Client::new();
+    let url = web.url.clone();
+    let asked = tokio::spawn(async move { post_photo(&c, &url, 1, Some("inflight.png")).await });
+    // Once the request is queued (the worker is still on it), shut down.
+    eventually(|| async { dep.queue.depth(&dep.names.req_queue).await.is_ok_and(|d| d.in_flight + d.visible > 0) }).await;
+    web.stop.cancel();
+    assert_eq!(asked.await.unwrap(), (200, "inflight:P1".to_string()));
+    web.task.await.unwrap().unwrap();
 }

@@ -278,3 +278,30 @@ async fn json_api_enrolls_lists_recognizes_and_deletes() {
     let m = c.get(format!("{}/metrics", web.url)).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("facefleet_requests_sent_total"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_upload_budget_is_named_in_the_503() {
+    let s = stack(WebConfig { upload_budget_bytes: 8 * 1024, ..WebConfig::default() }).await;
+    // One client holds 5 of the 8 KiB: headers and most of a body it never finishes.
+    use tokio::io::AsyncWriteExt;
+    let addr = s.web.url.trim_start_matches("http://").to_string();
+    let mut holder = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 6000\r\n\r\n";
+    holder.write_all(head.as_bytes()).await.unwrap();
+    holder.write_all(&[b'x'; 5000]).await.unwrap();
+    // Another 5 KiB upload does not fit beside it (once the server has read
+    // the holder's bytes; until then it may still be served).
+    let url = format!("{}/", s.web.url);
+    let mut answer = (0, String::new());
+    for _ in 0..200 {
+        answer = post_file(&s.client, &url, "inputFile", "b.png", vec![0u8; 5000]).await;
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = answer;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many uploads are being received at once"), "{body}");
+    drop(holder);
+}

@@ -155,7 +155,8 @@ pub struct Conv {
     /// `(k * k * cin, cout)`, rows ordered (kh, kw, cin) like the im2col columns.
     weight: Weight,
     epilogue: Epilogue,
-    /// The same weights, bias and slopes packed for [`conv_direct`] (CPU).
+    /// The same weights, bias and slopes packed for [`conv_direct`] (CPU,
+    /// when the layer has no Winograd form).
     packed: Option<Packed>,
     /// The Winograd form, used instead of `packed` for 3x3 kernels over
     /// at least [`WINOGRAD_MIN_CIN`] input channels (CPU).
@@ -180,12 +181,15 @@ impl Conv {
     pub fn from_parts(w: Tensor, bias: Vec<f32>, slope: Option<Vec<f32>>) -> Result<Self> {
         let (cout, cin, k, _) = w.dims4()?;
         let weight = Weight::new(w.permute((2, 3, 1, 0))?.contiguous()?.reshape((k * k * cin, cout))?)?;
-        let packed = weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref()));
         let winograd = weight
             .cpu
             .as_ref()
             .filter(|_| k == 3 && cin >= WINOGRAD_MIN_CIN)
             .map(|wv| Winograd::new(wv, cin, cout, &bias, slope.as_deref()));
+        let packed = match winograd {
+            Some(_) => None,
+            None => weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref())),
+        };
         Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed, winograd })
     }
 

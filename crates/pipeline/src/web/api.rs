@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::course::{single, submit, Ask};
-use super::extract::{Form, QueryParams};
+use super::extract::{Form, PathParams, QueryParams};
 use super::multipart::files;
 use super::{ApiError, ErrorBody, WebState};
 use crate::protocol::{FaceResult, Mode, Outcome, SearchOptions, Verification};
@@ -100,15 +100,20 @@ pub struct VerifyResponse {
     pub took_ms: u64,
 }
 
-/// Query parameters of `detect` and `verify`.
+/// Query parameters of `detect`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DetectParams {
-    /// Faces returned, largest first (1..=100, default 20). Ignored by
-    /// `verify`, which compares the largest faces.
+    /// Faces returned, largest first (1..=100, default 20).
     pub max_faces: Option<usize>,
-    /// `verify` only: the similarity at and above which the faces are the
-    /// same person (default: the model's calibrated threshold).
+}
+
+/// Query parameters of `verify` (it compares the largest face of each photo).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyParams {
+    /// The similarity at and above which the faces are the same person
+    /// (-1..=1, default: the model's calibrated threshold).
     pub threshold: Option<f32>,
 }
 
@@ -134,7 +139,7 @@ pub(crate) fn collection_param(c: &str) -> Result<(), ApiError> {
     ),
     security(("api_key" = [])))]
 pub(crate) async fn recognize_default(state: State<WebState>, q: QueryParams<SearchParams>, form: Form) -> Result<Json<RecognizeResponse>, ApiError> {
-    recognize(state, Path(facefleet_gallery::DEFAULT_COLLECTION.to_string()), q, form).await
+    recognize(state, PathParams(facefleet_gallery::DEFAULT_COLLECTION.to_string()), q, form).await
 }
 
 /// `POST /v1/collections/{c}/recognize`: every face of the photo, with its
@@ -152,7 +157,7 @@ pub(crate) async fn recognize_default(state: State<WebState>, q: QueryParams<Sea
     security(("api_key" = [])))]
 pub(crate) async fn recognize(
     State(state): State<WebState>,
-    Path(c): Path<String>,
+    PathParams(c): PathParams<String>,
     QueryParams(q): QueryParams<SearchParams>,
     Form(mp): Form,
 ) -> Result<Json<RecognizeResponse>, ApiError> {
@@ -192,7 +197,7 @@ pub(crate) async fn detect(State(state): State<WebState>, QueryParams(q): QueryP
 /// `POST /v1/verify`: whether the largest faces of photos `a` and `b` are
 /// the same person, with their similarity and the calibrated threshold.
 #[utoipa::path(post, path = "/v1/verify", tag = "recognition",
-    params(DetectParams),
+    params(VerifyParams),
     request_body(content = VerifyForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "The comparison", body = VerifyResponse),
@@ -200,7 +205,7 @@ pub(crate) async fn detect(State(state): State<WebState>, QueryParams(q): QueryP
         (status = 422, description = "A photo has no face or is unusable", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn verify(State(state): State<WebState>, QueryParams(q): QueryParams<DetectParams>, Form(mp): Form) -> Result<Json<VerifyResponse>, ApiError> {
+pub(crate) async fn verify(State(state): State<WebState>, QueryParams(q): QueryParams<VerifyParams>, Form(mp): Form) -> Result<Json<VerifyResponse>, ApiError> {
     let started = Instant::now();
     let options = SearchParams { threshold: q.threshold, limit: None, max_faces: None }.options()?;
     let uploads = files(mp, &["a", "b"]).await?;
@@ -254,7 +259,9 @@ pub(crate) async fn status(
         fields.remove("output_objects");
     }
     v["in_flight"] = json!(state.intake.in_flight(state.config.max_in_flight));
-    let stack: serde_json::Map<String, Value> = state.info.iter().map(|(k, val)| (k.clone(), Value::String(val.clone()))).collect();
+    let mut stack: serde_json::Map<String, Value> = state.info.iter().map(|(k, val)| (k.clone(), Value::String(val.clone()))).collect();
+    // Keys are created and revoked while the stack runs: said as of now.
+    stack.insert("api keys".to_string(), Value::String(state.access_summary().to_string()));
     v["stack"] = Value::Object(stack);
     Ok(Json(v))
 }

@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +24,7 @@ use facefleet_gallery::names::url_segment;
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, WebState};
+use super::extract::PathParams;
 
 /// The Content-Security-Policy of every console answer.
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
@@ -122,7 +123,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/ui/{*asset}", tag = "console",
     params(("*asset" = String, Path, description = "File of the console (`app.js`, `style.css`...)")),
     responses((status = 200, description = "The file"), (status = 404, description = "No such file")))]
-pub(crate) async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn asset(PathParams(path): PathParams<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
 }
 
@@ -219,7 +220,7 @@ fn not_found_is_empty(e: facefleet_ports::PortError) -> Result<Vec<facefleet_por
         (status = 400, description = "Bad video name", body = super::ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn frames(State(state): State<WebState>, Path(stem): Path<String>) -> Result<Json<Frames>, ApiError> {
+pub(crate) async fn frames(State(state): State<WebState>, PathParams(stem): PathParams<String>) -> Result<Json<Frames>, ApiError> {
     check_stem(&stem)?;
     let names = &state.dep.names;
     let store = state.dep.store.as_ref();
@@ -281,7 +282,7 @@ pub(crate) async fn frames(State(state): State<WebState>, Path(stem): Path<Strin
         (status = 404, description = "No such frame", body = super::ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn frame(State(state): State<WebState>, Path((stem, index)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub(crate) async fn frame(State(state): State<WebState>, PathParams((stem, index)): PathParams<(String, String)>) -> Result<Response, ApiError> {
     check_stem(&stem)?;
     let index: usize = index.parse().map_err(|_| ApiError::bad_request("the frame number must be a whole number"))?;
     let key = format!("{stem}/output-{index:02}.jpg");

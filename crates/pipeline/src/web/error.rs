@@ -59,6 +59,7 @@ pub fn code_of(status: StatusCode) -> &'static str {
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
+        405 => "method_not_allowed",
         408 => "request_timeout",
         409 => "conflict",
         413 => "too_large",

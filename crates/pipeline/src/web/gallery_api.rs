@@ -2,7 +2,7 @@
 //! renames, thumbnails and embedding export. The `/v1/people` routes are
 //! the `default` collection's.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::api::collection_param;
-use super::extract::{Form, JsonBody};
+use super::extract::{Form, JsonBody, PathParams};
 use super::guard::Caller;
 use super::multipart::files;
 use super::{ApiError, ErrorBody, WebState};
@@ -229,7 +229,7 @@ pub(crate) async fn create_collection(
     params(("c" = String, Path, description = "Collection")),
     responses((status = 200, description = "The collection", body = CollectionInfo), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn get_collection(State(state): State<WebState>, Path(p): Path<CollectionPath>) -> Result<Json<CollectionInfo>, ApiError> {
+pub(crate) async fn get_collection(State(state): State<WebState>, PathParams(p): PathParams<CollectionPath>) -> Result<Json<CollectionInfo>, ApiError> {
     let c = p.checked()?;
     let people = state.gallery.people(&c).await?;
     let faces = people.iter().map(|p| p.faces).sum();
@@ -241,7 +241,7 @@ pub(crate) async fn get_collection(State(state): State<WebState>, Path(p): Path<
     params(("c" = String, Path, description = "Collection")),
     responses((status = 200, description = "Deleted", body = Removed), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn delete_collection(State(state): State<WebState>, Path(p): Path<CollectionPath>) -> Result<Json<Removed>, ApiError> {
+pub(crate) async fn delete_collection(State(state): State<WebState>, PathParams(p): PathParams<CollectionPath>) -> Result<Json<Removed>, ApiError> {
     let c = p.checked()?;
     let faces: usize = match state.gallery.people(&c).await {
         Ok(people) => people.iter().map(|p| p.faces).sum(),
@@ -259,7 +259,7 @@ pub(crate) async fn delete_collection(State(state): State<WebState>, Path(p): Pa
     responses((status = 200, description = "People", body = PeopleList)),
     security(("api_key" = [])))]
 pub(crate) async fn list_people_default(state: State<WebState>) -> Result<Json<PeopleList>, ApiError> {
-    list_people(state, Path(CollectionPath { c: default_collection() })).await
+    list_people(state, PathParams(CollectionPath { c: default_collection() })).await
 }
 
 /// `GET /v1/collections/{c}/people`: enrolled people with their face counts.
@@ -267,7 +267,7 @@ pub(crate) async fn list_people_default(state: State<WebState>) -> Result<Json<P
     params(("c" = String, Path, description = "Collection")),
     responses((status = 200, description = "People", body = PeopleList), (status = 404, description = "Unknown collection", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn list_people(State(state): State<WebState>, Path(p): Path<CollectionPath>) -> Result<Json<PeopleList>, ApiError> {
+pub(crate) async fn list_people(State(state): State<WebState>, PathParams(p): PathParams<CollectionPath>) -> Result<Json<PeopleList>, ApiError> {
     let c = p.checked()?;
     let people = state.gallery.people(&c).await?;
     Ok(Json(PeopleList { collection: c, people }))
@@ -278,7 +278,7 @@ pub(crate) async fn list_people(State(state): State<WebState>, Path(p): Path<Col
     params(("c" = String, Path, description = "Collection"), ("name" = String, Path, description = "Person")),
     responses((status = 200, description = "The person", body = PersonDetail), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn get_person(State(state): State<WebState>, Path(p): Path<PersonPath>) -> Result<Json<PersonDetail>, ApiError> {
+pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>) -> Result<Json<PersonDetail>, ApiError> {
     let (c, name) = p.checked()?;
     let faces = state.gallery.faces_of(&c, &name).await?;
     if faces.is_empty() {
@@ -298,8 +298,8 @@ pub(crate) async fn get_person(State(state): State<WebState>, Path(p): Path<Pers
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn enroll_default(state: State<WebState>, Path(name): Path<String>, form: Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    enroll(state, Path(PersonPath { c: default_collection(), name }), form).await
+pub(crate) async fn enroll_default(state: State<WebState>, PathParams(name): PathParams<String>, form: Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+    enroll(state, PathParams(PersonPath { c: default_collection(), name }), form).await
 }
 
 /// `POST /v1/collections/{c}/people/{name}/faces` (multipart `image`, one
@@ -315,7 +315,7 @@ pub(crate) async fn enroll_default(state: State<WebState>, Path(name): Path<Stri
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn enroll(State(state): State<WebState>, Path(p): Path<PersonPath>, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
     let (c, name) = p.checked()?;
     if !state.gallery.collection_exists(&c).await? {
         return Err(no_collection(&c));
@@ -372,7 +372,7 @@ pub(crate) async fn enroll(State(state): State<WebState>, Path(p): Path<PersonPa
         (status = 409, description = "The new name is taken", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn rename_person(State(state): State<WebState>, Path(p): Path<PersonPath>, JsonBody(body): JsonBody<Rename>) -> Result<Json<PersonSummary>, ApiError> {
+pub(crate) async fn rename_person(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, JsonBody(body): JsonBody<Rename>) -> Result<Json<PersonSummary>, ApiError> {
     let (c, name) = p.checked()?;
     validate_person(&body.name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
     let moved = state.gallery.rename_person(&c, &name, &body.name).await?;
@@ -387,8 +387,8 @@ pub(crate) async fn rename_person(State(state): State<WebState>, Path(p): Path<P
     params(("name" = String, Path, description = "Person")),
     responses((status = 200, description = "Removed", body = Removed), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn delete_person_default(state: State<WebState>, Path(name): Path<String>) -> Result<Json<Removed>, ApiError> {
-    delete_person(state, Path(PersonPath { c: default_collection(), name })).await
+pub(crate) async fn delete_person_default(state: State<WebState>, PathParams(name): PathParams<String>) -> Result<Json<Removed>, ApiError> {
+    delete_person(state, PathParams(PersonPath { c: default_collection(), name })).await
 }
 
 /// `DELETE /v1/collections/{c}/people/{name}`: forgets a person.
@@ -396,7 +396,7 @@ pub(crate) async fn delete_person_default(state: State<WebState>, Path(name): Pa
     params(("c" = String, Path, description = "Collection"), ("name" = String, Path, description = "Person")),
     responses((status = 200, description = "Removed", body = Removed), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn delete_person(State(state): State<WebState>, Path(p): Path<PersonPath>) -> Result<Json<Removed>, ApiError> {
+pub(crate) async fn delete_person(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>) -> Result<Json<Removed>, ApiError> {
     let (c, name) = p.checked()?;
     let removed = state.gallery.remove_person(&c, &name).await?;
     if removed == 0 {
@@ -410,7 +410,7 @@ pub(crate) async fn delete_person(State(state): State<WebState>, Path(p): Path<P
     params(("c" = String, Path, description = "Collection"), ("id" = String, Path, description = "Face id")),
     responses((status = 200, description = "Removed", body = Removed), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn delete_face(State(state): State<WebState>, Path(p): Path<FacePath>) -> Result<Json<Removed>, ApiError> {
+pub(crate) async fn delete_face(State(state): State<WebState>, PathParams(p): PathParams<FacePath>) -> Result<Json<Removed>, ApiError> {
     collection_param(&p.c)?;
     if !state.gallery.remove_face(&p.c, &p.id).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no face `{}` in collection `{}`", p.id, p.c)));
@@ -424,7 +424,7 @@ pub(crate) async fn delete_face(State(state): State<WebState>, Path(p): Path<Fac
     params(("c" = String, Path, description = "Collection"), ("id" = String, Path, description = "Face id")),
     responses((status = 200, description = "JPEG", content_type = "image/jpeg", body = Vec<u8>), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn thumbnail(State(state): State<WebState>, Path(p): Path<FacePath>) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn thumbnail(State(state): State<WebState>, PathParams(p): PathParams<FacePath>) -> Result<impl IntoResponse, ApiError> {
     collection_param(&p.c)?;
     let Some(jpeg) = state.gallery.thumbnail(&p.c, &p.id).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no thumbnail for face `{}` in collection `{}`", p.id, p.c)));
@@ -438,7 +438,7 @@ pub(crate) async fn thumbnail(State(state): State<WebState>, Path(p): Path<FaceP
     params(("c" = String, Path, description = "Collection")),
     responses((status = 200, description = "The export", body = EmbeddingExport), (status = 404, description = "Unknown collection", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn export(State(state): State<WebState>, Path(p): Path<CollectionPath>) -> Result<Json<EmbeddingExport>, ApiError> {
+pub(crate) async fn export(State(state): State<WebState>, PathParams(p): PathParams<CollectionPath>) -> Result<Json<EmbeddingExport>, ApiError> {
     let c = p.checked()?;
     let snapshot = state.gallery.load(&c).await?;
     let faces = snapshot

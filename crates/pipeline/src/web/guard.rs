@@ -31,6 +31,20 @@ pub struct AccessPolicy {
     pub open_routes: Vec<String>,
 }
 
+impl AccessPolicy {
+    /// Whether keys are needed now, for people (the start-up banner and
+    /// `GET /v1/status`, which asks at each call: keys come and go).
+    pub fn describe(&self) -> &'static str {
+        if self.keys.any() {
+            "required (x-api-key or Authorization: Bearer)"
+        } else if self.open_without_keys {
+            "open: no API key exists yet (`facefleet keys create --scope admin` to protect it)"
+        } else {
+            "required, and none exists yet: every route but /healthz answers 401"
+        }
+    }
+}
+
 /// The scope a request needs; `None` for routes that are always open.
 ///
 /// `recognize`: the course route, recognize, detect, verify, listing

@@ -197,7 +197,7 @@ impl History {
         inner.samples.push(Sample {
             t_ms,
             queue_depth: observed.queue_depth,
-            in_flight: observed.in_flight as u64,
+            in_flight: observed.in_flight,
             working: observed.working,
             instances,
             running,
@@ -209,7 +209,7 @@ impl History {
         if let Some(list) = observed.fleet {
             let mut rows: Vec<WorkerRow> = list.into_iter().map(|(name, s)| WorkerRow { name, state: state_name(s) }).collect();
             // `app-tier-instance-2` before `app-tier-instance-10`.
-            rows.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+            rows.sort_by_key(|r| natural_key(&r.name));
             inner.workers = rows;
         } else if !observed.fleet_visible {
             inner.workers.clear();

@@ -77,9 +77,22 @@ fn streams_body(method: &Method, path: &str) -> bool {
     method == Method::POST && path.trim_end_matches('/') == "/v1/videos"
 }
 
-fn overloaded(path: &str) -> Response {
+/// Why a request is shed.
+#[derive(Clone, Copy)]
+enum Shed {
+    /// Every in-flight slot is taken.
+    InFlight,
+    /// The bytes of uploads being received at once reached the budget.
+    UploadBudget,
+}
+
+fn overloaded(path: &str, why: Shed) -> Response {
     ::metrics::counter!("facefleet_http_shed_total").increment(1);
-    let mut r = ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "server overloaded: too many requests in flight, retry later")
+    let message = match why {
+        Shed::InFlight => "server overloaded: too many requests in flight, retry later",
+        Shed::UploadBudget => "server overloaded: too many uploads are being received at once, retry later",
+    };
+    let mut r = ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
         .for_path(path)
         .into_response();
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -92,7 +105,7 @@ pub(crate) async fn intake(State(intake): State<Arc<Intake>>, req: Request, next
     let path = req.uri().path().to_string();
     if streams_body(req.method(), &path) {
         let Ok(_slot) = intake.in_flight.clone().try_acquire_owned() else {
-            return overloaded(&path);
+            return overloaded(&path, Shed::InFlight);
         };
         return next.run(req).await;
     }
@@ -120,7 +133,7 @@ pub(crate) async fn intake(State(intake): State<Arc<Intake>>, req: Request, next
         Err(r) => return r,
     };
     let Ok(_slot) = intake.in_flight.clone().try_acquire_owned() else {
-        return overloaded(&path);
+        return overloaded(&path, Shed::InFlight);
     };
     next.run(Request::from_parts(parts, Body::from(bytes.freeze()))).await
 }
@@ -163,7 +176,7 @@ async fn read_body(intake: &Intake, body: Body, path: &str) -> Result<(BytesMut,
                     Some(h) => h.merge(p),
                     None => held = Some(p),
                 },
-                Err(_) => return Err(overloaded(path)),
+                Err(_) => return Err(overloaded(path, Shed::UploadBudget)),
             }
         }
         buf.extend_from_slice(&chunk);

@@ -1,13 +1,13 @@
 //! `/v1/keys`: API-key management over HTTP (admin scope), the same
 //! operations as `facefleet keys`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Extension;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParams};
 use super::guard::Caller;
 use super::{ApiError, ErrorBody, WebState};
 use crate::keys::{self, KeyError, KeyRecord, NewKey, Scope};
@@ -122,7 +122,7 @@ pub(crate) async fn create(
     params(("id" = String, Path, description = "Key id")),
     responses((status = 200, description = "Revoked", body = KeyInfo), (status = 404, description = "Unknown", body = ErrorBody)),
     security(("api_key" = [])))]
-pub(crate) async fn revoke(State(state): State<WebState>, caller: Option<Extension<Caller>>, Path(id): Path<String>) -> Result<Json<KeyInfo>, ApiError> {
+pub(crate) async fn revoke(State(state): State<WebState>, caller: Option<Extension<Caller>>, PathParams(id): PathParams<String>) -> Result<Json<KeyInfo>, ApiError> {
     unrestricted(caller)?;
     let record = keys::revoke(state.dep.store.as_ref(), &state.dep.names.gallery_bucket, &id).await?;
     let _ = state.keys().refresh().await;

@@ -165,6 +165,12 @@ impl WebState {
         self
     }
 
+    /// Whether API keys are needed now, in words (see
+    /// [`AccessPolicy::describe`]).
+    pub fn access_summary(&self) -> &'static str {
+        self.access.describe()
+    }
+
     /// The deployment's API keys as this web tier sees them.
     pub fn keys(&self) -> Arc<KeyRing> {
         self.access.keys.clone()
@@ -246,24 +252,33 @@ pub fn build_router(state: WebState, extra: Vec<Router>) -> Router {
     for r in extra {
         app = app.merge(r);
     }
-    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+    // After every route is in: a known path with another method is a JSON
+    // 405 (axum still adds the `Allow` header).
+    app.method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method") })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::from_fn_with_state(intake, intake::intake))
         .layer(axum::middleware::from_fn_with_state(access, guard::authorize))
 }
 
 /// Serves `app` on `listener` with the response dispatcher and the key
-/// refresher of `state` running beside it, until `shutdown` fires
-/// (in-flight requests finish). Connections are capped and must send their
-/// headers within the header timeout.
+/// refresher of `state` running beside it, until `shutdown` fires. Then it
+/// stops accepting and lets in-flight requests finish: the dispatcher keeps
+/// delivering their answers until the last connection is done.
+/// Connections are capped and must send their headers within the header
+/// timeout.
 pub async fn serve(listener: tokio::net::TcpListener, state: &WebState, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
     metrics::install();
     state.keys().ensure_loaded().await.map_err(|e| std::io::Error::other(format!("reading the API keys: {e}")))?;
-    let dispatcher = tokio::spawn(state.dispatcher().run(shutdown.child_token()));
-    let refresher = tokio::spawn(state.keys().run(Duration::from_secs(2), shutdown.child_token()));
-    let history = tokio::spawn(state.history.clone().run(state.dep.clone(), state.intake.clone(), state.config.max_in_flight, shutdown.child_token()));
+    // Stopped after the drain, not with `shutdown`: answers of requests in
+    // flight at shutdown still need the dispatcher.
+    let background = CancellationToken::new();
+    let dispatcher = tokio::spawn(state.dispatcher().run(background.clone()));
+    let refresher = tokio::spawn(state.keys().run(Duration::from_secs(2), background.clone()));
+    let history = tokio::spawn(state.history.clone().run(state.dep.clone(), state.intake.clone(), state.config.max_in_flight, background.clone()));
     let limits = server::ConnLimits { header_timeout: state.config.header_timeout, max_connections: state.config.max_connections };
     let r = server::run(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
+    background.cancel();
     let _ = dispatcher.await;
     let _ = refresher.await;
     let _ = history.await;
