@@ -233,7 +233,15 @@ struct Worker {
     /// When it gets SIGKILL if it has not exited by then: set by `stop`,
     /// cleared once the SIGKILL is sent.
     kill_at: Option<std::time::Instant>,
+    /// A forked worker: when it was first seen gone with no exit report
+    /// (its live template's report may still be on the way).
+    vanished_at: Option<std::time::Instant>,
 }
+
+/// How long a forked worker that is gone may wait for its live template's
+/// exit report before its status is recorded as unknown: the template
+/// reaps the worker first and reports it a moment later.
+const EXIT_REPORT_WAIT: Duration = Duration::from_secs(2);
 
 /// How a worker was started.
 #[derive(Debug)]
@@ -485,11 +493,17 @@ impl ProcessFleet {
                         Some(p) if p.start_time == *start_time => p.state == 'Z' && p.parent != *template,
                         _ => true,
                     } {
-                        // Gone without a report (its template died, and
-                        // the worker was reaped, or is a zombie left to a
-                        // new parent): the status is unknown.
-                        tracing::warn!(instance = %w.name, id = %id, "worker gone with its template; exit status unknown");
-                        gone.push((id.clone(), ExitStatus::from_raw(255 << 8)));
+                        // Gone without a report. A live template reports
+                        // each exit just after reaping it: wait for that a
+                        // little. Otherwise (its template died, and the
+                        // worker was reaped, or is a zombie left to a new
+                        // parent) the status is unknown.
+                        let template_alive = proc_stat(*template).is_some_and(|t| !matches!(t.state, 'Z' | 'X' | 'x'));
+                        let since = *w.vanished_at.get_or_insert(now);
+                        if !template_alive || now.duration_since(since) >= EXIT_REPORT_WAIT {
+                            tracing::warn!(instance = %w.name, id = %id, "worker gone with no exit report from its template; exit status unknown");
+                            gone.push((id.clone(), ExitStatus::from_raw(255 << 8)));
+                        }
                         false
                     } else {
                         // Checked against its start time: never a recycled pid.
@@ -832,7 +846,7 @@ impl Fleet for ProcessFleet {
         }
         let how = if matches!(process, WorkerProcess::Forked { .. }) { "forked from the template" } else { "new process" };
         tracing::info!(instance = name, id = %id, log = %log_path.display(), how, "launched worker");
-        self.lock().insert(id.clone(), Worker { name: name.to_string(), process, state: InstanceState::Running, kill_at: None });
+        self.lock().insert(id.clone(), Worker { name: name.to_string(), process, state: InstanceState::Running, kill_at: None, vanished_at: None });
         Ok(Instance { id, name: name.to_string(), state: InstanceState::Running })
     }
 
@@ -852,5 +866,50 @@ impl Drop for ProcessFleet {
                 tracing::debug!(instance = %w.name, id, "stopping worker on fleet drop");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forked worker that is gone, whose live template has not reported
+    /// its exit yet (the template reaps first, reports a moment later).
+    fn fleet_with_a_vanished_worker() -> (tempfile::TempDir, ProcessFleet, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = ProcessFleet::new(PathBuf::from("/bin/true"), vec![], vec![], dir.path());
+        // The template is this test process (alive); the worker's pid is
+        // past the kernel's pid limit, so it never exists.
+        let template = std::process::id();
+        let process = WorkerProcess::Forked { pid: 4_194_305, start_time: 1, template };
+        let id = "4194305".to_string();
+        let worker = Worker { name: "app-tier-instance-1".into(), process, state: InstanceState::Running, kill_at: None, vanished_at: None };
+        fleet.lock().insert(id.clone(), worker);
+        (dir, fleet, id)
+    }
+
+    #[test]
+    fn a_late_exit_report_from_a_live_template_is_waited_for() {
+        let (_dir, fleet, id) = fleet_with_a_vanished_worker();
+        fleet.reap();
+        assert!(fleet.lock().contains_key(&id), "not given up before its report could come");
+        fleet.forked_exits.lock().unwrap().insert(4_194_305, ExitStatus::from_raw(0));
+        fleet.reap();
+        assert!(!fleet.lock().contains_key(&id));
+        let exited = fleet.exited();
+        assert_eq!(exited.len(), 1);
+        assert!(exited[0].2.success(), "the reported status, not an unknown one: {:?}", exited[0]);
+        assert!(fleet.forked_exits.lock().unwrap().is_empty(), "the report was claimed");
+    }
+
+    #[test]
+    fn with_no_report_the_status_is_unknown_after_the_wait() {
+        let (_dir, fleet, id) = fleet_with_a_vanished_worker();
+        fleet.reap();
+        fleet.lock().get_mut(&id).unwrap().vanished_at = Some(std::time::Instant::now() - EXIT_REPORT_WAIT);
+        fleet.reap();
+        let exited = fleet.exited();
+        assert_eq!(exited.len(), 1);
+        assert_eq!(exited[0].2.code(), Some(255));
     }
 }
