@@ -46,6 +46,21 @@ pub fn save_gallery(gallery_dir: &Path, gallery: &Gallery) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Holds the gallery folder's lock (`.gallery.lock`, created with the
+/// folder if needed) until dropped: one writer at a time.
+fn lock_gallery(gallery_dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(gallery_dir).map_err(|e| ModelError::io(gallery_dir, e))?;
+    let path = gallery_dir.join(".gallery.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ModelError::io(&path, e))?;
+    file.lock().map_err(|e| ModelError::io(&path, e))?;
+    Ok(file)
+}
+
 /// What [`enroll`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EnrollReport {
@@ -74,13 +89,10 @@ pub fn enroll(
     image_paths: &[PathBuf],
     model: &FaceModel,
 ) -> Result<EnrollReport> {
-    let mut gallery = match load_gallery(gallery_dir)? {
-        Some(g) => {
-            model.check_gallery(&g)?;
-            g
-        }
-        None => Gallery::new(model.recognizer_kind()),
-    };
+    // A gallery of another recognizer fails before any model work.
+    if let Some(g) = load_gallery(gallery_dir)? {
+        model.check_gallery(&g)?;
+    }
     let mut enrolled = Vec::new();
     let mut skipped = Vec::new();
     let mut embeddings = Vec::new();
@@ -107,6 +119,16 @@ pub fn enroll(
             },
         });
     }
+    // Read, change and write under the folder's lock, so that enrollments
+    // running at once (several `facefleet enroll --gallery`) all land.
+    let _lock = lock_gallery(gallery_dir)?;
+    let mut gallery = match load_gallery(gallery_dir)? {
+        Some(g) => {
+            model.check_gallery(&g)?;
+            g
+        }
+        None => Gallery::new(model.recognizer_kind()),
+    };
     gallery.enroll(name, embeddings)?;
     let gallery_file = save_gallery(gallery_dir, &gallery)?;
     let people = gallery.people();

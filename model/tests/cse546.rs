@@ -70,3 +70,31 @@ fn mobilefacenet_recognises_all_1000() {
 fn dlib_resnet_recognises_all_1000() {
     check(RecognizerKind::DlibResnet);
 }
+
+/// Several enrollments into one gallery folder at once (as several
+/// `facefleet enroll --gallery` runs would do) all land.
+#[test]
+fn concurrent_enrollments_into_one_folder_all_land() {
+    let data = dataset_dir("cse546").expect("cse546 data set is required for this test");
+    let model = FaceModel::load(&ModelConfig::with_recognizer(RecognizerKind::MobileFaceNet)).unwrap();
+    let gallery_dir = tempfile::tempdir().unwrap();
+    // A large gallery makes each read-change-write long enough for the
+    // enrollments to overlap.
+    let mut big = facefleet_model::Gallery::new(RecognizerKind::MobileFaceNet);
+    let dim = big.dim();
+    let rows: Vec<facefleet_model::Embedding> =
+        (0..40_000).map(|i| facefleet_model::Embedding((0..dim).map(|j| if j == i % dim { 1.0 } else { 0.0 }).collect())).collect();
+    big.enroll("Crowd", rows).unwrap();
+    local::save_gallery(gallery_dir.path(), &big).unwrap();
+    let photo = data.join("face_images_100").join("test_00.jpg");
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (model, dir, photo) = (&model, gallery_dir.path(), photo.clone());
+            s.spawn(move || local::enroll(dir, &format!("P{i}"), &[photo], model).unwrap());
+        }
+    });
+    let gallery = local::load_gallery(gallery_dir.path()).unwrap().expect("a gallery");
+    let mut names: Vec<String> = gallery.people().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["Crowd", "P0", "P1", "P2", "P3", "P4", "P5"]);
+}

@@ -47,10 +47,25 @@ fn percent_encode(segment: &str) -> String {
     out
 }
 
+/// Checks a `--url` before use: an `http://` or `https://` address.
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    anyhow::ensure!(ok, "--url {url:?} is not an http:// or https:// address (e.g. http://127.0.0.1:8000)");
+    Ok(())
+}
+
+/// The text of a failed answer: the message of a JSON error, else the body.
+pub fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
 async fn check(resp: reqwest::Response) -> anyhow::Result<String> {
     let status = resp.status();
     let body = resp.text().await?;
-    anyhow::ensure!(status.is_success(), "{status}: {}", body.trim());
+    anyhow::ensure!(status.is_success(), "{status}: {}", error_text(&body));
     Ok(body)
 }
 
@@ -72,13 +87,20 @@ pub async fn enroll(client: &reqwest::Client, url: &str, name: &str, images: &[P
 pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
     let labels = crate::loadgen::read_labels(labels)?;
     let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut found = std::collections::HashSet::new();
     for img in crate::loadgen::list_images(dir)? {
-        let stem = img.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if let Some(name) = labels.get(stem) {
+        let stem = img.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if let Some(name) = labels.get(&stem) {
             out.entry(name.clone()).or_default().push(img);
+            found.insert(stem);
         }
     }
     anyhow::ensure!(!out.is_empty(), "no image of {} has a label", dir.display());
+    let mut missing: Vec<&String> = labels.keys().filter(|s| !found.contains(*s)).collect();
+    if !missing.is_empty() {
+        missing.sort();
+        tracing::warn!(count = missing.len(), first = %missing[0], dir = %dir.display(), "labelled images not found in the folder; skipped");
+    }
     Ok(out)
 }
 
@@ -87,9 +109,11 @@ pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<Stri
 pub async fn enroll_labelled(client: &reqwest::Client, url: &str, dir: &Path, labels: &Path) -> anyhow::Result<(usize, usize)> {
     let groups = group_by_label(dir, labels)?;
     let mut faces = 0;
-    for (name, images) in &groups {
+    for (done, (name, images)) in groups.iter().enumerate() {
         for chunk in images.chunks(20) {
-            enroll(client, url, name, chunk).await.with_context(|| format!("enrolling {name}"))?;
+            enroll(client, url, name, chunk)
+                .await
+                .with_context(|| format!("enrolling {name:?} (enrolled so far: {faces} photos of {done} people)"))?;
             faces += chunk.len();
         }
     }
@@ -115,5 +139,18 @@ mod tests {
     fn encodes_path_segments() {
         assert_eq!(super::percent_encode("Jean Luc/x"), "Jean%20Luc%2Fx");
         assert_eq!(super::percent_encode("Paul"), "Paul");
+    }
+
+    #[test]
+    fn urls_and_error_texts() {
+        use super::{check_url, error_text};
+        for ok in ["http://127.0.0.1:8000", "https://faces.example.com/"] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["127.0.0.1:8000", "localhost:8000", "not a url", "ftp://x", ""] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(error_text(r#"{"error":{"code":"unsupported_media_type","message":"not an image"}}"#), "not an image");
+        assert_eq!(error_text(" plain text\n"), "plain text");
     }
 }

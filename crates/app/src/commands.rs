@@ -55,6 +55,20 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| "expected recognize, enroll or admin".to_string())
 }
 
+/// Listing or revoking keys reads a deployment: on the embedded backend its
+/// data folder must exist (a mistyped `--data-dir` would otherwise make a
+/// new, empty deployment and report it open).
+fn existing_deployment(backend: &BackendArgs) -> anyhow::Result<()> {
+    if backend.backend == crate::settings::BackendKind::Embedded {
+        anyhow::ensure!(
+            backend.data_dir.is_dir(),
+            "no deployment in {}: check --data-dir (the folder `facefleet up` or `facefleet keys create` uses)",
+            backend.data_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `facefleet keys ...`.
 pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     let connect = |backend: BackendArgs| async move {
@@ -78,6 +92,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCommand::List { backend } => {
+            existing_deployment(&backend)?;
             let dep = connect(backend).await?;
             let all = keys::list(dep.store.as_ref(), &dep.names.gallery_bucket).await?;
             println!("{:<12}  {:<9}  {:<12}  {:<10}  {:<20}  name", "id", "scope", "rate", "created", "collections");
@@ -91,6 +106,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id, backend } => {
+            existing_deployment(&backend)?;
             let dep = connect(backend).await?;
             let r = keys::revoke(dep.store.as_ref(), &dep.names.gallery_bucket, &id).await?;
             println!("revoked API key {} ({}, scope {})", r.id, r.name, r.scope.name());
@@ -117,10 +133,10 @@ pub struct EnrollArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Person's name (not with --labels).
-    #[arg(required_unless_present = "labels")]
+    #[arg(required_unless_present = "labels", conflicts_with = "labels")]
     pub name: Option<String>,
     /// Photos of the person.
-    #[arg(required_unless_present = "labels")]
+    #[arg(required_unless_present = "labels", conflicts_with = "labels")]
     pub images: Vec<PathBuf>,
 }
 
@@ -129,6 +145,7 @@ pub struct EnrollArgs {
 pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     match (a.url, a.gallery) {
         (Some(url), None) => {
+            client::check_url(&url)?;
             let c = client::http_client()?;
             if let (Some(labels), Some(dir)) = (a.labels, a.dir) {
                 let (people, faces) = client::enroll_labelled(&c, &url, &dir, &labels).await?;
@@ -143,6 +160,8 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
         (None, Some(gallery)) => {
             anyhow::ensure!(a.labels.is_none(), "--labels needs --url");
             let name = a.name.context("NAME is required")?;
+            // The same rule as the server's, so a name is valid in both places.
+            facefleet_gallery::names::validate_person(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let engine = run::load_engine(&a.model).await?;
             let images = a.images;
             let report = tokio::task::spawn_blocking(move || facefleet_model::local::enroll(&gallery, &name, &images, engine.model())).await??;
@@ -187,6 +206,7 @@ pub struct RecognizeArgs {
 pub async fn recognize(a: RecognizeArgs) -> anyhow::Result<()> {
     match (a.url, a.gallery) {
         (Some(url), None) => {
+            client::check_url(&url)?;
             let c = client::http_client()?;
             let mut failed = 0;
             for img in &a.images {
@@ -208,10 +228,17 @@ pub async fn recognize(a: RecognizeArgs) -> anyhow::Result<()> {
             if a.json {
                 println!("{}", facefleet_model::local::format_json(&results));
             } else {
+                // Answers on stdout; a photo that could not be read on
+                // stderr, as with `--url`.
                 for (stem, r) in &results {
-                    println!("{}", facefleet_model::local::format_line(stem, r));
+                    match r {
+                        Ok(_) => println!("{}", facefleet_model::local::format_line(stem, r)),
+                        Err(e) => eprintln!("{stem}: {e}"),
+                    }
                 }
             }
+            let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+            anyhow::ensure!(failed == 0, "{failed} of {} photos failed", results.len());
             Ok(())
         }
         _ => anyhow::bail!("give either --url URL (a running stack) or --gallery DIR (a local gallery)"),
@@ -233,8 +260,8 @@ pub struct LoadgenArgs {
     /// Requests in flight at once (at least 1).
     #[arg(long, short = 'c', default_value_t = 100, value_parser = at_least::<1>)]
     pub concurrency: usize,
-    /// Send only the first N images.
-    #[arg(long)]
+    /// Send only the first N images (at least 1).
+    #[arg(long, value_parser = at_least::<1>)]
     pub limit: Option<usize>,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 120.0, value_parser = parse_seconds)]
@@ -250,6 +277,7 @@ pub struct LoadgenArgs {
 
 /// Runs `facefleet loadgen` and fails when an answer failed or was wrong.
 pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
+    client::check_url(&a.url)?;
     let opts = loadgen::LoadgenOptions {
         url: a.url,
         dir: a.dir,
@@ -261,6 +289,11 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     };
     let report = loadgen::run_with(&opts, a.watch_scaling).await?;
     println!("{report}");
+    // Why requests failed, most common first (a missing key and a server
+    // that is down look alike in the counts).
+    for (why, n) in loadgen::failure_reasons(&report).into_iter().take(3) {
+        eprintln!("{n} failed with {why}");
+    }
     anyhow::ensure!(report.failed == 0 && report.wrong == 0, "{} failed, {} wrong", report.failed, report.wrong);
     Ok(())
 }

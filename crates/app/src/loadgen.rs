@@ -266,6 +266,22 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
 
 /// `GET /v1/status` without counting the buckets' objects: the watcher
 /// polls it 20 times a second, and a count lists both buckets whole.
+/// Why the requests of `report` failed, `(reason, count)`, most common
+/// first: the status and the server's message, or the transport error.
+pub fn failure_reasons(report: &Report) -> Vec<(String, usize)> {
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for o in report.outcomes.iter().filter(|o| o.status != Some(200)) {
+        let why = match o.status {
+            Some(s) => format!("{s}: {}", crate::client::error_text(&o.body)),
+            None => format!("no answer: {}", o.body.trim()),
+        };
+        *counts.entry(why).or_default() += 1;
+    }
+    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
 fn status_url(base: &str) -> String {
     format!("{}/v1/status?objects=false", base.trim_end_matches('/'))
 }
