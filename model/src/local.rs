@@ -89,10 +89,18 @@ pub fn enroll(
     image_paths: &[PathBuf],
     model: &FaceModel,
 ) -> Result<EnrollReport> {
-    // A gallery of another recognizer fails before any model work.
-    if let Some(g) = load_gallery(gallery_dir)? {
-        model.check_gallery(&g)?;
-    }
+    // Read, change and write under the folder's lock, so that enrollments
+    // running at once (several `facefleet enroll --gallery`) all land. The
+    // gallery is read first: one of another recognizer fails before any
+    // model work.
+    let _lock = lock_gallery(gallery_dir)?;
+    let mut gallery = match load_gallery(gallery_dir)? {
+        Some(g) => {
+            model.check_gallery(&g)?;
+            g
+        }
+        None => Gallery::new(model.recognizer_kind()),
+    };
     let mut enrolled = Vec::new();
     let mut skipped = Vec::new();
     let mut embeddings = Vec::new();
@@ -119,16 +127,6 @@ pub fn enroll(
             },
         });
     }
-    // Read, change and write under the folder's lock, so that enrollments
-    // running at once (several `facefleet enroll --gallery`) all land.
-    let _lock = lock_gallery(gallery_dir)?;
-    let mut gallery = match load_gallery(gallery_dir)? {
-        Some(g) => {
-            model.check_gallery(&g)?;
-            g
-        }
-        None => Gallery::new(model.recognizer_kind()),
-    };
     gallery.enroll(name, embeddings)?;
     let gallery_file = save_gallery(gallery_dir, &gallery)?;
     let people = gallery.people();

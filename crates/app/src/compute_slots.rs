@@ -163,7 +163,7 @@ impl ComputeSlots {
             .collect();
         let started = Instant::now();
         let mut warned = false;
-        let mut rang = false;
+        let mut drained = false;
         loop {
             let mut taken = false;
             for i in 0..files.len() {
@@ -173,12 +173,13 @@ impl ComputeSlots {
                     Err(TryLockError::Error(e)) => tracing::debug!(error = %e, "cannot lock a compute slot"),
                 }
             }
-            if taken && !rang {
+            if taken && !drained {
                 if let Some(bell) = &self.bell {
-                    // Empty the bell, then look once more: a slot let go
-                    // between the pass above and now has rung already.
+                    // Empty the bell (rings from before this wait), then
+                    // look once more: a slot let go between the pass above
+                    // and now has rung already and is free.
                     Self::drain(bell);
-                    rang = true;
+                    drained = true;
                     continue;
                 }
             }
@@ -195,9 +196,6 @@ impl ComputeSlots {
                 Some(bell) => Self::wait_for_bell(bell, MAX_WAIT_STEP),
                 None => std::thread::sleep(MAX_WAIT_STEP / 10),
             }
-            // The bell was emptied while waiting: the next pass must look
-            // at every slot before waiting again, which it does.
-            rang = true;
         }
     }
 }

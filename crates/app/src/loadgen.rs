@@ -264,8 +264,6 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
     })
 }
 
-/// `GET /v1/status` without counting the buckets' objects: the watcher
-/// polls it 20 times a second, and a count lists both buckets whole.
 /// Why the requests of `report` failed, `(reason, count)`, most common
 /// first: the status and the server's message, or the transport error.
 pub fn failure_reasons(report: &Report) -> Vec<(String, usize)> {
@@ -282,6 +280,8 @@ pub fn failure_reasons(report: &Report) -> Vec<(String, usize)> {
     v
 }
 
+/// `GET /v1/status` without counting the buckets' objects: the watcher
+/// polls it 20 times a second, and a count lists both buckets whole.
 fn status_url(base: &str) -> String {
     format!("{}/v1/status?objects=false", base.trim_end_matches('/'))
 }

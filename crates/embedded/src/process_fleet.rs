@@ -168,6 +168,13 @@ struct ProcStat {
 
 /// State, parent and start time of a process; `None` if there is no such
 /// process (or no `/proc`).
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
 fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses,
@@ -183,7 +190,7 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
 /// True if process `pid` exists, is not a zombie, and started at
 /// `start_time` (so it is the very process recorded, not a recycled pid).
 fn is_running(pid: u32, start_time: u64) -> bool {
-    matches!(proc_stat(pid), Some(p) if p.start_time == start_time && !matches!(p.state, 'Z' | 'X' | 'x'))
+    proc_stat(pid).is_some_and(|p| p.start_time == start_time && p.is_alive())
 }
 
 /// This process's id and start time.
@@ -498,7 +505,7 @@ impl ProcessFleet {
                         // little. Otherwise (its template died, and the
                         // worker was reaped, or is a zombie left to a new
                         // parent) the status is unknown.
-                        let template_alive = proc_stat(*template).is_some_and(|t| !matches!(t.state, 'Z' | 'X' | 'x'));
+                        let template_alive = proc_stat(*template).is_some_and(|t| t.is_alive());
                         let since = *w.vanished_at.get_or_insert(now);
                         if !template_alive || now.duration_since(since) >= EXIT_REPORT_WAIT {
                             tracing::warn!(instance = %w.name, id = %id, "worker gone with no exit report from its template; exit status unknown");

@@ -352,15 +352,15 @@ impl Worker {
                     _ = t.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                let receipts: Vec<String> = in_hand.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
                 if Instant::now() >= renew_until {
                     tracing::warn!(
-                        requests = receipts.len(),
+                        requests = in_hand.lock().unwrap_or_else(|p| p.into_inner()).len(),
                         limit_s = limit.as_secs_f64(),
                         "batch still unfinished after the lease limit: no longer renewing its requests, which other workers will take"
                     );
                     return;
                 }
+                let receipts: Vec<String> = in_hand.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
                 for receipt in &receipts {
                     if let Err(e) = queue.change_visibility(&name, receipt, vis).await {
                         tracing::warn!(error = %e, "extending visibility failed");
