@@ -54,9 +54,21 @@ enum Command {
     Worker(WorkerSettings),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is printed as one line (`error: what: why`),
+/// without a backtrace even when `RUST_BACKTRACE` is set, and exits with 1.
+fn main() -> std::process::ExitCode {
     run::init_tracing();
-    match Cli::parse().command {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         // Before any tokio runtime: a worker template must fork with one
         // thread (`worker_main` starts the runtime).
         Command::Worker(settings) => run::worker_main(&settings),

@@ -32,6 +32,22 @@ fn a_url_without_a_scheme_is_refused_up_front() {
 }
 
 #[test]
+fn errors_are_one_line_without_a_backtrace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels.csv");
+    std::fs::write(&labels, "Image,Results\ntest_00,Paul\ntest_00,Emily\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facefleet"))
+        .args(["enroll", "--url", "http://127.0.0.1:1", "--labels", labels.to_str().unwrap(), "--dir", "."])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("labelled both \"Paul\" and \"Emily\""), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, no backtrace: {stderr}");
+}
+
+#[test]
 fn enroll_refuses_a_name_and_photos_beside_labels() {
     let (out, _, stderr) = facefleet(&["enroll", "--url", "http://127.0.0.1:1", "--labels", "l.csv", "--dir", ".", "Paul", "x.jpg"]);
     assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
@@ -72,7 +88,7 @@ fn listing_keys_of_a_missing_data_folder_fails_and_creates_nothing() {
     let (out, _, stderr) = facefleet(&["keys", "create", "--scope", "admin", "--data-dir", typo.to_str().unwrap()]);
     assert!(out.status.success(), "{stderr}");
     let (out, stdout, _) = facefleet(&["keys", "list", "--data-dir", typo.to_str().unwrap()]);
-    assert!(out.status.success() && stdout.contains("admin"), "{stdout}");
+    assert!(out.status.success() && stdout.contains("admin") && stdout.contains("created (UTC)"), "{stdout}");
 }
 
 #[test]

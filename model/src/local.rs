@@ -26,7 +26,10 @@ pub fn load_gallery(gallery_dir: &Path) -> Result<Option<Gallery>> {
     match std::fs::read(&path) {
         Ok(bytes) => Gallery::from_bytes(&bytes)
             .map(Some)
-            .map_err(|e| ModelError::InvalidGallery(format!("{}: {e}", path.display()))),
+            .map_err(|e| match e {
+                ModelError::InvalidGallery(why) => ModelError::InvalidGallery(format!("{}: {why}", path.display())),
+                other => other,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ModelError::io(path, e)),
     }
@@ -296,6 +299,7 @@ mod tests {
         std::fs::write(&path, b"junk").unwrap();
         let err = load_gallery(&dir).unwrap_err().to_string();
         assert!(err.contains("gallery.bin") && err.contains("bad magic"), "{err}");
+        assert_eq!(err.matches("invalid gallery").count(), 1, "said once: {err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -95,11 +95,12 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             existing_deployment(&backend)?;
             let dep = connect(backend).await?;
             let all = keys::list(dep.store.as_ref(), &dep.names.gallery_bucket).await?;
-            println!("{:<12}  {:<9}  {:<12}  {:<10}  {:<20}  name", "id", "scope", "rate", "created", "collections");
+            println!("{:<12}  {:<9}  {:<12}  {:<20}  {:<20}  name", "id", "scope", "rate", "created (UTC)", "collections");
             for k in &all {
                 let rate = k.rate_per_sec.map_or("-".to_string(), |r| format!("{r}/s+{}", k.burst.unwrap_or(r)));
                 let within = k.collections.as_ref().map_or("all".to_string(), |c| c.join(","));
-                println!("{:<12}  {:<9}  {:<12}  {:<10}  {:<20}  {}", k.id, k.scope.name(), rate, k.created_at, within, k.name);
+                let created = created_text(k.created_at);
+                println!("{:<12}  {:<9}  {:<12}  {:<20}  {:<20}  {}", k.id, k.scope.name(), rate, created, within, k.name);
             }
             if all.is_empty() {
                 println!("(no keys: a loopback stack is open to everyone)");
@@ -115,6 +116,14 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A key's creation time (Unix seconds) as `YYYY-MM-DD HH:MM:SS`, UTC.
+fn created_text(unix_secs: u64) -> String {
+    i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map_or_else(|| unix_secs.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
 /// `facefleet enroll`.
 #[derive(clap::Args, Debug)]
 pub struct EnrollArgs {
@@ -124,7 +133,8 @@ pub struct EnrollArgs {
     /// Local gallery folder (holds gallery.bin).
     #[arg(long)]
     pub gallery: Option<PathBuf>,
-    /// Labels CSV `Image,Results` naming the people of `--dir`.
+    /// Labels CSV `Image,Results` naming the people of `--dir` (header
+    /// optional, names may be quoted).
     #[arg(long, requires = "dir")]
     pub labels: Option<PathBuf>,
     /// Folder of photos to enroll with `--labels`.
@@ -296,4 +306,14 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(report.failed == 0 && report.wrong == 0, "{} failed, {} wrong", report.failed, report.wrong);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_creation_times_read_as_utc_dates() {
+        assert_eq!(super::created_text(0), "1970-01-01 00:00:00");
+        assert_eq!(super::created_text(1_800_000_000), "2027-01-15 08:00:00");
+        assert_eq!(super::created_text(u64::MAX), u64::MAX.to_string(), "out of range: the raw number");
+    }
 }

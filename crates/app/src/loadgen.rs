@@ -105,17 +105,36 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Reads a labels CSV `Image,Results` into stem → name.
+/// Reads a labels CSV `Image,Results` into stem → name. The header row is
+/// optional; fields may be quoted (`"Smith, John"`); a UTF-8 BOM and CRLF
+/// line ends are fine. An image labelled with two different names is an
+/// error (the same label twice is not).
 pub fn read_labels(path: &Path) -> anyhow::Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading labels {}", path.display()))?;
-    let mut out = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (i == 0 && line.eq_ignore_ascii_case("image,results")) {
+    let file = std::fs::File::open(path).with_context(|| format!("reading labels {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(file);
+    let mut out: HashMap<String, String> = HashMap::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("reading labels {}", path.display()))?;
+        let row = i + 1; // 1-based, the header included (`position().line()` is off by one after CRLF)
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let (img, name) = line.split_once(',').with_context(|| format!("{}:{}: expected `Image,Results`", path.display(), i + 1))?;
-        out.insert(facefleet_pipeline::protocol::stem(img.trim()).to_string(), name.trim().to_string());
+        let is_header = |r: &csv::StringRecord| r.len() == 2 && r[0].eq_ignore_ascii_case("image") && r[1].eq_ignore_ascii_case("results");
+        if i == 0 && is_header(&record) {
+            continue;
+        }
+        anyhow::ensure!(
+            record.len() == 2 && !record[0].is_empty() && !record[1].is_empty(),
+            "{}: row {row}: expected two columns `Image,Results`, found {} field(s)",
+            path.display(),
+            record.len()
+        );
+        let stem = facefleet_pipeline::protocol::stem(&record[0]).to_string();
+        let name = record[1].to_string();
+        if let Some(earlier) = out.get(&stem) {
+            anyhow::ensure!(*earlier == name, "{}: row {row}: {stem} is labelled both {earlier:?} and {name:?}", path.display());
+        }
+        out.insert(stem, name);
     }
     Ok(out)
 }
@@ -313,6 +332,22 @@ mod tests {
         assert_eq!(l["test_00"], "Paul");
         assert_eq!(l["test_01"], "Emily");
         std::fs::write(&p, "Image,Results\nbroken\n").unwrap();
-        assert!(read_labels(&p).is_err());
+        let err = read_labels(&p).unwrap_err().to_string();
+        assert!(err.contains("l.csv: row 2") && err.contains("two columns"), "{err}");
+
+        // Quoted names, a BOM, CRLF, no header, the same label twice.
+        std::fs::write(&p, "\u{feff}test_00,\"Smith, John\"\r\ntest_01.png,\"Ana \"\"Bo\"\"\"\r\ntest_00,Smith, John\r\n").unwrap();
+        let err = read_labels(&p).unwrap_err().to_string();
+        assert!(err.contains("l.csv: row 3") && err.contains("found 3"), "an unquoted comma is a third column: {err}");
+        std::fs::write(&p, "\u{feff}test_00,\"Smith, John\"\r\ntest_01.png,\"Ana \"\"Bo\"\"\"\r\ntest_00,\"Smith, John\"\r\n").unwrap();
+        let l = read_labels(&p).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l["test_00"], "Smith, John");
+        assert_eq!(l["test_01"], "Ana \"Bo\"");
+
+        // One image, two names: refused with both.
+        std::fs::write(&p, "Image,Results\ntest_00,Paul\ntest_00,Emily\n").unwrap();
+        let err = read_labels(&p).unwrap_err().to_string();
+        assert!(err.contains("l.csv: row 3") && err.contains("\"Paul\"") && err.contains("\"Emily\""), "{err}");
     }
 }

@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 pub enum BackendKind {
     /// Filesystem buckets and a SQLite queue under a data directory.
     Embedded,
-    /// S3 buckets and SQS queues (`facefleet provision` creates them).
+    /// S3 buckets and SQS queues (builds with the `aws` feature;
+    /// `facefleet provision` creates them).
     Aws,
 }
 
