@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use facefleet_pipeline::web::MAX_ENROLL_PHOTOS;
 
 /// Environment variable the CLI clients read their API key from.
 pub const API_KEY_ENV: &str = "FACEFLEET_API_KEY";
@@ -105,12 +106,12 @@ pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<Stri
 }
 
 /// Enrolls every labelled image of `dir`, one request per person (at most
-/// 20 photos per request); returns (people, faces) enrolled.
+/// [`MAX_ENROLL_PHOTOS`] photos per request); returns (people, faces) enrolled.
 pub async fn enroll_labelled(client: &reqwest::Client, url: &str, dir: &Path, labels: &Path) -> anyhow::Result<(usize, usize)> {
     let groups = group_by_label(dir, labels)?;
     let mut faces = 0;
     for (done, (name, images)) in groups.iter().enumerate() {
-        for chunk in images.chunks(20) {
+        for chunk in images.chunks(MAX_ENROLL_PHOTOS) {
             enroll(client, url, name, chunk)
                 .await
                 .with_context(|| format!("enrolling {name:?} (enrolled so far: {faces} photos of {done} people)"))?;

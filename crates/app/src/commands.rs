@@ -111,6 +111,12 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let dep = connect(backend).await?;
             let r = keys::revoke(dep.store.as_ref(), &dep.names.gallery_bucket, &id).await?;
             println!("revoked API key {} ({}, scope {})", r.id, r.name, r.scope.name());
+            let left = keys::list(dep.store.as_ref(), &dep.names.gallery_bucket).await?;
+            if left.is_empty() {
+                eprintln!("warning: no API key is left: a stack on loopback (or started with --insecure-open) is now open to everyone");
+            } else if !left.iter().any(|k| k.scope == Scope::Admin && k.collections.is_none()) {
+                eprintln!("warning: no admin key for all collections is left: keys and deletes can only be managed with this command now");
+            }
         }
     }
     Ok(())
@@ -162,14 +168,22 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
                 println!("enrolled {faces} photos of {people} people");
             } else {
                 let name = a.name.context("NAME is required")?;
-                let v = client::enroll(&c, &url, &name, &a.images).await?;
-                println!("{v}");
+                anyhow::ensure!(!a.images.is_empty(), "no images to enroll for {name}");
+                // The server takes a bounded number of photos per request.
+                let mut done = 0;
+                for chunk in a.images.chunks(facefleet_pipeline::web::MAX_ENROLL_PHOTOS) {
+                    let v = client::enroll(&c, &url, &name, chunk)
+                        .await
+                        .with_context(|| format!("enrolling {name:?} ({done} of {} photos enrolled before)", a.images.len()))?;
+                    done += chunk.len();
+                    println!("{v}");
+                }
             }
             Ok(())
         }
         (None, Some(gallery)) => {
             anyhow::ensure!(a.labels.is_none(), "--labels needs --url");
-            let name = a.name.context("NAME is required")?;
+            let name = facefleet_gallery::names::normalize_person(&a.name.context("NAME is required")?);
             // The same rule as the server's, so a name is valid in both places.
             facefleet_gallery::names::validate_person(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let engine = run::load_engine(&a.model).await?;

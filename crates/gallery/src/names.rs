@@ -41,16 +41,72 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show nothing on their own: spaces, zero-width ones, the
-/// soft hyphen and the byte-order mark. (Zero-width joiners stay allowed
-/// inside names, where scripts and emoji need them.)
-fn is_invisible(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+/// Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt,
+/// Unicode 16): characters a renderer shows as nothing, so `Paul` followed by
+/// U+2064 looks exactly like `Paul`.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
-/// Checks a person name: 1 to 100 characters and at most 200 bytes, no
-/// `/`, `\`, control or bidirectional formatting characters, at least one
-/// visible character, not `.` or `..`, no surrounding spaces.
+/// Whether the ignorable character `c`, after `prev`, is one that a script
+/// needs there: a zero-width (non-)joiner after a letter of a script that
+/// joins (Hebrew, Arabic, the Indic scripts and later blocks, emoji), an
+/// emoji variation selector after a symbol, a Mongolian variation selector
+/// after a Mongolian letter. After a Latin, Greek or Cyrillic letter, or at
+/// the start, they only hide.
+fn is_needed_joiner(prev: Option<char>, c: char) -> bool {
+    let Some(p) = prev else { return false };
+    match c {
+        '\u{200C}' | '\u{200D}' => p >= '\u{0590}' && !is_default_ignorable(p),
+        '\u{FE0E}' | '\u{FE0F}' => p >= '\u{2000}' && !is_default_ignorable(p),
+        '\u{180B}'..='\u{180D}' | '\u{180F}' => ('\u{1820}'..='\u{18AF}').contains(&p),
+        _ => false,
+    }
+}
+
+/// Characters that show nothing on their own: spaces, the ignorable ones
+/// and the blank braille pattern.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace() || is_default_ignorable(c) || c == '\u{2800}'
+}
+
+/// Why `text` (a name people read) could show as something it is not:
+/// bidirectional formatting characters, or ignorable ones outside the
+/// places scripts need them ([`is_needed_joiner`]).
+pub fn hidden_characters(text: &str) -> Option<&'static str> {
+    if text.chars().any(is_bidi_control) {
+        return Some("bidirectional formatting characters (such as U+202E) are not allowed");
+    }
+    let mut prev = None;
+    for c in text.chars() {
+        if is_default_ignorable(c) && !is_needed_joiner(prev, c) {
+            return Some("invisible characters (such as U+200B, U+2064 or U+034F) are not allowed");
+        }
+        prev = Some(c);
+    }
+    None
+}
+
+/// A person name in the one form it is stored and compared in: Unicode NFC
+/// (so `É` typed as one character and as `E` plus an accent is one person).
+/// Callers normalise what a client sends, then [`validate_person`] it.
+pub fn normalize_person(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if unicode_normalization::is_nfc(name) {
+        name.to_string()
+    } else {
+        name.nfc().collect()
+    }
+}
+
+/// Checks a person name: 1 to 100 characters and at most 200 bytes, in NFC
+/// ([`normalize_person`]), no `/`, `\`, control, bidirectional formatting
+/// or invisible characters ([`hidden_characters`]), at least one visible
+/// character, not `.` or `..`, no surrounding spaces.
 pub fn validate_person(name: &str) -> Result<(), InvalidName> {
     let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(120).collect() });
     if name.is_empty() {
@@ -71,11 +127,14 @@ pub fn validate_person(name: &str) -> Result<(), InvalidName> {
     if name == "." || name == ".." {
         return bad("`.` and `..` are not names");
     }
-    if name.chars().any(is_bidi_control) {
-        return bad("bidirectional formatting characters (such as U+202E) are not allowed");
+    if let Some(why) = hidden_characters(name) {
+        return bad(why);
     }
     if name.chars().all(is_invisible) {
         return bad("a name needs at least one visible character");
+    }
+    if !unicode_normalization::is_nfc(name) {
+        return bad("not in Unicode NFC form (compose accents: `É`, not `E` + U+0301)");
     }
     Ok(())
 }
@@ -109,13 +168,36 @@ mod tests {
 
     #[test]
     fn person_names() {
-        for ok in ["Paul", "Jean-Luc Picard", "Émile", "王", "می\u{200C}خواهم", "👩\u{200D}🔬"] {
+        for ok in ["Paul", "Jean-Luc Picard", "Émile", "王", "می\u{200C}خواهم", "👩\u{200D}🔬", "क्\u{200D}ष", "❤\u{FE0F}", "<script>"] {
             assert!(validate_person(ok).is_ok(), "{ok}");
         }
-        let spoofs = ["Paul\u{202E}gnp", "\u{2067}Paul", "\u{200B}", "\u{FEFF}\u{200B}", "\u{200D}"];
+        let spoofs = [
+            "Paul\u{202E}gnp",
+            "\u{2067}Paul",
+            "\u{200B}",
+            "\u{FEFF}\u{200B}",
+            "\u{200D}",
+            "Paul\u{2064}",
+            "Pa\u{034F}ul",
+            "Pa\u{200C}ul",
+            "\u{3164}",
+            "\u{2800}",
+            "\u{115F}",
+            "\u{E0001}",
+            "E\u{0301}mile",
+        ];
         for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)].into_iter().chain(spoofs) {
             assert!(validate_person(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn person_names_are_stored_in_one_form() {
+        assert_eq!(normalize_person("E\u{0301}mile"), "\u{00C9}mile");
+        assert!(validate_person(&normalize_person("E\u{0301}mile")).is_ok());
+        assert_eq!(normalize_person("Paul"), "Paul");
+        assert_eq!(hidden_characters("ops key"), None);
+        assert!(hidden_characters("\u{202E}evil").is_some() && hidden_characters("ops\u{200B}").is_some());
     }
 
     #[test]

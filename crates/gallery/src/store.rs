@@ -119,6 +119,10 @@ const LOG_READS_AT_ONCE: usize = 8;
 /// Log numbers a writer tries (each taken by someone else) before giving up.
 const CLAIM_TRIES: u64 = 1000;
 
+/// Age after which a collection's creation lock is taken over (its
+/// creator died; a creation takes a few store calls).
+const CREATE_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Times a writer claims a log number again after a late claim.
 const APPEND_TRIES: usize = 3;
 
@@ -862,11 +866,20 @@ impl Gallery {
             };
             let seq = self.claim(c, &before, &body).await?;
             let key = format::log_key(c, seq);
-            // Deleted while we wrote? Take the change back so that nothing
-            // is left behind in a collection that no longer exists.
-            if !self.marker_exists(c).await? {
+            // Deleted (or, for `default`, emptied) while we wrote? Take the
+            // change back so that nothing is left behind in a collection
+            // that no longer exists, nor half of it (faces whose thumbnails
+            // the delete removed) in an emptied `default`. Every writer
+            // made sure the marker existed before (`check_exists`).
+            if !self.exists(&format::marker_key(c)).await? {
                 self.delete_quietly(&key).await;
-                return Err(GalleryError::NoSuchCollection(c.to_string()));
+                return Err(if c == DEFAULT_COLLECTION {
+                    GalleryError::Conflict(format!(
+                        "collection `{c}` was emptied while this change was made; nothing was changed: send it again"
+                    ))
+                } else {
+                    GalleryError::NoSuchCollection(c.to_string())
+                });
             }
             let after = self.listing(c).await?;
             if let LogEntry::Add { faces } = change {
@@ -954,12 +967,50 @@ impl Gallery {
         if self.exists(&marker).await? {
             return Ok(false);
         }
-        // Leftovers of a delete that stopped half-way belong to no one.
-        for meta in self.list(&format::collection_prefix(c)).await? {
-            self.delete_quietly(&meta.key).await;
+        // One creator at a time clears the leftovers of a delete that
+        // stopped half-way: without the lock, a creator that saw no marker
+        // could delete the marker (and first changes) of a faster one.
+        let lock = format::creating_key(c);
+        let lock_body = || Bytes::from(serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises"));
+        if !self.store.put_if_absent(&self.bucket, &lock, lock_body()).await? {
+            // Another creation is under way (it answers "created"), unless
+            // its creator died holding the lock long ago.
+            if !self.lock_is_stale(&lock).await? {
+                return Ok(false);
+            }
+            tracing::warn!(collection = c, "a creation of this collection stopped half-way; taking over");
+            self.delete_quietly(&lock).await;
+            if !self.store.put_if_absent(&self.bucket, &lock, lock_body()).await? {
+                return Ok(false);
+            }
         }
-        let body = serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises");
-        Ok(self.store.put_if_absent(&self.bucket, &marker, Bytes::from(body)).await?)
+        let created = async {
+            // A creator that finished before we took the lock wrote its marker.
+            if self.exists(&marker).await? {
+                return Ok(false);
+            }
+            for meta in self.list(&format::collection_prefix(c)).await? {
+                self.delete_quietly(&meta.key).await;
+            }
+            let body = serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises");
+            Ok(self.store.put_if_absent(&self.bucket, &marker, Bytes::from(body)).await?)
+        }
+        .await;
+        self.delete_quietly(&lock).await;
+        created
+    }
+
+    /// Whether the creation lock `lock` is older than [`CREATE_LOCK_STALE`]
+    /// (or unreadable): its creator died.
+    async fn lock_is_stale(&self, lock: &str) -> Result<bool, GalleryError> {
+        let body = match self.store.get(&self.bucket, lock).await {
+            Ok(b) => b,
+            // Released meanwhile: not stale, the creation just finished.
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let since = serde_json::from_slice::<Marker>(&body).map(|m| now_ms().saturating_sub(m.created_ms)).unwrap_or(u64::MAX);
+        Ok(since > CREATE_LOCK_STALE.as_millis() as u64)
     }
 
     /// Whether collection `c` exists (`default`: always).

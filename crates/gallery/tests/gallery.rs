@@ -70,6 +70,8 @@ on_both_stores!(
     concurrent_removals_of_a_person_add_up,
     concurrent_renames_onto_one_name_merge_nobody,
     concurrent_removals_of_a_face_answer_true_once,
+    concurrent_creations_create_once,
+    emptying_default_during_an_enrollment_keeps_no_half_of_it,
 );
 
 /// A unit vector along axis `i` of 4.
@@ -682,4 +684,85 @@ async fn store_failures_are_store_errors() {
     assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty());
     let missing = Gallery::new(store, "no-such-bucket");
     assert!(matches!(missing.load(DEFAULT_COLLECTION).await, Err(GalleryError::Store(PortError::NoSuchBucket(_)))));
+}
+
+async fn concurrent_creations_create_once(store: Arc<dyn ObjectStore>) {
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let g = Gallery::new(store.clone(), BUCKET);
+                tokio::spawn(async move { g.create_collection("dup").await.unwrap() })
+            })
+            .collect();
+        let created = futures::future::join_all(tasks).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+        assert_eq!(created, 1, "round {round}: one creation answers created");
+        let g = Gallery::new(store.clone(), BUCKET);
+        assert!(g.collection_exists("dup").await.unwrap(), "round {round}: its marker survived the others");
+        assert!(g.delete_collection("dup").await.unwrap());
+    }
+    // A creation under way (its lock is fresh): "exists"; a lock left by a
+    // creator that died long ago is taken over.
+    let g = Gallery::new(store.clone(), BUCKET);
+    let lock = |ms: u64| Bytes::from(format!(r#"{{"name":"dup","created_ms":{ms}}}"#));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    store.put(BUCKET, "collections/dup.creating", lock(now)).await.unwrap();
+    assert!(!g.create_collection("dup").await.unwrap());
+    store.put(BUCKET, "collections/dup.creating", lock(0)).await.unwrap();
+    assert!(g.create_collection("dup").await.unwrap());
+    assert!(store.head(BUCKET, "collections/dup.creating").await.unwrap().is_none(), "the lock is released");
+    assert_eq!(g.collections().await.unwrap().iter().filter(|c| c.name == "dup").count(), 1);
+}
+
+/// A store that empties `default` (as `DELETE /v1/collections/default`
+/// does) just before the first log entry of `default` is claimed: after
+/// the enrollment wrote its thumbnails, before its faces land.
+struct EmptiesDefaultMidway {
+    inner: Arc<dyn ObjectStore>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for EmptiesDefaultMidway {
+    async fn create_bucket(&self, bucket: &str) -> Result<(), PortError> {
+        self.inner.create_bucket(bucket).await
+    }
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, PortError> {
+        self.inner.bucket_exists(bucket).await
+    }
+    async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), PortError> {
+        self.inner.put(bucket, key, body).await
+    }
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, PortError> {
+        if key.starts_with("collections/default/log/") && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Gallery::new(self.inner.clone(), BUCKET).delete_collection(DEFAULT_COLLECTION).await.unwrap();
+        }
+        self.inner.put_if_absent(bucket, key, body).await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, PortError> {
+        self.inner.get(bucket, key).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<facefleet_ports::ObjectMeta>, PortError> {
+        self.inner.head(bucket, key).await
+    }
+    async fn list(&self, bucket: &str, prefix: &str, token: Option<String>, max_keys: usize) -> Result<facefleet_ports::ListPage, PortError> {
+        self.inner.list(bucket, prefix, token, max_keys).await
+    }
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+        self.inner.delete(bucket, key).await
+    }
+}
+
+async fn emptying_default_during_an_enrollment_keeps_no_half_of_it(store: Arc<dyn ObjectStore>) {
+    let racing: Arc<dyn ObjectStore> = Arc::new(EmptiesDefaultMidway { inner: store.clone(), fired: false.into() });
+    let g = Gallery::new(racing, BUCKET);
+    let jpeg = Bytes::from_static(b"\xff\xd8\xff thumbnail");
+    let r = g.add_faces(DEFAULT_COLLECTION, "Ann", vec![NewFace::new(axis(0), MODEL).with_thumbnail(jpeg.clone())]).await;
+    assert!(matches!(&r, Err(GalleryError::Conflict(m)) if m.contains("emptied")), "{r:?}");
+    let g = Gallery::new(store.clone(), BUCKET);
+    assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty(), "the delete won: no face of the enrollment");
+    let left = store.list_all(BUCKET, "collections/default/").await.unwrap();
+    assert!(left.iter().all(|m| !m.key.contains("/thumbs/") && !m.key.contains("/log/")), "{left:?}");
+    // Sent again, it lands whole.
+    let added = g.add_faces(DEFAULT_COLLECTION, "Ann", vec![NewFace::new(axis(0), MODEL).with_thumbnail(jpeg.clone())]).await.unwrap();
+    assert_eq!(g.thumbnail(DEFAULT_COLLECTION, &added[0].id).await.unwrap(), Some(jpeg));
 }

@@ -107,6 +107,9 @@ pub enum KeyError {
     /// The system's random source failed.
     #[error("cannot generate a secret: {0}")]
     Random(String),
+    /// Revoking this key would leave no admin key for all collections.
+    #[error("`{0}` is the last admin key for all collections: create another admin key first, or revoke it on the server with `facefleet keys revoke` (a loopback stack without keys is open to everyone)")]
+    LastAdmin(String),
 }
 
 fn now_secs() -> u64 {
@@ -170,8 +173,14 @@ pub async fn create(store: &dyn ObjectStore, bucket: &str, new: NewKey) -> Resul
     if new.name.len() > 100 || new.name.chars().any(char::is_control) {
         return Err(KeyError::Invalid("a key name is at most 100 bytes, without control characters".into()));
     }
+    if let Some(why) = facefleet_gallery::names::hidden_characters(&new.name) {
+        return Err(KeyError::Invalid(format!("invalid key name: {why}")));
+    }
     if new.rate_per_sec == Some(0) || new.burst == Some(0) {
         return Err(KeyError::Invalid("a rate limit and a burst must be at least 1".into()));
+    }
+    if new.burst.is_some() && new.rate_per_sec.is_none() {
+        return Err(KeyError::Invalid("a burst needs a rate limit (`rate_per_sec`)".into()));
     }
     if let Some(list) = &new.collections {
         if list.is_empty() {
@@ -221,6 +230,21 @@ pub async fn revoke(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<K
         return Err(KeyError::NotFound(id.to_string()));
     }
     Ok(record)
+}
+
+/// Revokes key `id` unless it is the last admin key for all collections
+/// (what the HTTP API does: a client cannot lock every admin out, nor open
+/// a loopback stack by revoking the last key). Two such revokes at once
+/// can still both pass the check.
+pub async fn revoke_keeping_an_admin(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<KeyRecord, KeyError> {
+    let all = list(store, bucket).await?;
+    let full_admin = |k: &KeyRecord| k.scope == Scope::Admin && k.collections.is_none();
+    if let Some(target) = all.iter().find(|k| k.id == id) {
+        if full_admin(target) && !all.iter().any(|k| k.id != id && full_admin(k)) {
+            return Err(KeyError::LastAdmin(id.to_string()));
+        }
+    }
+    revoke(store, bucket, id).await
 }
 
 /// Why a presented secret was not accepted.

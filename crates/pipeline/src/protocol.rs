@@ -230,6 +230,9 @@ pub enum ErrorKind {
     BadInput,
     /// Processing kept failing; the request was dead-lettered.
     Failed,
+    /// The collection the request names no longer exists (deleted after
+    /// the request was queued).
+    NoSuchCollection,
 }
 
 /// The error half of a response.

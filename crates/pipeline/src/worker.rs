@@ -117,6 +117,8 @@ type InHand = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 enum Failure {
     Permanent(String),
     Transient(String),
+    /// The request's collection does not exist.
+    NoSuchCollection(String),
 }
 
 /// A request with everything fetched for it.
@@ -298,7 +300,7 @@ impl Worker {
             Mode::Name | Mode::Faces => match self.gallery.index(&request.collection).await {
                 Ok(i) => Some(i),
                 Err(GalleryError::NoSuchCollection(c)) => {
-                    return Err((message, request, Failure::Permanent(format!("no collection named `{c}`"))));
+                    return Err((message, request, Failure::NoSuchCollection(format!("no collection named `{c}`"))));
                 }
                 Err(e) => return Err((message, request, Failure::Transient(format!("loading the gallery failed: {e}")))),
             },
@@ -401,6 +403,7 @@ impl Worker {
     async fn finish_failed(&self, m: &Message, req: &Request, failure: Failure) -> Handled {
         match failure {
             Failure::Permanent(msg) => self.give_up(m, req, ErrorKind::BadInput, msg, false).await,
+            Failure::NoSuchCollection(msg) => self.give_up(m, req, ErrorKind::NoSuchCollection, msg, false).await,
             Failure::Transient(msg) if m.receive_count >= self.config.max_attempts => {
                 let msg = format!("gave up after {} attempts: {msg}", m.receive_count);
                 self.give_up(m, req, ErrorKind::Failed, msg, true).await

@@ -228,6 +228,28 @@ async fn people_faces_rename_thumbnails_and_export() {
 }
 
 #[tokio::test]
+async fn one_person_one_name_and_bounded_enrollments() {
+    let api = api().await;
+    // `É` as one character and as `E` + U+0301: one person, stored composed.
+    let (s, v) = api.enroll("default", "E%CC%81mile", 3).await;
+    assert_eq!((s, v["name"].as_str()), (StatusCode::CREATED, Some("\u{C9}mile")), "{v}");
+    let (s, v) = api.enroll("default", "%C3%89mile", 3).await;
+    assert_eq!((s, v["faces"].as_u64()), (StatusCode::CREATED, Some(2)), "{v}");
+    // Names that look like another person's are refused.
+    for spoof in ["Paul%E2%81%A4", "Pa%CD%8Ful", "%E3%85%A4", "%E2%A0%80"] {
+        let (s, v) = api.enroll("default", spoof, 4).await;
+        assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    }
+    // At most MAX_ENROLL_PHOTOS photos per request.
+    let many: Vec<(&str, &str, Vec<u8>)> = (0..=facefleet_pipeline::web::MAX_ENROLL_PHOTOS).map(|_| ("image", "p.png", png(5, 16, 16))).collect();
+    let (s, v) = api.upload("/v1/people/Many/faces", None, &many).await;
+    assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("at most 20"), "{v}");
+    let (s, v) = api.upload("/v1/people/Many/faces", None, &many[1..]).await;
+    assert_eq!((s, v["added"].as_u64()), (StatusCode::CREATED, Some(20)), "{v}");
+}
+
+#[tokio::test]
 async fn search_options_candidates_and_thresholds() {
     let api = api().await;
     for (name, red) in [("A", 1), ("B", 2), ("C", 3), ("D", 4)] {
@@ -306,8 +328,16 @@ async fn every_v1_error_is_json() {
     // Not multipart.
     let req = Request::builder().method(Method::POST).uri("/v1/detect").header(header::CONTENT_TYPE, "text/plain").body(Body::from("x")).unwrap();
     let (s, v) = api.send(req).await;
-    assert!(s.is_client_error(), "{s}");
-    assert_json_error(s, &v, s);
+    assert_json_error(s, &v, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(v["error"]["message"].as_str().unwrap().contains("got Content-Type `text/plain`"), "{v}");
+    let req = Request::builder().method(Method::POST).uri("/v1/people/Ann/faces").body(Body::empty()).unwrap();
+    let (s, v) = api.send(req).await;
+    assert_json_error(s, &v, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(v["error"]["message"].as_str().unwrap().contains("no Content-Type"), "{v}");
+    // Multipart without a boundary: a malformed upload.
+    let req = Request::builder().method(Method::POST).uri("/v1/detect").header(header::CONTENT_TYPE, "multipart/form-data").body(Body::from("x")).unwrap();
+    let (s, v) = api.send(req).await;
+    assert_json_error(s, &v, StatusCode::BAD_REQUEST);
     // Not JSON.
     let req = Request::builder().method(Method::POST).uri("/v1/collections").header(header::CONTENT_TYPE, "application/json").body(Body::from("{")).unwrap();
     let (s, v) = api.send(req).await;

@@ -178,6 +178,23 @@ async fn api_keys_scopes_and_revocation() {
     let r = c.post(format!("{u}/")).header("x-api-key", &secret).multipart(form()).send().await.unwrap();
     assert_eq!(r.status(), 401, "a revoked key is refused");
 
+    // A burst without a rate would be a key that looks limited but is not;
+    // key names are shown to people: no hidden characters.
+    for bad in [serde_json::json!({"scope": "recognize", "burst": 5}), serde_json::json!({"scope": "recognize", "name": "\u{202E}evil"})] {
+        let (s, v) = status_of(c.post(format!("{u}/v1/keys")).header("x-api-key", &admin).json(&bad)).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")), "{bad}: {v}");
+    }
+    // HEAD needs what GET needs.
+    let r = c.head(format!("{u}/v1/people")).header("x-api-key", &enroll).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.head(format!("{u}/v1/status")).header("x-api-key", &enroll).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // The last admin key for all collections cannot be revoked over HTTP:
+    // that would lock every admin out (and open a loopback stack).
+    let (s, v) = status_of(c.delete(format!("{u}/v1/keys/{}", admin_rec.id)).header("x-api-key", &admin)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("last admin key"), "{v}");
+
     // Revoked out of band (the CLI): every web tier notices within its refresh.
     keys::revoke(dep.store.as_ref(), bucket, &admin_rec.id).await.unwrap();
     eventually(|| async { c.get(format!("{u}/v1/status")).header("x-api-key", &admin).send().await.unwrap().status() == 401 }).await;

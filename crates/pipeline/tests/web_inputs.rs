@@ -132,6 +132,37 @@ async fn refuses_uploads_over_the_limit_with_413() {
     s.good_request_still_works().await;
 }
 
+/// Sends raw `head` and returns the first line of the answer.
+async fn first_answer_line(addr: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).lines().next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declared_oversized_body_is_refused_without_waiting_for_it() {
+    // Deadlines far away: the answers below must not wait for them.
+    let long = Duration::from_secs(3600);
+    let s = stack(WebConfig { max_upload_bytes: 1024 * 1024, body_deadline: long, body_idle_timeout: long, ..WebConfig::default() }).await;
+    let addr = s.web.url.trim_start_matches("http://").to_string();
+    let head = |expect: &str| {
+        format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 20000000\r\n{expect}\r\n")
+    };
+    // Waiting for `100 Continue`: the 413 comes instead, and no body is asked for.
+    assert!(first_answer_line(&addr, &head("expect: 100-continue\r\n")).await.starts_with("HTTP/1.1 413"));
+    // Headers only, no body sent: the 413 comes once nothing arrives for a moment.
+    assert!(first_answer_line(&addr, &head("")).await.starts_with("HTTP/1.1 413"));
+    s.good_request_still_works().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sanitises_hostile_file_names() {
     let s = stack(WebConfig::default()).await;

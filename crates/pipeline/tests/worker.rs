@@ -168,6 +168,25 @@ async fn undecodable_or_missing_images_are_answered_with_an_error_at_once() {
 }
 
 #[tokio::test]
+async fn a_request_for_a_deleted_collection_is_answered_as_such() {
+    let (dep, _store, queue) = memory_deployment().await;
+    put_image(&dep, "a.png", png(1, 8, 8)).await;
+    let mut req = Request::new("r5", "a.png", Mode::Name);
+    req.collection = "gone".into();
+    dep.queue.send(&dep.names.req_queue, &serde_json::to_string(&req).unwrap()).await.unwrap();
+    let w = Worker::new(dep.clone(), Arc::new(FakeEngine::default()), test_worker_config());
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert!(matches!(w.handle(m).await, Handled::Failed(_)));
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert!(
+        matches!(&r[0].result, Outcome::Err(e) if e.kind == ErrorKind::NoSuchCollection && e.message.contains("`gone`")),
+        "{:?}",
+        r[0].result
+    );
+    assert!(queue.bodies(&dep.names.req_queue).is_empty(), "not retried: no attempt can succeed");
+}
+
+#[tokio::test]
 async fn a_request_that_keeps_failing_is_dead_lettered_and_answered_with_an_error() {
     let (dep, _store, queue) = memory_deployment().await;
     put_image(&dep, "bad.png", png(99, 8, 8)).await;

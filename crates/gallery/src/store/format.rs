@@ -48,6 +48,12 @@ pub(crate) fn marker_key(c: &str) -> String {
     format!("collections/{c}/collection.json")
 }
 
+/// Held (`put_if_absent`) by the one creator of collection `c` at a time;
+/// outside the collection's prefix, so clearing leftovers keeps it.
+pub(crate) fn creating_key(c: &str) -> String {
+    format!("collections/{c}.creating")
+}
+
 /// Prefix of a collection's snapshots.
 pub(crate) fn snapshots_prefix(c: &str) -> String {
     format!("collections/{c}/snapshots/")

@@ -123,8 +123,9 @@ pub(crate) async fn submit(state: &WebState, uploads: Vec<Upload>, ask: Ask) -> 
             let status = match e.kind {
                 ErrorKind::BadInput => StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::NoSuchCollection => return Err(ApiError::new(StatusCode::NOT_FOUND, e.message)),
             };
-            Err(ApiError::new(status, format!("recognition of `{}` failed: {}", stem(&key), e.message)))
+            Err(ApiError::new(status, format!("`{}`: {}", stem(&key), e.message)))
         }
         outcome => Ok((key, outcome)),
     }

@@ -137,6 +137,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("?"));
+        let essence = content_type.map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if essence.as_deref() != Some("multipart/form-data") {
+            let got = match content_type {
+                Some(t) => format!("Content-Type `{}`", t.chars().take(80).collect::<String>()),
+                None => "no Content-Type".to_string(),
+            };
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected a multipart/form-data upload (e.g. `curl -F image=@photo.jpg`), got {got}"),
+            ));
+        }
         match Multipart::from_request(req, state).await {
             Ok(m) => Ok(Form(m)),
             Err(e) => Err(ApiError::new(e.status(), format!("expected a multipart/form-data upload: {}", e.body_text()))),

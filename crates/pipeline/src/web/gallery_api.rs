@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use facefleet_gallery::names::{validate_collection, validate_person};
+use facefleet_gallery::names::{normalize_person, validate_collection, validate_person};
 use facefleet_gallery::store::{CollectionInfo, FaceRecord, NewFace, PersonSummary};
 use facefleet_gallery::DEFAULT_COLLECTION;
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,9 @@ pub(crate) struct PersonPath {
 impl PersonPath {
     fn checked(self) -> Result<(String, String), ApiError> {
         collection_param(&self.c)?;
-        validate_person(&self.name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
-        Ok((self.c, self.name))
+        let name = normalize_person(&self.name);
+        validate_person(&name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
+        Ok((self.c, name))
     }
 }
 
@@ -294,7 +295,7 @@ pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): Pat
     request_body(content = EnrollForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Enrolled", body = Enrolled),
-        (status = 400, description = "Bad name or no photo", body = ErrorBody),
+        (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
@@ -302,15 +303,18 @@ pub(crate) async fn enroll_default(state: State<WebState>, PathParams(name): Pat
     enroll(state, PathParams(PersonPath { c: default_collection(), name }), form).await
 }
 
-/// `POST /v1/collections/{c}/people/{name}/faces` (multipart `image`, one
-/// or more): embeds the largest face of every photo (each must show one)
-/// and adds them to the person, created if new.
+/// Most photos one enrollment request takes (more: a 400).
+pub const MAX_ENROLL_PHOTOS: usize = 20;
+
+/// `POST /v1/collections/{c}/people/{name}/faces` (multipart `image`, 1 to
+/// [`MAX_ENROLL_PHOTOS`]): embeds the largest face of every photo (each
+/// must show one) and adds them to the person, created if new.
 #[utoipa::path(post, path = "/v1/collections/{c}/people/{name}/faces", tag = "gallery",
     params(("c" = String, Path, description = "Collection"), ("name" = String, Path, description = "Person")),
     request_body(content = EnrollForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Enrolled", body = Enrolled),
-        (status = 400, description = "Bad name or no photo", body = ErrorBody),
+        (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
         (status = 404, description = "Unknown collection", body = ErrorBody),
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
@@ -324,6 +328,12 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
     if uploads.is_empty() {
         return Err(ApiError::bad_request("missing multipart file field `image` (one or more photos of the person)"));
     }
+    if uploads.len() > MAX_ENROLL_PHOTOS {
+        return Err(ApiError::bad_request(format!(
+            "{} photos in one request; at most {MAX_ENROLL_PHOTOS} are taken at once: send the others in further requests",
+            uploads.len()
+        )));
+    }
     let limits = state.config.image_limits;
     for (i, u) in uploads.iter().enumerate() {
         check_image(&u.bytes, &limits).map_err(|e| {
@@ -333,10 +343,12 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
         })?;
     }
     let engine = state.engine().await?;
-    // One enrollment decodes at a time: bounded memory in the web tier.
-    let _slot = state.enroll_slot().await;
     let mut faces = Vec::with_capacity(uploads.len());
     for (i, u) in uploads.into_iter().enumerate() {
+        // One photo decodes at a time in the web tier (bounded memory); the
+        // slot is taken per photo, so enrollments of many photos take
+        // turns with the others instead of holding them all up.
+        let _slot = state.enroll_slot().await;
         let e = engine.clone();
         let label = u.file_name.clone().unwrap_or_else(|| "unnamed".into());
         let result = tokio::task::spawn_blocking(move || -> Result<Option<NewFace>, facefleet_gallery::EngineError> {
@@ -374,12 +386,13 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
     security(("api_key" = [])))]
 pub(crate) async fn rename_person(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, JsonBody(body): JsonBody<Rename>) -> Result<Json<PersonSummary>, ApiError> {
     let (c, name) = p.checked()?;
-    validate_person(&body.name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
-    let moved = state.gallery.rename_person(&c, &name, &body.name).await?;
+    let to = normalize_person(&body.name);
+    validate_person(&to).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
+    let moved = state.gallery.rename_person(&c, &name, &to).await?;
     if moved == 0 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no person named `{name}` in collection `{c}`")));
     }
-    Ok(Json(PersonSummary { name: body.name, faces: moved }))
+    Ok(Json(PersonSummary { name: to, faces: moved }))
 }
 
 /// `DELETE /v1/people/{name}`: forgets a person of the `default` collection.

@@ -59,11 +59,13 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         ["v1", "collections", _, rest @ ..] => rest,
         _ => &[],
     };
+    // HEAD is a GET without the body: the same scope.
+    let method = if method == Method::HEAD { &Method::GET } else { method };
     match (method, segments.as_slice(), rest) {
         (_, ["healthz"], _) | (_, ["openapi.json"], _) => None,
         // The console's static files, and `GET /` sending browsers to them:
         // no data; the console's API calls carry the key.
-        (&Method::GET | &Method::HEAD, [] | ["ui", ..], _) => None,
+        (&Method::GET, [] | ["ui", ..], _) => None,
         (&Method::POST, [], _) => Some(Scope::Recognize),
         (&Method::POST, ["v1", "recognize" | "detect" | "verify"], _) => Some(Scope::Recognize),
         (&Method::POST, ["v1", "collections", _, "recognize"], _) => Some(Scope::Recognize),
@@ -189,6 +191,10 @@ mod tests {
         assert_eq!(s(Method::POST, "/v1/videos"), Some(Scope::Enroll));
         assert_eq!(s(Method::POST, "/v1/people/Ann/faces"), Some(Scope::Enroll));
         assert_eq!(s(Method::GET, "/v1/people"), Some(Scope::Enroll));
+        assert_eq!(s(Method::HEAD, "/v1/people"), Some(Scope::Enroll), "HEAD as GET");
+        assert_eq!(s(Method::HEAD, "/v1/collections"), Some(Scope::Recognize));
+        assert_eq!(s(Method::HEAD, "/v1/status"), Some(Scope::Admin));
+        assert_eq!(s(Method::HEAD, "/ui/app.js"), None);
         assert_eq!(s(Method::DELETE, "/v1/people/Ann"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/v1/status"), Some(Scope::Admin));
         assert_eq!(s(Method::GET, "/metrics"), Some(Scope::Admin));

@@ -3,8 +3,10 @@
 //!
 //! For every route but the streaming video upload the body is read in full
 //! before the handler runs:
-//! - a declared `Content-Length` over the limit is refused with 413 at once
-//!   (after draining up to [`DRAIN_CAP`] so clients see the answer);
+//! - a declared `Content-Length` over the limit is refused with 413 at once:
+//!   without reading the body when the client waits for `100 Continue`,
+//!   else after draining what keeps coming (up to [`DRAIN_CAP`]) so
+//!   clients see the answer;
 //! - a body growing past the limit: 413;
 //! - a body not received within the body deadline, or idle longer than
 //!   the idle timeout between chunks: 408, so slow clients cannot hold a
@@ -36,6 +38,9 @@ use super::ApiError;
 /// Largest body drained before answering 413; larger ones are answered at
 /// once and the connection closed.
 pub const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
+/// How long the drain of a refused body waits for its next bytes.
+const DRAIN_SILENCE: Duration = Duration::from_secs(1);
 
 /// Granularity of the memory budget.
 const UNIT: usize = 1024;
@@ -118,12 +123,20 @@ pub(crate) async fn intake(State(intake): State<Arc<Intake>>, req: Request, next
     if let Some(len) = declared.filter(|&l| l > intake.max_body as u64) {
         let msg = format!("upload too large: {len} bytes exceeds the limit of {} bytes", intake.max_body);
         let mut r = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg).for_path(&path).into_response();
-        if len <= DRAIN_CAP {
-            // Drain (bounded in time) so the client reads the answer
-            // instead of a reset connection.
+        let waits_for_continue =
+            parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if len <= DRAIN_CAP && !waits_for_continue {
+            // Drain while the body keeps coming (bounded in time), so a
+            // client that is sending reads the answer instead of a reset
+            // connection; one that sends nothing gets it after DRAIN_SILENCE.
             let mut stream = body.into_data_stream();
-            let _ = tokio::time::timeout(intake.body_deadline, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+            let drain = async {
+                while let Ok(Some(Ok(_))) = tokio::time::timeout(DRAIN_SILENCE, stream.next()).await {}
+            };
+            let _ = tokio::time::timeout(intake.body_deadline, drain).await;
         } else {
+            // Too big to drain, or the client waits for `100 Continue`
+            // (never sent: the body is not read) before sending it.
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         return r;

@@ -73,6 +73,7 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound(id) => ApiError::new(StatusCode::NOT_FOUND, format!("no API key with id `{id}`")),
             KeyError::Invalid(m) => ApiError::bad_request(m),
             KeyError::Random(m) => ApiError::internal(m),
+            e @ KeyError::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         }
     }
 }
@@ -120,11 +121,15 @@ pub(crate) async fn create(
 /// `DELETE /v1/keys/{id}`: revokes a key.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 200, description = "Revoked", body = KeyInfo), (status = 404, description = "Unknown", body = ErrorBody)),
+    responses(
+        (status = 200, description = "Revoked", body = KeyInfo),
+        (status = 404, description = "Unknown", body = ErrorBody),
+        (status = 409, description = "The last admin key for all collections (revoke it with the CLI)", body = ErrorBody),
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke(State(state): State<WebState>, caller: Option<Extension<Caller>>, PathParams(id): PathParams<String>) -> Result<Json<KeyInfo>, ApiError> {
     unrestricted(caller)?;
-    let record = keys::revoke(state.dep.store.as_ref(), &state.dep.names.gallery_bucket, &id).await?;
+    let record = keys::revoke_keeping_an_admin(state.dep.store.as_ref(), &state.dep.names.gallery_bucket, &id).await?;
     let _ = state.keys().refresh().await;
     Ok(Json(record.into()))
 }

@@ -36,6 +36,7 @@ use crate::upload::ImageLimits;
 
 pub use dispatch::Dispatcher;
 pub use error::{ApiError, ErrorBody};
+pub use gallery_api::MAX_ENROLL_PHOTOS;
 pub use guard::AccessPolicy;
 pub use intake::Intake;
 
@@ -98,8 +99,8 @@ pub struct WebState {
     pub(crate) gallery: Arc<Gallery>,
     engine_factory: Option<EngineFactory>,
     engine: Arc<tokio::sync::OnceCell<Arc<dyn FaceEngine>>>,
-    /// One enrollment embeds at a time: its decode is the only full image
-    /// decode in the web tier, so this bounds its memory.
+    /// One enrollment photo is embedded at a time: its decode is the only
+    /// full image decode in the web tier, so this bounds its memory.
     enroll_slot: Arc<tokio::sync::Semaphore>,
     arrivals: Arc<tokio::sync::Notify>,
     pub(crate) access: AccessPolicy,
@@ -203,7 +204,7 @@ impl WebState {
             .map_err(|e| ApiError::internal(format!("cannot load the face model: {e}")))
     }
 
-    /// Waits for the enrollment slot (one enrollment decodes at a time).
+    /// Waits for the enrollment slot (one enrollment photo decodes at a time).
     pub(crate) async fn enroll_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         self.enroll_slot.clone().acquire_owned().await.expect("the enrollment semaphore is never closed")
     }

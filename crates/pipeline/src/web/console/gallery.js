@@ -7,6 +7,8 @@
 import { api, imageUrl, forgetImages, seg } from './api.js';
 import { h, fill, note, toast, confirmDialog, dropZone } from './dom.js';
 
+/** Most photos one enrollment request takes (the server's MAX_ENROLL_PHOTOS). */
+const MAX_PHOTOS = 20;
 const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
 const MAX_THUMBS = 12;
 
@@ -221,15 +223,24 @@ export function mount(main, ctx) {
       return;
     }
     note(where, `Enrolling ${plural(files.length, 'photo')} of ${name}…`, 'info');
-    const form = new FormData();
-    for (const f of files) form.append('image', f, f.name);
+    // The server takes at most MAX_PHOTOS photos per request.
+    const all = Array.from(files);
+    let added = 0;
     try {
-      const r = await api(`${personPath(name)}/faces`, { method: 'POST', form });
-      note(where, `Enrolled ${plural(r.added, 'photo')} of ${r.name}; ${plural(r.faces, 'face')} in all.`, 'ok');
+      let r;
+      for (let i = 0; i < all.length; i += MAX_PHOTOS) {
+        const form = new FormData();
+        for (const f of all.slice(i, i + MAX_PHOTOS)) form.append('image', f, f.name);
+        r = await api(`${personPath(name)}/faces`, { method: 'POST', form });
+        added += r.added;
+      }
+      note(where, `Enrolled ${plural(added, 'photo')} of ${r.name}; ${plural(r.faces, 'face')} in all.`, 'ok');
+    } catch (err) {
+      note(where, added ? `${err.message} (${plural(added, 'photo')} were enrolled before this error.)` : err.message);
+    }
+    if (added) {
       state.details.delete(name);
       await refresh();
-    } catch (err) {
-      note(where, err.message);
     }
   }
 
