@@ -108,6 +108,25 @@ pub fn normalize_person(name: &str) -> String {
 /// or invisible characters ([`hidden_characters`]), at least one visible
 /// character, not `.` or `..`, no surrounding spaces.
 pub fn validate_person(name: &str) -> Result<(), InvalidName> {
+    validate_person_lookup(name)?;
+    let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(120).collect() });
+    if let Some(why) = hidden_characters(name) {
+        return bad(why);
+    }
+    if name.chars().all(is_invisible) {
+        return bad("a name needs at least one visible character");
+    }
+    if !unicode_normalization::is_nfc(name) {
+        return bad("not in Unicode NFC form (compose accents: `É`, not `E` + U+0301)");
+    }
+    Ok(())
+}
+
+/// The part of [`validate_person`] that a name to look up (read, delete,
+/// rename from) must pass: the shape rules, without the ones added later
+/// for new names (hidden characters, NFC), so that a person enrolled
+/// before them can still be found and removed.
+pub fn validate_person_lookup(name: &str) -> Result<(), InvalidName> {
     let bad = |why: &'static str| Err(InvalidName { why, name: name.chars().take(120).collect() });
     if name.is_empty() {
         return bad("empty name");
@@ -127,14 +146,8 @@ pub fn validate_person(name: &str) -> Result<(), InvalidName> {
     if name == "." || name == ".." {
         return bad("`.` and `..` are not names");
     }
-    if let Some(why) = hidden_characters(name) {
-        return bad(why);
-    }
-    if name.chars().all(is_invisible) {
-        return bad("a name needs at least one visible character");
-    }
-    if !unicode_normalization::is_nfc(name) {
-        return bad("not in Unicode NFC form (compose accents: `É`, not `E` + U+0301)");
+    if name.chars().any(is_bidi_control) {
+        return bad("bidirectional formatting characters (such as U+202E) are not allowed");
     }
     Ok(())
 }
@@ -188,6 +201,16 @@ mod tests {
         ];
         for bad in ["", " Paul", "a/b", "..", ".", "a\\b", "a\nb", &"x".repeat(101), &"😀".repeat(64)].into_iter().chain(spoofs) {
             assert!(validate_person(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_enrolled_before_the_rules_can_still_be_looked_up() {
+        for old in ["Paul\u{2064}", "Pa\u{200C}ul", "\u{3164}", "E\u{0301}mile"] {
+            assert!(validate_person(old).is_err() && validate_person_lookup(old).is_ok(), "{old:?}");
+        }
+        for bad in ["", "a/b", "..", "a\nb", "Paul\u{202E}x"] {
+            assert!(validate_person_lookup(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -689,7 +689,7 @@ impl Gallery {
                     continue;
                 }
             };
-            if old.name != name || names::validate_person(&old.name).is_err() || old.embedding.is_empty() {
+            if old.name != name || names::validate_person_lookup(&old.name).is_err() || old.embedding.is_empty() {
                 tracing::warn!(key = %meta.key, "skipping an old-layout gallery entry with a bad name or embedding");
                 continue;
             }
@@ -1135,7 +1135,7 @@ impl Gallery {
 
     /// The faces of `person` in collection `c` (empty: unknown person).
     pub async fn faces_of(&self, c: &str, person: &str) -> Result<Vec<FaceRecord>, GalleryError> {
-        names::validate_person(person)?;
+        names::validate_person_lookup(person)?;
         let mut faces = self.load(c).await?.faces;
         faces.retain(|f| f.person == person);
         Ok(faces)
@@ -1146,7 +1146,7 @@ impl Gallery {
     /// the answers of concurrent calls add up to the faces there were).
     pub async fn remove_person(&self, c: &str, person: &str) -> Result<usize, GalleryError> {
         names::validate_collection(c)?;
-        names::validate_person(person)?;
+        names::validate_person_lookup(person)?;
         let (state, reuse) = self.current(c).await?;
         let seen: Vec<String> = state.faces.iter().filter(|f| f.person == person).map(|f| f.id.clone()).collect();
         if seen.is_empty() {
@@ -1193,7 +1193,7 @@ impl Gallery {
     /// call that came first in the log: two people are never merged.
     pub async fn rename_person(&self, c: &str, from: &str, to: &str) -> Result<usize, GalleryError> {
         names::validate_collection(c)?;
-        names::validate_person(from)?;
+        names::validate_person_lookup(from)?;
         names::validate_person(to)?;
         let (state, reuse) = self.current(c).await?;
         let moved = state.faces.iter().filter(|f| f.person == from).count();

@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use facefleet_gallery::names::{normalize_person, validate_collection, validate_person};
+use facefleet_gallery::names::{normalize_person, validate_collection, validate_person, validate_person_lookup};
 use facefleet_gallery::store::{CollectionInfo, FaceRecord, NewFace, PersonSummary};
 use facefleet_gallery::DEFAULT_COLLECTION;
 use serde::{Deserialize, Serialize};
@@ -38,11 +38,19 @@ pub(crate) struct PersonPath {
 }
 
 impl PersonPath {
+    /// The collection and the person to look up (read, delete, rename).
     fn checked(self) -> Result<(String, String), ApiError> {
         collection_param(&self.c)?;
         let name = normalize_person(&self.name);
-        validate_person(&name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
+        validate_person_lookup(&name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
         Ok((self.c, name))
+    }
+
+    /// The collection and the person to enroll: a name any new one must be.
+    fn checked_new(self) -> Result<(String, String), ApiError> {
+        let (c, name) = self.checked()?;
+        validate_person(&name).map_err(|e| ApiError::bad_request(format!("invalid person name: {e}")))?;
+        Ok((c, name))
     }
 }
 
@@ -320,7 +328,7 @@ pub const MAX_ENROLL_PHOTOS: usize = 20;
     ),
     security(("api_key" = [])))]
 pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    let (c, name) = p.checked()?;
+    let (c, name) = p.checked_new()?;
     if !state.gallery.collection_exists(&c).await? {
         return Err(no_collection(&c));
     }
