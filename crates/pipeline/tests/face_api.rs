@@ -298,6 +298,9 @@ async fn detect_and_verify() {
     assert!(v["error"]["message"].as_str().unwrap().contains("no face"), "{v}");
     let (s, v) = api.upload("/v1/verify", None, &[("a", "x.png", png(5, 16, 16))]).await;
     assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+    let (s, v) = api.upload("/v1/verify", None, &[("a", "x.png", png(5, 16, 16)), ("b", "y.txt", b"not an image".to_vec())]).await;
+    assert!(s.is_client_error(), "{s}");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("field `b`: "), "which photo: {v}");
 
     // Each route's own query parameters: the threshold decides `same`.
     let different = [("a", "x.png", png(5, 16, 16)), ("b", "y.png", png(6, 16, 16))];

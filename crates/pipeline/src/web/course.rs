@@ -72,7 +72,14 @@ pub(crate) async fn submit(state: &WebState, uploads: Vec<Upload>, ask: Ask) -> 
     let started = Instant::now();
     let limits = state.config.image_limits;
     for u in &uploads {
-        check_image(&u.bytes, &limits)?;
+        check_image(&u.bytes, &limits).map_err(|e| {
+            let mut err = ApiError::from(e);
+            if uploads.len() > 1 {
+                // Say which one (`a` or `b` of a verify).
+                err.message = format!("field `{}`: {}", u.field, err.message);
+            }
+            err
+        })?;
     }
     let request_id = uuid::Uuid::new_v4().to_string();
     let names = &state.dep.names;
