@@ -3,6 +3,10 @@
 // ApiError, and images fetched with the key into blob URLs.
 
 const KEY = 'facefleet.apiKey';
+/** How long a read (GET) waits for the server. */
+const READ_TIMEOUT_MS = 20000;
+/** Attempts of a read answered 429 with a short Retry-After. */
+const RATE_RETRIES = 3;
 
 export const session = {
   get key() {
@@ -58,7 +62,7 @@ export async function errorOf(resp) {
   }
   if (resp.status === 429) {
     const wait = resp.headers.get('retry-after');
-    if (wait) message += ` (retry in ${wait} s)`;
+    if (wait && !/retry/i.test(message)) message += ` (retry in ${wait} s)`;
   }
   return new ApiError(resp.status, code, message);
 }
@@ -69,19 +73,32 @@ export async function errorOf(resp) {
  * rejects with an ApiError.
  */
 export async function api(path, { method = 'GET', json, form, anonymous = false, signal } = {}) {
-  const init = { method, headers: headers(null, anonymous), signal, cache: 'no-store' };
+  const init = { method, headers: headers(null, anonymous), cache: 'no-store' };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers.set('content-type', 'application/json');
   } else if (form) {
     init.body = form;
   }
+  // Reads give up after READ_TIMEOUT_MS (a hung server shows as an error,
+  // not as a page that stops updating); uploads wait for their answer.
+  const timeout = method === 'GET' ? AbortSignal.timeout(READ_TIMEOUT_MS) : null;
+  init.signal = signal && timeout ? AbortSignal.any([signal, timeout]) : signal || timeout || undefined;
   let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (e) {
-    if (e && e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      resp = await fetch(path, init);
+    } catch (e) {
+      if (timeout && timeout.aborted && !(signal && signal.aborted)) {
+        throw new ApiError(0, 'timeout', `The server did not answer within ${READ_TIMEOUT_MS / 1000} s. Is it overloaded or stopped?`);
+      }
+      if (e && e.name === 'AbortError') throw e;
+      throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
+    }
+    // Rate limited: wait as told (briefly) and try again, reads only.
+    const wait = Number(resp.headers.get('retry-after'));
+    if (resp.status !== 429 || method !== 'GET' || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) break;
+    await new Promise((r) => setTimeout(r, wait * 1000));
   }
   if (!resp.ok) {
     const err = await errorOf(resp);
@@ -99,10 +116,15 @@ export async function imageUrl(path) {
   if (blobs.has(path)) return blobs.get(path);
   const p = (async () => {
     let resp;
-    try {
-      resp = await fetch(path, { headers: headers(), cache: 'default' });
-    } catch {
-      throw new ApiError(0, 'network', 'The server cannot be reached.');
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        resp = await fetch(path, { headers: headers(), cache: 'default' });
+      } catch {
+        throw new ApiError(0, 'network', 'The server cannot be reached.');
+      }
+      const wait = Number(resp.headers.get('retry-after'));
+      if (resp.status !== 429 || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) break;
+      await new Promise((r) => setTimeout(r, wait * 1000));
     }
     if (!resp.ok) throw await errorOf(resp);
     return URL.createObjectURL(await resp.blob());

@@ -48,6 +48,9 @@ function leave() {
 function showHeader() {
   const signedIn = ctx.mode !== null;
   nav.hidden = !signedIn;
+  // Fleet shows the stack's status: admin keys only.
+  const fleetLink = nav.querySelector('a[data-page="fleet"]');
+  if (fleetLink) fleetLink.parentElement.hidden = !ctx.admin;
   signOut.hidden = ctx.mode !== 'key';
   who.textContent = ctx.mode === 'open' ? 'Open stack: no key needed' : ctx.mode === 'key' ? (ctx.admin ? 'Signed in (admin)' : 'Signed in') : '';
 }
@@ -102,6 +105,13 @@ signOut.addEventListener('click', () => {
 
 window.addEventListener('hashchange', () => {
   if (/^#\//.test(location.hash)) render();
+});
+
+// The skip link moves focus to the page without changing the address (a
+// `#main` hash would make a reload open the first page).
+document.querySelector('a.skip')?.addEventListener('click', (e) => {
+  e.preventDefault();
+  main.focus();
 });
 
 async function boot() {

@@ -71,6 +71,7 @@ export function mount(main, ctx) {
       const r = await api('/v1/status/history');
       if (stopped) return;
       note(msg, null);
+      updated.classList.remove('stale');
       samples = r.samples || [];
       for (const c of charts) c.update(samples, windowMs);
       drawWorkers(r);
@@ -78,11 +79,15 @@ export function mount(main, ctx) {
       updated.textContent = last ? `Updated ${new Date(last.t_ms).toLocaleTimeString()}` : 'Waiting for the first sample…';
     } catch (err) {
       if (err.status === 403) {
+        // Not for this key: stop asking (each try would spend its rate limit).
+        stopped = true;
+        clearInterval(timer);
         note(msg, 'The Fleet page needs an API key with the admin scope.');
       } else if (err.noRoute) {
         note(msg, 'This facefleet server keeps no status history (GET /v1/status/history is missing).');
       } else {
         note(msg, `Cannot read the fleet’s history: ${err.message}`);
+        updated.classList.add('stale');
       }
     } finally {
       busy = false;

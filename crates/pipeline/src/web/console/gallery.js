@@ -9,6 +9,26 @@ import { h, fill, note, toast, confirmDialog, dropZone } from './dom.js';
 
 /** Most photos one enrollment request takes (the server's MAX_ENROLL_PHOTOS). */
 const MAX_PHOTOS = 20;
+/** Most bytes of photos per enrollment request: under the server's default 10 MiB body limit. */
+const MAX_BATCH_BYTES = 8 * 1024 * 1024;
+
+/** `files` in requests of at most MAX_PHOTOS photos and MAX_BATCH_BYTES (a bigger photo goes alone). */
+function batches(files) {
+  const out = [];
+  let cur = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (cur.length && (cur.length === MAX_PHOTOS || bytes + f.size > MAX_BATCH_BYTES)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(f);
+    bytes += f.size;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
 const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
 const MAX_THUMBS = 12;
 
@@ -17,7 +37,7 @@ function plural(n, one, many = `${one}s`) {
 }
 
 export function mount(main, ctx) {
-  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false };
+  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false, loads: 0 };
   const msg = h('div', { class: 'note' });
   const colList = h('ul', { class: 'collection-list', 'aria-label': 'Collections' });
   const newCol = h('input', { id: 'new-collection', type: 'text', autocomplete: 'off', spellcheck: 'false', pattern: '[a-z0-9][a-z0-9_\\-]{0,63}', 'aria-describedby': 'new-collection-help' });
@@ -39,6 +59,8 @@ export function mount(main, ctx) {
     h('div', { class: 'field' }, h('label', { for: 'enroll-name' }, 'Name'), newName),
     newZone, newMsg);
   const list = h('ul', { class: 'people', 'aria-labelledby': 'people-h', id: 'people' });
+  // Creating collections needs the admin scope.
+  colForm.hidden = !ctx.admin;
 
   main.append(h('section', { class: 'page', 'aria-labelledby': 'gal-h' },
     h('div', { class: 'page-head' }, h('h1', { id: 'gal-h' }, 'Gallery')),
@@ -67,15 +89,18 @@ export function mount(main, ctx) {
   async function loadCollections() {
     try {
       const r = await api('/v1/collections');
+      // Only what the server lists: a key limited to some collections does
+      // not see `default`.
       state.collections = r.collections || [];
-      if (!state.collections.some((c) => c.name === 'default')) state.collections.unshift({ name: 'default', people: 0, faces: 0 });
     } catch (err) {
       if (!err.noRoute) throw err;
       state.legacy = true;
       state.collections = [{ name: 'default' }];
       colForm.hidden = true;
     }
-    if (!state.collections.some((c) => c.name === state.current)) state.current = 'default';
+    if (!state.collections.some((c) => c.name === state.current)) {
+      state.current = state.collections.some((c) => c.name === 'default') ? 'default' : (state.collections[0] || { name: 'default' }).name;
+    }
     renderCollections();
   }
 
@@ -93,7 +118,7 @@ export function mount(main, ctx) {
         renderCollections();
         loadPeople().catch(showError);
       });
-      const del = !state.legacy && c.name !== 'default'
+      const del = ctx.admin && !state.legacy && c.name !== 'default'
         ? h('button', { type: 'button', class: 'icon danger-text', 'aria-label': `Delete collection ${c.name}`, title: 'Delete collection' }, '×')
         : null;
       if (del) {
@@ -116,14 +141,19 @@ export function mount(main, ctx) {
   }
 
   async function loadPeople() {
+    // A collection switch while this loads makes its answer stale: only
+    // the latest load of the collection still selected is shown.
+    const ticket = ++state.loads;
+    const current = state.current;
     const r = await api(peoplePath());
-    if (state.gone) return;
+    if (state.gone || ticket !== state.loads || current !== state.current) return;
     state.people = (r.people || []).slice().sort((a, b) => a.name.localeCompare(b.name));
     renderPeople();
   }
 
   function renderPeople() {
     heading.textContent = `People in ${state.current}`;
+    list.dataset.collection = state.current;
     const q = search.value.trim().toLowerCase();
     const shown = state.people.filter((p) => !q || p.name.toLowerCase().includes(q));
     const faces = state.people.reduce((n, p) => n + p.faces, 0);
@@ -137,9 +167,12 @@ export function mount(main, ctx) {
   function personCard(p) {
     const thumbs = h('ul', { class: 'thumbs', 'aria-label': `Faces of ${p.name}` },
       Array.from({ length: Math.min(p.faces, MAX_THUMBS) }, () => h('li', { class: 'thumb placeholder', 'aria-hidden': 'true' })));
-    const del = h('button', { type: 'button', class: 'danger small', 'aria-label': `Delete ${p.name}` }, 'Delete');
-    const files = h('input', { type: 'file', accept: 'image/*', multiple: true, class: 'sr-only', id: `add-${cssId(p.name)}` });
-    const zone = h('label', { class: 'drop drop-small', for: files.id }, files,
+    // Deletes need the admin scope: other keys do not see them.
+    const del = h('button', { type: 'button', class: 'danger small', 'aria-label': `Delete ${p.name}`, hidden: !ctx.admin }, 'Delete');
+    const drawnFor = state.current;
+    // The label wraps its input: no id needed (names do not make unique ids).
+    const files = h('input', { type: 'file', accept: 'image/*', multiple: true, class: 'sr-only', 'aria-label': `Add photos of ${p.name}` });
+    const zone = h('label', { class: 'drop drop-small' }, files,
       h('span', {}, 'Drop photos to add, or ', h('span', { class: 'link' }, 'choose files')));
     const cardMsg = h('div', { class: 'note' });
     const card = h('li', { class: 'card person', dataset: { name: p.name, faces: String(p.faces) } },
@@ -150,6 +183,7 @@ export function mount(main, ctx) {
       thumbs, zone, cardMsg);
     card._person = p;
     del.addEventListener('click', async () => {
+      if (drawnFor !== state.current) return; // a card of a collection no longer shown
       const ok = await confirmDialog(`Delete ${p.name}?`, `All ${plural(p.faces, 'enrolled face')} of ${p.name} in ${state.current} are deleted for good.`, 'Delete person');
       if (!ok) return;
       try {
@@ -158,11 +192,14 @@ export function mount(main, ctx) {
         state.details.delete(p.name);
         forgetImages(`${base()}/faces/`);
         await refresh();
+        focusList();
       } catch (err) {
         note(cardMsg, err.message);
       }
     });
-    dropZone(card, (f) => enroll(p.name, f, cardMsg), isImage);
+    dropZone(card, (f) => {
+      if (drawnFor === state.current) enroll(p.name, f, cardMsg);
+    }, isImage);
     seen.observe(card);
     return card;
   }
@@ -176,9 +213,12 @@ export function mount(main, ctx) {
       return;
     }
     let detail = state.details.get(p.name);
+    const current = state.current;
     try {
       if (!detail) {
         detail = await api(personPath(p.name));
+        // Another collection was picked meanwhile: this card is gone.
+        if (current !== state.current) return;
         state.details.set(p.name, detail);
       }
     } catch (err) {
@@ -193,7 +233,7 @@ export function mount(main, ctx) {
 
   function thumb(name, f, i) {
     const img = h('img', { alt: `Face ${i + 1} of ${name}`, width: 64, height: 64, decoding: 'async' });
-    const del = h('button', { type: 'button', class: 'thumb-del', 'aria-label': `Delete face ${i + 1} of ${name}`, title: 'Delete this face' }, '×');
+    const del = h('button', { type: 'button', class: 'thumb-del', 'aria-label': `Delete face ${i + 1} of ${name}`, title: 'Delete this face', hidden: !ctx.admin }, '×');
     const li = h('li', { class: 'thumb', dataset: { face: f.id } }, img, del);
     if (f.thumbnail) {
       imageUrl(f.thumbnail).then((u) => { img.src = u; }, () => li.classList.add('missing'));
@@ -208,6 +248,7 @@ export function mount(main, ctx) {
         toast(`Deleted a face of ${name}.`);
         state.details.delete(name);
         await refresh();
+        focusList(name);
       } catch (err) {
         showError(err);
       }
@@ -223,14 +264,12 @@ export function mount(main, ctx) {
       return;
     }
     note(where, `Enrolling ${plural(files.length, 'photo')} of ${name}…`, 'info');
-    // The server takes at most MAX_PHOTOS photos per request.
-    const all = Array.from(files);
     let added = 0;
     try {
       let r;
-      for (let i = 0; i < all.length; i += MAX_PHOTOS) {
+      for (const batch of batches(Array.from(files))) {
         const form = new FormData();
-        for (const f of all.slice(i, i + MAX_PHOTOS)) form.append('image', f, f.name);
+        for (const f of batch) form.append('image', f, f.name);
         r = await api(`${personPath(name)}/faces`, { method: 'POST', form });
         added += r.added;
       }
@@ -247,6 +286,14 @@ export function mount(main, ctx) {
   async function refresh() {
     await loadCollections();
     await loadPeople();
+  }
+
+  /** After a delete: focus the card of `name` if it is still there, else the list's heading. */
+  function focusList(name) {
+    const card = name && Array.from(list.children).find((li) => li.dataset.name === name);
+    const target = card ? card.querySelector('button') : heading;
+    if (target === heading) heading.setAttribute('tabindex', '-1');
+    target.focus();
   }
 
   function showError(err) {
@@ -283,6 +330,3 @@ export function mount(main, ctx) {
   };
 }
 
-function cssId(name) {
-  return Array.from(name).map((c) => (/[a-zA-Z0-9_-]/.test(c) ? c : `_${c.codePointAt(0).toString(16)}`)).join('');
-}

@@ -50,6 +50,7 @@ export function mount(main) {
       card.dataset.state = 'failed';
       stage.textContent = 'Upload failed';
       bar.value = 0;
+      final.hidden = true;
       note(cardMsg, err.message);
       return;
     }
@@ -62,6 +63,13 @@ export function mount(main) {
     let framesRoute = true;
     const started = Date.now();
     for (;;) {
+      if (gone) return;
+      if (Date.now() - started > GIVE_UP_MS) {
+        note(cardMsg, 'No result after 15 minutes; the video may still finish: its result is written to the output bucket.', 'info');
+        return;
+      }
+      // No polling while the tab is hidden.
+      await visible();
       if (gone) return;
       let status;
       let frames = null;
@@ -109,10 +117,6 @@ export function mount(main) {
         note(cardMsg, status.error || 'The video could not be processed.');
         return;
       }
-      if (Date.now() - started > GIVE_UP_MS) {
-        note(cardMsg, 'No result after 15 minutes; the video may still finish (reload this page later).', 'info');
-        return;
-      }
       await sleep(POLL_MS);
     }
   }
@@ -154,4 +158,17 @@ function drawFrames(frames, strip, tiles) {
 
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Resolves once the page is visible (at once if it is). */
+function visible() {
+  if (!document.hidden) return Promise.resolve();
+  return new Promise((r) => {
+    const on = () => {
+      if (document.hidden) return;
+      document.removeEventListener('visibilitychange', on);
+      r();
+    };
+    document.addEventListener('visibilitychange', on);
+  });
 }
