@@ -39,6 +39,7 @@ import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zlib
@@ -326,6 +327,31 @@ def main():
         c.wait("the confirmation", lambda: c.css("dialog.confirm[open]"))
         c.css("dialog.confirm[open] button[data-confirm]").click()
         c.wait(f"{person} back to {len(enroll)} faces", lambda: c.css(card).get_attribute("data-faces") == str(len(enroll)))
+        # Two names that once made the same element id ("a b" and "a_20b"):
+        # photos picked on one card go to that card's person only.
+        twins = [f"{person} b", f"{person}_20b"]
+        for twin in twins:
+            body, ctype = multipart("image", enroll[0])
+            st, _, answer = http(f"{stack.url}/v1/people/{urllib.parse.quote(twin)}/faces", {"x-api-key": stack.key, "Content-Type": ctype}, "POST", body)
+            assert st == 201, f"enrolling {twin!r}: {st} {answer[:200]!r}"
+        c.page("recognize")
+        c.page("gallery")
+        twin_card = lambda t: f'li.person[data-name="{t}"]'
+        c.wait("both twins", lambda: all(c.all(twin_card(t)) for t in twins))
+        c.css(f"{twin_card(twins[1])} input[type=file]").send_keys(str(enroll[1]))
+        c.wait(f"a second face of {twins[1]}", lambda: c.css(twin_card(twins[1])).get_attribute("data-faces") == "2", limit=300)
+        assert c.css(twin_card(twins[0])).get_attribute("data-faces") == "1", f"{twins[0]} got {twins[1]}'s photo"
+        label_input = driver.execute_script("return arguments[0].control === arguments[1]",
+                                            c.css(f"{twin_card(twins[1])} label.drop-small"), c.css(f"{twin_card(twins[1])} input[type=file]"))
+        assert label_input, f"the 'choose files' of {twins[1]} opens another card's input"
+        ids = driver.execute_script("const ids=[...document.querySelectorAll('[id]')].map(e=>e.id); return ids.filter((x,i)=>ids.indexOf(x)!==i);")
+        assert not ids, f"duplicate element ids: {ids}"
+        for twin in twins:
+            assert http(f"{stack.url}/v1/people/{urllib.parse.quote(twin)}", {"x-api-key": stack.key}, "DELETE")[0] == 200
+        c.page("recognize")
+        c.page("gallery")
+        c.wait("the twins gone", lambda: not any(c.all(twin_card(t)) for t in twins))
+
         c.css("#people-search").send_keys("zzz")
         c.wait("the search to hide everyone", lambda: not c.all(card))
         c.css("#people-search").clear()
