@@ -10,7 +10,9 @@
 //!   in the order they happen;
 //! - `collections/<c>/snapshots/<seq>.bin`: the state after log entry
 //!   `seq` (every entry up to `seq` folded in);
-//! - `collections/<c>/thumbs/<face id>.jpg`: optional thumbnails.
+//! - `collections/<c>/thumbs/<face id>.jpg`: optional thumbnails;
+//! - `collections/<c>.creating`: the lock of the one creator at a time
+//!   (outside the prefix, so clearing leftovers keeps it).
 //!
 //! **One order for everybody.** The log is a sequence: a writer claims the
 //! next free number with `put_if_absent` (taking the next one when it is
