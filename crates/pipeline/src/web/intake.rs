@@ -131,9 +131,19 @@ pub(crate) async fn intake(State(intake): State<Arc<Intake>>, req: Request, next
             // connection; one that sends nothing gets it after DRAIN_SILENCE.
             let mut stream = body.into_data_stream();
             let drain = async {
-                while let Ok(Some(Ok(_))) = tokio::time::timeout(DRAIN_SILENCE, stream.next()).await {}
+                loop {
+                    match tokio::time::timeout(DRAIN_SILENCE, stream.next()).await {
+                        Ok(Some(Ok(_))) => {}
+                        Ok(None) => return true,
+                        _ => return false,
+                    }
+                }
             };
-            let _ = tokio::time::timeout(intake.body_deadline, drain).await;
+            // Stopped before the body's end: this connection cannot carry
+            // another request.
+            if !matches!(tokio::time::timeout(intake.body_deadline, drain).await, Ok(true)) {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         } else {
             // Too big to drain, or the client waits for `100 Continue`
             // (never sent: the body is not read) before sending it.
