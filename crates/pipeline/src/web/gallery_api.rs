@@ -304,6 +304,7 @@ pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): Pat
     responses(
         (status = 201, description = "Enrolled", body = Enrolled),
         (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
+        (status = 409, description = "The collection was emptied while the faces were added: nothing was added, send them again", body = ErrorBody),
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
@@ -324,6 +325,7 @@ pub const MAX_ENROLL_PHOTOS: usize = 20;
         (status = 201, description = "Enrolled", body = Enrolled),
         (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
         (status = 404, description = "Unknown collection", body = ErrorBody),
+        (status = 409, description = "The collection was emptied while the faces were added: nothing was added, send them again", body = ErrorBody),
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
