@@ -352,6 +352,24 @@ def main():
         c.page("gallery")
         c.wait("the twins gone", lambda: not any(c.all(twin_card(t)) for t in twins))
 
+        # A large collection shows a page of 48 people and a button for the rest.
+        crowd = [f"Crowd {i:02}" for i in range(50)]
+        for name in crowd:
+            body, ctype = multipart("image", enroll[0])
+            st, _, answer = http(f"{stack.url}/v1/people/{urllib.parse.quote(name)}/faces", {"x-api-key": stack.key, "Content-Type": ctype}, "POST", body)
+            assert st == 201, f"enrolling {name!r}: {st} {answer[:200]!r}"
+        everyone = len(json.loads(http(f"{stack.url}/v1/people", {"x-api-key": stack.key})[2])["people"])
+        c.page("recognize")
+        c.page("gallery")
+        c.wait("the first page of people", lambda: len(c.all("li.person")) == 48 and c.all("button.show-more"))
+        c.css("button.show-more").click()
+        c.wait("everyone", lambda: len(c.all("li.person")) == everyone and not c.all("button.show-more"))
+        for name in crowd:
+            assert http(f"{stack.url}/v1/people/{urllib.parse.quote(name)}", {"x-api-key": stack.key}, "DELETE")[0] == 200
+        c.page("recognize")
+        c.page("gallery")
+        c.wait("the crowd gone", lambda: len(c.all("li.person")) == everyone - len(crowd))
+
         c.css("#people-search").send_keys("zzz")
         c.wait("the search to hide everyone", lambda: not c.all(card))
         c.css("#people-search").clear()

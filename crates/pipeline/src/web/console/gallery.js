@@ -31,13 +31,15 @@ function batches(files) {
 }
 const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
 const MAX_THUMBS = 12;
+/** People shown at once; "Show more" adds as many again. */
+const PAGE = 48;
 
 function plural(n, one, many = `${one}s`) {
   return `${n} ${n === 1 ? one : many}`;
 }
 
 export function mount(main, ctx) {
-  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false, loads: 0 };
+  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false, loads: 0, limit: PAGE };
   const msg = h('div', { class: 'note' });
   const colList = h('ul', { class: 'collection-list', 'aria-label': 'Collections' });
   const newCol = h('input', { id: 'new-collection', type: 'text', autocomplete: 'off', spellcheck: 'false', pattern: '[a-z0-9][a-z0-9_\\-]{0,63}', 'aria-describedby': 'new-collection-help' });
@@ -115,6 +117,7 @@ export function mount(main, ctx) {
         state.current = c.name;
         state.details.clear();
         search.value = '';
+        state.limit = PAGE;
         renderCollections();
         loadPeople().catch(showError);
       });
@@ -161,7 +164,27 @@ export function mount(main, ctx) {
       ? `${shown.length} of ${plural(state.people.length, 'person', 'people')} match “${search.value.trim()}”.`
       : `${plural(state.people.length, 'person', 'people')}, ${plural(faces, 'face')}.`;
     seen.disconnect();
-    fill(list, shown.length ? shown.map(personCard) : h('li', { class: 'empty hint' }, state.people.length ? 'Nobody matches.' : 'Nobody is enrolled in this collection yet.'));
+    if (!shown.length) {
+      fill(list, h('li', { class: 'empty hint' }, state.people.length ? 'Nobody matches.' : 'Nobody is enrolled in this collection yet.'));
+      return;
+    }
+    // A page of people at a time: a large collection stays light (cards,
+    // and the requests for their faces).
+    const cards = shown.slice(0, state.limit).map(personCard);
+    const rest = shown.length - cards.length;
+    if (rest > 0) {
+      const more = h('button', { type: 'button', class: 'secondary show-more' }, `Show ${Math.min(rest, PAGE)} more (${rest} not shown)`);
+      more.addEventListener('click', () => {
+        const first = cards.length;
+        state.limit += PAGE;
+        renderPeople();
+        // Keep the keyboard where the new cards start.
+        list.children[first]?.querySelector('h3')?.setAttribute('tabindex', '-1');
+        list.children[first]?.querySelector('h3')?.focus();
+      });
+      cards.push(h('li', { class: 'more-people' }, more));
+    }
+    fill(list, cards);
   }
 
   function personCard(p) {
@@ -314,7 +337,10 @@ export function mount(main, ctx) {
       showError(err);
     }
   });
-  search.addEventListener('input', renderPeople);
+  search.addEventListener('input', () => {
+    state.limit = PAGE;
+    renderPeople();
+  });
   dropZone(newZone, (files) => enroll(newName.value, files, newMsg), isImage);
   newName.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') {
