@@ -83,6 +83,23 @@ pub async fn enroll(client: &reqwest::Client, url: &str, name: &str, images: &[P
     Ok(serde_json::from_str(&body)?)
 }
 
+/// Enrolls all of `images` as `name`, in requests of at most
+/// [`MAX_ENROLL_PHOTOS`] photos (what the server takes at once); returns
+/// the server's answer to each request.
+pub async fn enroll_all(client: &reqwest::Client, url: &str, name: &str, images: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
+    anyhow::ensure!(!images.is_empty(), "no images to enroll for {name}");
+    let mut answers = Vec::new();
+    let mut done = 0;
+    for chunk in images.chunks(MAX_ENROLL_PHOTOS) {
+        let answer = enroll(client, url, name, chunk)
+            .await
+            .with_context(|| format!("enrolling {name:?} ({done} of {} photos enrolled before)", images.len()))?;
+        answers.push(answer);
+        done += chunk.len();
+    }
+    Ok(answers)
+}
+
 /// Groups the images of `dir` by the labels CSV (`Image,Results`): name →
 /// image paths. Images without a label are skipped.
 pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
@@ -105,18 +122,14 @@ pub fn group_by_label(dir: &Path, labels: &Path) -> anyhow::Result<BTreeMap<Stri
     Ok(out)
 }
 
-/// Enrolls every labelled image of `dir`, one request per person (at most
-/// [`MAX_ENROLL_PHOTOS`] photos per request); returns (people, faces) enrolled.
+/// Enrolls every labelled image of `dir`, person by person ([`enroll_all`]);
+/// returns (people, faces) enrolled.
 pub async fn enroll_labelled(client: &reqwest::Client, url: &str, dir: &Path, labels: &Path) -> anyhow::Result<(usize, usize)> {
     let groups = group_by_label(dir, labels)?;
     let mut faces = 0;
     for (done, (name, images)) in groups.iter().enumerate() {
-        for chunk in images.chunks(MAX_ENROLL_PHOTOS) {
-            enroll(client, url, name, chunk)
-                .await
-                .with_context(|| format!("enrolling {name:?} (enrolled so far: {faces} photos of {done} people)"))?;
-            faces += chunk.len();
-        }
+        enroll_all(client, url, name, images).await.with_context(|| format!("labelled enrollment stopped after {faces} photos of {done} people"))?;
+        faces += images.len();
     }
     Ok((groups.len(), faces))
 }

@@ -114,7 +114,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let left = keys::list(dep.store.as_ref(), &dep.names.gallery_bucket).await?;
             if left.is_empty() {
                 eprintln!("warning: no API key is left: a stack on loopback (or started with --insecure-open) is now open to everyone");
-            } else if !left.iter().any(|k| k.scope == Scope::Admin && k.collections.is_none()) {
+            } else if !left.iter().any(keys::KeyRecord::is_full_admin) {
                 eprintln!("warning: no admin key for all collections is left: keys and deletes can only be managed with this command now");
             }
         }
@@ -168,15 +168,8 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
                 println!("enrolled {faces} photos of {people} people");
             } else {
                 let name = a.name.context("NAME is required")?;
-                anyhow::ensure!(!a.images.is_empty(), "no images to enroll for {name}");
-                // The server takes a bounded number of photos per request.
-                let mut done = 0;
-                for chunk in a.images.chunks(facefleet_pipeline::web::MAX_ENROLL_PHOTOS) {
-                    let v = client::enroll(&c, &url, &name, chunk)
-                        .await
-                        .with_context(|| format!("enrolling {name:?} ({done} of {} photos enrolled before)", a.images.len()))?;
-                    done += chunk.len();
-                    println!("{v}");
+                for answer in client::enroll_all(&c, &url, &name, &a.images).await? {
+                    println!("{answer}");
                 }
             }
             Ok(())

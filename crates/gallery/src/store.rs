@@ -431,6 +431,13 @@ struct Marker {
     created_ms: u64,
 }
 
+impl Marker {
+    /// The stored body of collection `c`'s marker (or creation lock), made now.
+    fn body(c: &str) -> Bytes {
+        Bytes::from(serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises"))
+    }
+}
+
 impl Gallery {
     /// The gallery kept in `bucket` (which must exist) of `store`.
     pub fn new(store: Arc<dyn ObjectStore>, bucket: &str) -> Self {
@@ -836,8 +843,7 @@ impl Gallery {
         if c != DEFAULT_COLLECTION {
             return Err(GalleryError::NoSuchCollection(c.to_string()));
         }
-        let body = serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises");
-        self.store.put_if_absent(&self.bucket, &marker, Bytes::from(body)).await?;
+        self.store.put_if_absent(&self.bucket, &marker, Marker::body(c)).await?;
         Ok(())
     }
 
@@ -973,8 +979,7 @@ impl Gallery {
         // stopped half-way: without the lock, a creator that saw no marker
         // could delete the marker (and first changes) of a faster one.
         let lock = format::creating_key(c);
-        let lock_body = || Bytes::from(serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises"));
-        if !self.store.put_if_absent(&self.bucket, &lock, lock_body()).await? {
+        if !self.store.put_if_absent(&self.bucket, &lock, Marker::body(c)).await? {
             // Another creation is under way (it answers "created"), unless
             // its creator died holding the lock long ago.
             if !self.lock_is_stale(&lock).await? {
@@ -982,7 +987,7 @@ impl Gallery {
             }
             tracing::warn!(collection = c, "a creation of this collection stopped half-way; taking over");
             self.delete_quietly(&lock).await;
-            if !self.store.put_if_absent(&self.bucket, &lock, lock_body()).await? {
+            if !self.store.put_if_absent(&self.bucket, &lock, Marker::body(c)).await? {
                 return Ok(false);
             }
         }
@@ -994,8 +999,7 @@ impl Gallery {
             for meta in self.list(&format::collection_prefix(c)).await? {
                 self.delete_quietly(&meta.key).await;
             }
-            let body = serde_json::to_vec(&Marker { name: c.to_string(), created_ms: now_ms() }).expect("marker serialises");
-            Ok(self.store.put_if_absent(&self.bucket, &marker, Bytes::from(body)).await?)
+            Ok(self.store.put_if_absent(&self.bucket, &marker, Marker::body(c)).await?)
         }
         .await;
         self.delete_quietly(&lock).await;

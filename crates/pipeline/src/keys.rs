@@ -77,6 +77,13 @@ pub struct KeyRecord {
     pub collections: Option<Vec<String>>,
 }
 
+impl KeyRecord {
+    /// An admin key for all collections: one can manage keys over HTTP.
+    pub fn is_full_admin(&self) -> bool {
+        self.scope == Scope::Admin && self.collections.is_none()
+    }
+}
+
 /// Settings of a new key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -238,9 +245,8 @@ pub async fn revoke(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<K
 /// can still both pass the check.
 pub async fn revoke_keeping_an_admin(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<KeyRecord, KeyError> {
     let all = list(store, bucket).await?;
-    let full_admin = |k: &KeyRecord| k.scope == Scope::Admin && k.collections.is_none();
     if let Some(target) = all.iter().find(|k| k.id == id) {
-        if full_admin(target) && !all.iter().any(|k| k.id != id && full_admin(k)) {
+        if target.is_full_admin() && !all.iter().any(|k| k.id != id && k.is_full_admin()) {
             return Err(KeyError::LastAdmin(id.to_string()));
         }
     }

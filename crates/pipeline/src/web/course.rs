@@ -73,12 +73,9 @@ pub(crate) async fn submit(state: &WebState, uploads: Vec<Upload>, ask: Ask) -> 
     let limits = state.config.image_limits;
     for u in &uploads {
         check_image(&u.bytes, &limits).map_err(|e| {
-            let mut err = ApiError::from(e);
-            if uploads.len() > 1 {
-                // Say which one (`a` or `b` of a verify).
-                err.message = format!("field `{}`: {}", u.field, err.message);
-            }
-            err
+            let err = ApiError::from(e);
+            // Say which one (`a` or `b` of a verify).
+            if uploads.len() > 1 { err.about(format_args!("field `{}`", u.field)) } else { err }
         })?;
     }
     let request_id = uuid::Uuid::new_v4().to_string();

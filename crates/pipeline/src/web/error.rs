@@ -90,6 +90,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The same error with `what` (which photo or field) before its message.
+    pub fn about(mut self, what: impl std::fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     /// The same error as a plain-text answer (the course route).
     pub fn plain(mut self) -> Self {
         self.plain = true;

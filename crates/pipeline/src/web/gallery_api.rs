@@ -346,11 +346,8 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
     }
     let limits = state.config.image_limits;
     for (i, u) in uploads.iter().enumerate() {
-        check_image(&u.bytes, &limits).map_err(|e| {
-            let mut err = ApiError::from(e);
-            err.message = format!("image {} ({}): {}", i + 1, u.file_name.as_deref().unwrap_or("unnamed"), err.message);
-            err
-        })?;
+        check_image(&u.bytes, &limits)
+            .map_err(|e| ApiError::from(e).about(format_args!("image {} ({})", i + 1, u.file_name.as_deref().unwrap_or("unnamed"))))?;
     }
     let engine = state.engine().await?;
     let mut faces = Vec::with_capacity(uploads.len());

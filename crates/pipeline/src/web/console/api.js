@@ -46,6 +46,19 @@ function headers(extra, anonymous) {
   return h;
 }
 
+/**
+ * fetch(), tried again (when `retry`, up to RATE_RETRIES times in all) after
+ * a 429 whose Retry-After asks for at most 5 s.
+ */
+async function fetchRetrying(path, init, retry) {
+  for (let attempt = 1; ; attempt += 1) {
+    const resp = await fetch(path, init);
+    const wait = Number(resp.headers.get('retry-after'));
+    if (!retry || resp.status !== 429 || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) return resp;
+    await new Promise((r) => setTimeout(r, wait * 1000));
+  }
+}
+
 /** Turns a failed answer into an ApiError with the server's message. */
 export async function errorOf(resp) {
   let code = 'error';
@@ -85,20 +98,15 @@ export async function api(path, { method = 'GET', json, form, anonymous = false,
   const timeout = method === 'GET' ? AbortSignal.timeout(READ_TIMEOUT_MS) : null;
   init.signal = signal && timeout ? AbortSignal.any([signal, timeout]) : signal || timeout || undefined;
   let resp;
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      resp = await fetch(path, init);
-    } catch (e) {
-      if (timeout && timeout.aborted && !(signal && signal.aborted)) {
-        throw new ApiError(0, 'timeout', `The server did not answer within ${READ_TIMEOUT_MS / 1000} s. Is it overloaded or stopped?`);
-      }
-      if (e && e.name === 'AbortError') throw e;
-      throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
+  try {
+    // Rate limited: reads wait as told (briefly) and try again.
+    resp = await fetchRetrying(path, init, method === 'GET');
+  } catch (e) {
+    if (timeout && timeout.aborted && !(signal && signal.aborted)) {
+      throw new ApiError(0, 'timeout', `The server did not answer within ${READ_TIMEOUT_MS / 1000} s. Is it overloaded or stopped?`);
     }
-    // Rate limited: wait as told (briefly) and try again, reads only.
-    const wait = Number(resp.headers.get('retry-after'));
-    if (resp.status !== 429 || method !== 'GET' || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) break;
-    await new Promise((r) => setTimeout(r, wait * 1000));
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
   }
   if (!resp.ok) {
     const err = await errorOf(resp);
@@ -116,15 +124,10 @@ export async function imageUrl(path) {
   if (blobs.has(path)) return blobs.get(path);
   const p = (async () => {
     let resp;
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        resp = await fetch(path, { headers: headers(), cache: 'default' });
-      } catch {
-        throw new ApiError(0, 'network', 'The server cannot be reached.');
-      }
-      const wait = Number(resp.headers.get('retry-after'));
-      if (resp.status !== 429 || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) break;
-      await new Promise((r) => setTimeout(r, wait * 1000));
+    try {
+      resp = await fetchRetrying(path, { headers: headers(), cache: 'default' }, true);
+    } catch {
+      throw new ApiError(0, 'network', 'The server cannot be reached.');
     }
     if (!resp.ok) throw await errorOf(resp);
     return URL.createObjectURL(await resp.blob());

@@ -144,12 +144,11 @@ export function mount(main, ctx) {
   }
 
   async function loadPeople() {
-    // A collection switch while this loads makes its answer stale: only
-    // the latest load of the collection still selected is shown.
+    // Every collection switch loads again: only the latest load's answer
+    // is shown (an earlier one may be for another collection).
     const ticket = ++state.loads;
-    const current = state.current;
     const r = await api(peoplePath());
-    if (state.gone || ticket !== state.loads || current !== state.current) return;
+    if (state.gone || ticket !== state.loads) return;
     state.people = (r.people || []).slice().sort((a, b) => a.name.localeCompare(b.name));
     renderPeople();
   }
