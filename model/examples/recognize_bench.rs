@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p facefleet-model --example recognize_bench -- \
-//!     [--runs N] [--recognizer mobilefacenet|dlib-resnet] [--levels avx512,avx2,baseline] [IMAGE...]
+//!     [--runs N] [--recognizer mobilefacenet|dlib-resnet] [--levels avx512,avx2,baseline] \
+//!     [--min-face PIXELS] [IMAGE...]
 //! ```
 //! Without images it uses the first photo of the first 20 people of the
 //! shared lfw-dev set (250x250, one face each); the gallery is those 20
@@ -15,6 +16,7 @@
 //! table per level, then the ratio of the medians to the first level.
 //! Prints the median and minimum per stage over all images and runs, and
 //! the per-chip time of embedding 1, 4 and 10 aligned chips in one call.
+//! `--min-face` sets the detector's smallest face (default 20 pixels).
 //!
 //! `--serve` is for side-by-side runs driven by another program
 //! (`scripts/bench/side_by_side.py`): after loading the model and enrolling
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
     let mut images: Vec<PathBuf> = Vec::new();
     let mut levels: Vec<SimdLevel> = Vec::new();
     let mut serve_mode = false;
+    let mut min_face: Option<f32> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs needs a value")?.parse::<usize>()?.max(1),
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
                 }
             }
             "--serve" => serve_mode = true,
+            "--min-face" => min_face = Some(args.next().context("--min-face needs a value")?.parse()?),
             _ => images.push(a.into()),
         }
     }
@@ -89,7 +93,11 @@ fn main() -> Result<()> {
         bail!("no images");
     }
 
-    let model = FaceModel::load(&ModelConfig::with_recognizer(kind))?;
+    let mut config = ModelConfig::with_recognizer(kind);
+    if let Some(m) = min_face {
+        config.detect.min_face_size = m;
+    }
+    let model = FaceModel::load(&config)?;
     let limits = DecodeLimits::default();
     let photos: Vec<(PathBuf, Vec<u8>)> = images
         .into_iter()

@@ -34,6 +34,7 @@ pub mod align;
 pub mod depthwise;
 pub mod dlib_resnet;
 pub mod eval;
+mod int16;
 pub mod local;
 pub mod mobilefacenet;
 pub mod mtcnn;
