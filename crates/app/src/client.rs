@@ -30,10 +30,13 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(http_builder()?.build()?)
 }
 
+fn file_name(path: &Path) -> String {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string()
+}
+
 fn part(path: &Path) -> anyhow::Result<reqwest::multipart::Part> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string();
-    Ok(reqwest::multipart::Part::bytes(bytes).file_name(name))
+    Ok(reqwest::multipart::Part::bytes(bytes).file_name(file_name(path)))
 }
 
 fn percent_encode(segment: &str) -> String {
@@ -70,17 +73,46 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<String> {
     Ok(body)
 }
 
+/// Sends of one enrollment request at most (the first and the retries).
+const ENROLL_SENDS: u32 = 4;
+
+/// Whether an enrollment answered `status` is worth sending again: the
+/// server was busy or a proxy in front of it failed.
+fn transient(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
 /// Enrolls `images` as `name` (`POST /v1/people/{name}/faces`); returns the
-/// server's JSON answer.
+/// server's JSON answer. The request carries a fresh `Idempotency-Key`, so
+/// it is sent again (up to [`ENROLL_SENDS`] times, after the server's
+/// `Retry-After` up to 5 s, else 0.5, 1, 2 s) when the connection fails or
+/// the server is busy, without enrolling any photo twice.
 pub async fn enroll(client: &reqwest::Client, url: &str, name: &str, images: &[PathBuf]) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(!images.is_empty(), "no images to enroll for {name}");
-    let mut form = reqwest::multipart::Form::new();
-    for img in images {
-        form = form.part("image", part(img)?);
-    }
+    let photos = images.iter().map(|p| Ok((std::fs::read(p).with_context(|| format!("reading {}", p.display()))?, file_name(p)))).collect::<anyhow::Result<Vec<_>>>()?;
     let url = format!("{}/v1/people/{}/faces", url.trim_end_matches('/'), percent_encode(name));
-    let body = check(client.post(url).multipart(form).send().await?).await?;
-    Ok(serde_json::from_str(&body)?)
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut send = 1;
+    loop {
+        let mut form = reqwest::multipart::Form::new();
+        for (bytes, file) in &photos {
+            form = form.part("image", reqwest::multipart::Part::bytes(bytes.clone()).file_name(file.clone()));
+        }
+        let wait = match client.post(&url).header("idempotency-key", &key).multipart(form).send().await {
+            Ok(resp) if send < ENROLL_SENDS && transient(resp.status()) => {
+                let after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                after.map(|s| std::time::Duration::from_secs(s.min(5)))
+            }
+            Ok(resp) => return Ok(serde_json::from_str(&check(resp).await?)?),
+            Err(e) if send < ENROLL_SENDS && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                tracing::debug!(error = %e, send, "enrollment not answered; sending it again");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tokio::time::sleep(wait.unwrap_or(std::time::Duration::from_millis(500 << (send - 1)))).await;
+        send += 1;
+    }
 }
 
 /// Enrolls all of `images` as `name`, in requests of at most
@@ -166,5 +198,57 @@ mod tests {
         }
         assert_eq!(error_text(r#"{"error":{"code":"unsupported_media_type","message":"not an image"}}"#), "not an image");
         assert_eq!(error_text(" plain text\n"), "plain text");
+    }
+
+    /// A server that answers the first `busy` enrollments 503, then 201 with
+    /// what it saw; it records the `Idempotency-Key` of every send.
+    async fn flaky_server(busy: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/v1/people/{name}/faces",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let log = log.clone();
+                async move {
+                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let mut seen = log.lock().unwrap();
+                    seen.push(key);
+                    if seen.len() <= busy {
+                        return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], "busy").into_response();
+                    }
+                    let body = serde_json::json!({ "added": 1, "bytes": body.len() }).to_string();
+                    (StatusCode::CREATED, [("content-type", "application/json")], body).into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn a_busy_server_gets_the_enrollment_again_with_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("p.jpg");
+        std::fs::write(&photo, b"photo bytes").unwrap();
+        let client = reqwest::Client::new();
+
+        let (url, seen) = flaky_server(2).await;
+        let answer = super::enroll(&client, &url, "Ann", std::slice::from_ref(&photo)).await.unwrap();
+        assert_eq!(answer["added"], 1);
+        let keys = seen.lock().unwrap().clone();
+        assert_eq!(keys.len(), 3, "two busy answers, then the enrollment");
+        assert!(!keys[0].is_empty() && keys.iter().all(|k| *k == keys[0]), "one key for every send: {keys:?}");
+
+        // Another request gets another key; a server busy for good is given up.
+        let (url, seen) = flaky_server(usize::MAX).await;
+        let err = super::enroll(&client, &url, "Ann", std::slice::from_ref(&photo)).await.unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        let again = seen.lock().unwrap().clone();
+        assert_eq!(again.len(), super::ENROLL_SENDS as usize);
+        assert_ne!(again[0], keys[0]);
     }
 }

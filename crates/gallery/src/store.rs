@@ -40,7 +40,9 @@
 //! writer id), carried from one snapshot to the next (a writer that looks
 //! only after 256 further entries were folded cannot tell, and answers
 //! `Unavailable` although its change is stored). An `add` always does what
-//! it says, so its writer only checks that its claim was not late. A writer
+//! it says, so its writer only checks that its claim was not late (an add
+//! `once`, whose ids the caller chose, leaves out the ids already there at
+//! its point of the log, and its writer reads its outcome as above). A writer
 //! still checks the state first and writes nothing for an unknown person or
 //! face, or a rename onto a name in use.
 //!
@@ -890,9 +892,9 @@ impl Gallery {
                 });
             }
             let after = self.listing(c).await?;
-            if let LogEntry::Add { faces } = change {
+            if let LogEntry::Add { faces, once: false } = change {
                 // No snapshot at or past our number: no other entry with it
-                // was ever folded, the claim is good, and an add always
+                // was ever folded, the claim is good, and a plain add always
                 // does what it says.
                 if highest_snapshot(c, &after).is_none_or(|(s, _)| s < seq) {
                     self.maybe_compact(c, after).await;
@@ -1079,6 +1081,29 @@ impl Gallery {
     /// records (with their new ids). NoSuchCollection when `c` does not
     /// exist (`default` always does).
     pub async fn add_faces(&self, c: &str, person: &str, faces: Vec<NewFace>) -> Result<Vec<FaceRecord>, GalleryError> {
+        self.add(c, person, faces, None).await
+    }
+
+    /// [`Gallery::add_faces`] under ids the caller chose, once: a face whose
+    /// id the collection already has when the change lands is not added
+    /// again. With ids derived from a client's idempotency key and photos,
+    /// a request sent twice (a retry after a lost answer, or two at once)
+    /// enrolls its faces once, and both calls answer the same records.
+    /// Ids: 1 to 64 of `[0-9A-Za-z_-]`, all different.
+    pub async fn add_faces_once(&self, c: &str, person: &str, faces: Vec<NewFace>, ids: Vec<String>) -> Result<Vec<FaceRecord>, GalleryError> {
+        if ids.len() != faces.len() {
+            return Err(GalleryError::InvalidFace(format!("{} ids for {} faces", ids.len(), faces.len())));
+        }
+        if let Some(bad) = ids.iter().find(|id| !format::valid_face_id(id)) {
+            return Err(GalleryError::InvalidFace(format!("invalid face id {bad:?}")));
+        }
+        if ids.iter().collect::<std::collections::HashSet<_>>().len() != ids.len() {
+            return Err(GalleryError::InvalidFace("two faces with one id".into()));
+        }
+        self.add(c, person, faces, Some(ids)).await
+    }
+
+    async fn add(&self, c: &str, person: &str, faces: Vec<NewFace>, ids: Option<Vec<String>>) -> Result<Vec<FaceRecord>, GalleryError> {
         names::validate_collection(c)?;
         names::validate_person(person)?;
         for (i, f) in faces.iter().enumerate() {
@@ -1093,33 +1118,41 @@ impl Gallery {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
+        let once = ids.is_some();
+        let mut ids = ids.map(Vec::into_iter);
         let created_ms = now_ms();
         let mut records = Vec::with_capacity(faces.len());
         let mut thumbs = Vec::new();
         for f in faces {
-            let id = uuid::Uuid::new_v4().simple().to_string();
+            let id = ids.as_mut().and_then(Iterator::next).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
             if let Some(jpeg) = f.thumbnail {
                 thumbs.push((format::thumb_key(c, &id), jpeg));
             }
             records.push(FaceRecord { id, person: person.to_string(), model: f.model, embedding: f.embedding, created_ms });
         }
-        // Thumbnails first: a face never shows up without its thumbnail.
+        // Thumbnails first: a face never shows up without its thumbnail. A
+        // failed change removes its thumbnails again, unless its ids were
+        // chosen by the caller: an earlier call may have stored those faces.
         for (i, (key, jpeg)) in thumbs.iter().enumerate() {
             if let Err(e) = self.store.put(&self.bucket, key, jpeg.clone()).await {
-                for (done, _) in &thumbs[..i] {
-                    self.delete_quietly(done).await;
+                if !once {
+                    for (done, _) in &thumbs[..i] {
+                        self.delete_quietly(done).await;
+                    }
                 }
                 return Err(e.into());
             }
         }
-        let entry = LogEntry::Add { faces: records };
+        let entry = LogEntry::Add { faces: records, once };
         if let Err(e) = self.append(c, &entry, None, None).await {
-            for (key, _) in &thumbs {
-                self.delete_quietly(key).await;
+            if !once {
+                for (key, _) in &thumbs {
+                    self.delete_quietly(key).await;
+                }
             }
             return Err(e);
         }
-        let LogEntry::Add { faces } = entry else { unreachable!("built as an add above") };
+        let LogEntry::Add { faces, .. } = entry else { unreachable!("built as an add above") };
         Ok(faces)
     }
 

@@ -72,6 +72,7 @@ on_both_stores!(
     concurrent_removals_of_a_face_answer_true_once,
     concurrent_creations_create_once,
     emptying_default_during_an_enrollment_keeps_no_half_of_it,
+    faces_added_once_are_added_once,
 );
 
 /// A unit vector along axis `i` of 4.
@@ -711,6 +712,40 @@ async fn concurrent_creations_create_once(store: Arc<dyn ObjectStore>) {
     assert!(g.create_collection("dup").await.unwrap());
     assert!(store.head(BUCKET, "collections/dup.creating").await.unwrap().is_none(), "the lock is released");
     assert_eq!(g.collections().await.unwrap().iter().filter(|c| c.name == "dup").count(), 1);
+}
+
+async fn faces_added_once_are_added_once(store: Arc<dyn ObjectStore>) {
+    let ids = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let with_thumb = |n: usize| faces(n, 0).into_iter().map(|f| f.with_thumbnail(Bytes::from_static(b"jpeg"))).collect::<Vec<_>>();
+    // Sent by eight writers at once, then once more: each id lands once, and
+    // every call answers the records it asked for.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let g = Gallery::new(store.clone(), BUCKET).with_compact_after(3);
+            let (faces, ids) = (with_thumb(2), ids(&["a1", "a2"]));
+            tokio::spawn(async move { g.add_faces_once(DEFAULT_COLLECTION, "Ann", faces, ids).await.unwrap() })
+        })
+        .collect();
+    for r in futures::future::join_all(tasks).await {
+        assert_eq!(r.unwrap().iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a1", "a2"]);
+    }
+    let g = Gallery::new(store.clone(), BUCKET);
+    let again = g.add_faces_once(DEFAULT_COLLECTION, "Ann", with_thumb(2), ids(&["a1", "a2"])).await.unwrap();
+    assert_eq!(again.len(), 2);
+    let stored = g.faces_of(DEFAULT_COLLECTION, "Ann").await.unwrap();
+    assert_eq!(stored.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a1", "a2"]);
+    assert!(g.thumbnail(DEFAULT_COLLECTION, "a1").await.unwrap().is_some());
+    // One new id among known ones: only it is added; plain adds are not checked.
+    g.add_faces_once(DEFAULT_COLLECTION, "Ann", faces(2, 1), ids(&["a2", "a3"])).await.unwrap();
+    g.add_faces(DEFAULT_COLLECTION, "Ann", faces(1, 1)).await.unwrap();
+    assert_eq!(g.faces_of(DEFAULT_COLLECTION, "Ann").await.unwrap().len(), 4);
+    g.compact(DEFAULT_COLLECTION).await.unwrap();
+    assert_eq!(g.faces_of(DEFAULT_COLLECTION, "Ann").await.unwrap().len(), 4, "the same after folding the log");
+    // Ids are checked: one per face, valid, all different.
+    for bad in [ids(&["a9"]), ids(&["a/b", "c"]), ids(&["x", "x"])] {
+        let e = g.add_faces_once(DEFAULT_COLLECTION, "Ann", faces(2, 0), bad.clone()).await.unwrap_err();
+        assert!(matches!(e, GalleryError::InvalidFace(_)), "{bad:?}: {e}");
+    }
 }
 
 /// A store that empties `default` (as `DELETE /v1/collections/default`

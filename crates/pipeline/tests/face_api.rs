@@ -95,6 +95,12 @@ impl Api {
         self.send(b.body(Body::from(body)).unwrap()).await
     }
 
+    async fn upload_once(&self, uri: &str, idempotency_key: &str, parts: &[(&str, &str, Vec<u8>)]) -> (StatusCode, Value) {
+        let (ct, body) = multipart(parts);
+        let req = Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, ct).header("idempotency-key", idempotency_key);
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
     async fn enroll(&self, collection: &str, name: &str, red: u8) -> (StatusCode, Value) {
         self.upload(&format!("/v1/collections/{collection}/people/{name}/faces"), None, &[("image", "p.png", png(red, 16, 16))]).await
     }
@@ -247,6 +253,52 @@ async fn one_person_one_name_and_bounded_enrollments() {
     assert!(v["error"]["message"].as_str().unwrap().contains("at most 20"), "{v}");
     let (s, v) = api.upload("/v1/people/Many/faces", None, &many[1..]).await;
     assert_eq!((s, v["added"].as_u64()), (StatusCode::CREATED, Some(20)), "{v}");
+}
+
+#[tokio::test]
+async fn an_enrollment_sent_again_with_its_idempotency_key_is_stored_once() {
+    let api = api().await;
+    let photos = [("image", "1.png", png(3, 16, 16)), ("image", "2.png", png(3, 20, 20))];
+    let ids = |v: &Value| v["face_ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (s, first) = api.upload_once("/v1/people/Ann/faces", "retry-1", &photos).await;
+    assert_eq!((s, first["added"].as_u64(), first["faces"].as_u64()), (StatusCode::CREATED, Some(2), Some(2)), "{first}");
+    // A retry after a lost answer: the same answer, nothing added twice.
+    let (s, again) = api.upload_once("/v1/people/Ann/faces", "retry-1", &photos).await;
+    assert_eq!((s, again["faces"].as_u64()), (StatusCode::CREATED, Some(2)), "{again}");
+    assert_eq!(ids(&again), ids(&first));
+    // The same key in the other route to the same collection and person: the same request.
+    let (s, v) = api.upload_once("/v1/collections/default/people/Ann/faces", "retry-1", &photos).await;
+    assert_eq!((s, ids(&v)), (StatusCode::CREATED, ids(&first)), "{v}");
+    // Other photos, another person or another key: other faces.
+    let (s, v) = api.upload_once("/v1/people/Ann/faces", "retry-1", &[("image", "3.png", png(3, 24, 24))]).await;
+    assert_eq!((s, v["faces"].as_u64()), (StatusCode::CREATED, Some(3)), "{v}");
+    let (s, v) = api.upload_once("/v1/people/Bob/faces", "retry-1", &photos).await;
+    assert_eq!((s, v["faces"].as_u64()), (StatusCode::CREATED, Some(2)), "{v}");
+    assert!(ids(&v).iter().all(|id| !ids(&first).contains(id)), "{v}");
+    let (s, v) = api.upload_once("/v1/people/Ann/faces", "retry-2", &photos).await;
+    assert_eq!((s, v["faces"].as_u64()), (StatusCode::CREATED, Some(5)), "{v}");
+    // Without a key, sending twice enrolls twice, as before.
+    for faces in [1, 2] {
+        let (s, v) = api.upload("/v1/people/Cid/faces", None, &photos[..1]).await;
+        assert_eq!((s, v["faces"].as_u64()), (StatusCode::CREATED, Some(faces)), "{v}");
+    }
+    // Sent several times at once: stored once, every send answers the same ids.
+    let sends = (0..6).map(|_| api.upload_once("/v1/people/Dee/faces", "burst", &photos));
+    let answers = futures::future::join_all(sends).await;
+    for (s, v) in &answers {
+        assert_eq!(*s, StatusCode::CREATED, "{v}");
+        assert_eq!(ids(v), ids(&answers[0].1));
+    }
+    let (s, v) = api.call(Method::GET, "/v1/collections/default/people/Dee", None, None).await;
+    assert_eq!((s, v["faces"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)), "{v}");
+    // A key that is not 1 to 255 visible ASCII characters is refused.
+    for bad in ["two words", &"k".repeat(256), "tab\there"] {
+        let (s, v) = api.upload_once("/v1/people/Ann/faces", bad, &photos).await;
+        assert_json_error(s, &v, StatusCode::BAD_REQUEST);
+        assert!(v["error"]["message"].as_str().unwrap().contains("Idempotency-Key"), "{v}");
+    }
+    let (_, v) = api.call(Method::GET, "/v1/collections/default/people/Ann", None, None).await;
+    assert_eq!(v["faces"].as_array().map(Vec::len), Some(5), "{v}");
 }
 
 #[tokio::test]

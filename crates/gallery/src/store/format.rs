@@ -24,6 +24,8 @@
 //! entries, so that a writer whose entry was compacted before it could look
 //! learns what its change did.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::FaceRecord;
@@ -106,6 +108,12 @@ pub(crate) enum LogEntry {
     Add {
         /// The new faces.
         faces: Vec<FaceRecord>,
+        /// Faces whose id the collection already has at this point are not
+        /// added again: their ids come from the client's idempotency key
+        /// (`Gallery::add_faces_once`), so a retried request adds nothing
+        /// twice. Absent (false) in entries written before it existed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        once: bool,
     },
     /// Every face of a person removed.
     RemovePerson {
@@ -179,9 +187,17 @@ impl LogEntry {
     /// never repeats a face.
     pub(crate) fn apply(&self, faces: &mut Vec<FaceRecord>, removed: &mut Vec<String>) -> Outcome {
         match self {
-            LogEntry::Add { faces: new } => {
+            LogEntry::Add { faces: new, once: false } => {
                 faces.extend(new.iter().cloned());
                 Outcome::changed(new.len())
+            }
+            LogEntry::Add { faces: new, once: true } => {
+                let wanted: HashSet<&str> = new.iter().map(|f| f.id.as_str()).collect();
+                let present: HashSet<&str> = faces.iter().map(|f| f.id.as_str()).filter(|id| wanted.contains(id)).collect();
+                let fresh: Vec<FaceRecord> = new.iter().filter(|f| !present.contains(f.id.as_str())).cloned().collect();
+                let added = fresh.len();
+                faces.extend(fresh);
+                Outcome::changed(added)
             }
             LogEntry::RemovePerson { person } => {
                 let before = removed.len();
@@ -392,7 +408,7 @@ mod tests {
 
     #[test]
     fn log_entries_have_the_documented_json_and_apply() {
-        let add = LogEntry::Add { faces: vec![face("a", "Ann", vec![1.0])] };
+        let add = LogEntry::Add { faces: vec![face("a", "Ann", vec![1.0])], once: false };
         let v: serde_json::Value = serde_json::to_value(&add).unwrap();
         assert_eq!(v["op"], "add");
         assert_eq!(v["faces"][0]["person"], "Ann");
@@ -420,7 +436,7 @@ mod tests {
         let mut faces = Vec::new();
         let mut removed = Vec::new();
         assert_eq!(add.apply(&mut faces, &mut removed), Outcome::changed(1));
-        let more = LogEntry::Add { faces: vec![face("b", "Bob", vec![2.0]), face("c", "Ann", vec![3.0])] };
+        let more = LogEntry::Add { faces: vec![face("b", "Bob", vec![2.0]), face("c", "Ann", vec![3.0])], once: false };
         assert_eq!(more.apply(&mut faces, &mut removed), Outcome::changed(2));
         assert_eq!(rename.apply(&mut faces, &mut removed), Outcome::changed(2));
         assert_eq!(faces.iter().map(|f| f.person.as_str()).collect::<Vec<_>>(), ["Anna", "Bob", "Anna"]);
@@ -436,5 +452,16 @@ mod tests {
         assert_eq!(LogEntry::RemovePerson { person: "Bob".into() }.apply(&mut faces, &mut removed), Outcome::changed(0));
         assert_eq!(faces.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["c"]);
         assert_eq!(removed, ["a", "b"]);
+
+        // An add `once` leaves out the ids the collection has at that point;
+        // a plain add says nothing about it (older entries read the same).
+        assert!(!serde_json::to_value(&add).unwrap().as_object().unwrap().contains_key("once"));
+        let once = LogEntry::Add { faces: vec![face("c", "Anna", vec![9.0]), face("d", "Anna", vec![4.0])], once: true };
+        let json = serde_json::to_value(&once).unwrap();
+        assert_eq!(json["once"], true);
+        assert_eq!(serde_json::from_value::<LogEntry>(json).unwrap(), once);
+        assert_eq!(once.apply(&mut faces, &mut removed), Outcome::changed(1));
+        assert_eq!(once.apply(&mut faces, &mut removed), Outcome::changed(0), "the same entry again adds nothing");
+        assert_eq!(faces.iter().map(|f| (f.id.as_str(), f.embedding[0])).collect::<Vec<_>>(), [("c", 3.0), ("d", 4.0)]);
     }
 }

@@ -3,7 +3,7 @@
 //! the `default` collection's.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use bytes::Bytes;
@@ -129,7 +129,8 @@ pub struct Enrolled {
     pub collection: String,
     /// The person.
     pub name: String,
-    /// Faces added by this call.
+    /// Faces added by this call (with an `Idempotency-Key`: by this
+    /// request, whichever of its sends stored them).
     pub added: usize,
     /// The person's faces now.
     pub faces: usize,
@@ -299,7 +300,7 @@ pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): Pat
 
 /// `POST /v1/people/{name}/faces`: enrolls into the `default` collection.
 #[utoipa::path(post, path = "/v1/people/{name}/faces", tag = "gallery",
-    params(("name" = String, Path, description = "Person")),
+    params(("name" = String, Path, description = "Person"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same photos for the same person enrolls them once, and every send answers the same face ids (1 to 255 visible ASCII characters)")),
     request_body(content = EnrollForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Enrolled", body = Enrolled),
@@ -308,8 +309,36 @@ pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): Pat
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn enroll_default(state: State<WebState>, PathParams(name): PathParams<String>, form: Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    enroll(state, PathParams(PersonPath { c: default_collection(), name }), form).await
+pub(crate) async fn enroll_default(state: State<WebState>, PathParams(name): PathParams<String>, headers: HeaderMap, form: Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+    enroll(state, PathParams(PersonPath { c: default_collection(), name }), headers, form).await
+}
+
+/// The request header that makes an enrollment safe to send again.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, checked: `None` when absent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = v.to_str().ok().filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+    match key {
+        Some(k) => Ok(Some(k.to_string())),
+        None => Err(ApiError::bad_request("invalid Idempotency-Key: use 1 to 255 visible ASCII characters (e.g. a UUID)")),
+    }
+}
+
+/// The id of photo `index` of an enrollment sent with idempotency key
+/// `key`: the same collection, person, key, place and photo bytes give the
+/// same id (128 bits of SHA-256, hex), so a second send finds its faces
+/// already there ([`facefleet_gallery::store::Gallery::add_faces_once`]).
+fn idempotent_face_id(c: &str, name: &str, key: &str, index: usize, photo: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in ["facefleet enroll once", c, name, key, &index.to_string()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(Sha256::digest(photo));
+    hex::encode(&h.finalize()[..16])
 }
 
 /// Most photos one enrollment request takes (more: a 400).
@@ -319,7 +348,7 @@ pub const MAX_ENROLL_PHOTOS: usize = 20;
 /// [`MAX_ENROLL_PHOTOS`]): embeds the largest face of every photo (each
 /// must show one) and adds them to the person, created if new.
 #[utoipa::path(post, path = "/v1/collections/{c}/people/{name}/faces", tag = "gallery",
-    params(("c" = String, Path, description = "Collection"), ("name" = String, Path, description = "Person")),
+    params(("c" = String, Path, description = "Collection"), ("name" = String, Path, description = "Person"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key with the same photos for the same person enrolls them once, and every send answers the same face ids (1 to 255 visible ASCII characters)")),
     request_body(content = EnrollForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Enrolled", body = Enrolled),
@@ -329,8 +358,9 @@ pub const MAX_ENROLL_PHOTOS: usize = 20;
         (status = 422, description = "A photo has no face", body = ErrorBody),
     ),
     security(("api_key" = [])))]
-pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
+pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, headers: HeaderMap, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
     let (c, name) = p.checked_new()?;
+    let once = idempotency_key(&headers)?;
     if !state.gallery.collection_exists(&c).await? {
         return Err(no_collection(&c));
     }
@@ -349,6 +379,8 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
         check_image(&u.bytes, &limits)
             .map_err(|e| ApiError::from(e).about(format_args!("image {} ({})", i + 1, u.file_name.as_deref().unwrap_or("unnamed"))))?;
     }
+    let ids: Option<Vec<String>> =
+        once.map(|key| uploads.iter().enumerate().map(|(i, u)| idempotent_face_id(&c, &name, &key, i, &u.bytes)).collect());
     let engine = state.engine().await?;
     let mut faces = Vec::with_capacity(uploads.len());
     for (i, u) in uploads.into_iter().enumerate() {
@@ -374,7 +406,10 @@ pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathPar
             Err(e) => return Err(ApiError::internal(format!("embedding image {} ({label}): {e}", i + 1))),
         }
     }
-    let added = state.gallery.add_faces(&c, &name, faces).await?;
+    let added = match ids {
+        Some(ids) => state.gallery.add_faces_once(&c, &name, faces, ids).await?,
+        None => state.gallery.add_faces(&c, &name, faces).await?,
+    };
     let total = state.gallery.faces_of(&c, &name).await?.len().max(added.len());
     let face_ids = added.iter().map(|f| f.id.clone()).collect();
     Ok((StatusCode::CREATED, Json(Enrolled { collection: c, name, added: added.len(), faces: total, face_ids })))

@@ -47,16 +47,29 @@ function headers(extra, anonymous) {
 }
 
 /**
- * fetch(), tried again (when `retry`, up to RATE_RETRIES times in all) after
- * a 429 whose Retry-After asks for at most 5 s.
+ * fetch(), tried again when `retry` (a read, or an upload with an
+ * Idempotency-Key), up to RATE_RETRIES times in all: after a 429 whose
+ * Retry-After asks for at most 5 s, and 1 s after the network failed.
  */
 async function fetchRetrying(path, init, retry) {
   for (let attempt = 1; ; attempt += 1) {
-    const resp = await fetch(path, init);
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch (e) {
+      if (!retry || attempt >= RATE_RETRIES || (init.signal && init.signal.aborted)) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
     const wait = Number(resp.headers.get('retry-after'));
     if (!retry || resp.status !== 429 || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) return resp;
     await new Promise((r) => setTimeout(r, wait * 1000));
   }
+}
+
+/** A fresh Idempotency-Key (128 random bits, hex; no secure context needed). */
+export function idempotencyKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** Turns a failed answer into an ApiError with the server's message. */
@@ -82,11 +95,14 @@ export async function errorOf(resp) {
 
 /**
  * Calls the API. `json`: a body sent as JSON; `form`: a FormData;
- * `anonymous`: without the key. Resolves to the parsed JSON (or text), or
- * rejects with an ApiError.
+ * `anonymous`: without the key; `once`: an Idempotency-Key, which makes the
+ * call safe to send again (it then is, as reads are, after a 429 or a
+ * network failure). Resolves to the parsed JSON (or text), or rejects with
+ * an ApiError.
  */
-export async function api(path, { method = 'GET', json, form, anonymous = false, signal } = {}) {
+export async function api(path, { method = 'GET', json, form, anonymous = false, signal, once } = {}) {
   const init = { method, headers: headers(null, anonymous), cache: 'no-store' };
+  if (once) init.headers.set('idempotency-key', once);
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers.set('content-type', 'application/json');
@@ -99,8 +115,8 @@ export async function api(path, { method = 'GET', json, form, anonymous = false,
   init.signal = signal && timeout ? AbortSignal.any([signal, timeout]) : signal || timeout || undefined;
   let resp;
   try {
-    // Rate limited: reads wait as told (briefly) and try again.
-    resp = await fetchRetrying(path, init, method === 'GET');
+    // Rate limited or cut off: reads and idempotent uploads try again.
+    resp = await fetchRetrying(path, init, method === 'GET' || Boolean(once));
   } catch (e) {
     if (timeout && timeout.aborted && !(signal && signal.aborted)) {
       throw new ApiError(0, 'timeout', `The server did not answer within ${READ_TIMEOUT_MS / 1000} s. Is it overloaded or stopped?`);

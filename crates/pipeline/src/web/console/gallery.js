@@ -4,7 +4,7 @@
 // collection routes it falls back to /v1/people (the default collection,
 // no thumbnails).
 
-import { api, imageUrl, forgetImages, seg } from './api.js';
+import { api, idempotencyKey, imageUrl, forgetImages, seg } from './api.js';
 import { h, fill, note, toast, confirmDialog, dropZone } from './dom.js';
 
 /** Most photos one enrollment request takes (the server's MAX_ENROLL_PHOTOS). */
@@ -292,7 +292,9 @@ export function mount(main, ctx) {
       for (const batch of batches(Array.from(files))) {
         const form = new FormData();
         for (const f of batch) form.append('image', f, f.name);
-        r = await api(`${personPath(name)}/faces`, { method: 'POST', form });
+        // One key per batch: a batch sent again (busy server, lost answer)
+        // is enrolled once.
+        r = await api(`${personPath(name)}/faces`, { method: 'POST', form, once: idempotencyKey() });
         added += r.added;
       }
       note(where, `Enrolled ${plural(added, 'photo')} of ${r.name}; ${plural(r.faces, 'face')} in all.`, 'ok');
