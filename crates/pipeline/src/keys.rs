@@ -117,6 +117,9 @@ pub enum KeyError {
     /// Revoking this key would leave no admin key for all collections.
     #[error("`{0}` is the last admin key for all collections: create another admin key first, or revoke it on the server with `facefleet keys revoke` (a loopback stack without keys is open to everyone)")]
     LastAdmin(String),
+    /// Another revoke kept the revoke lock for the whole wait.
+    #[error("another API key is being revoked; try again in a moment")]
+    Busy,
 }
 
 fn now_secs() -> u64 {
@@ -239,18 +242,62 @@ pub async fn revoke(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<K
     Ok(record)
 }
 
+/// The object an HTTP revoke holds while it checks and revokes, so that
+/// revokes run one at a time across every web tier of the deployment. It
+/// lies next to `api-keys/`, not in it; its body is the Unix time (seconds)
+/// it was taken.
+pub const REVOKE_LOCK: &str = "api-keys.revoking";
+/// A revoke lock older than this was left by a web tier that stopped
+/// mid-revoke: the next revoke takes it over.
+const REVOKE_LOCK_STALE_SECS: u64 = 30;
+/// How long a revoke waits for the lock (looking every 50 ms) before
+/// [`KeyError::Busy`].
+const REVOKE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes [`REVOKE_LOCK`], waiting while another revoke holds it.
+async fn take_revoke_lock(store: &dyn ObjectStore, bucket: &str) -> Result<(), KeyError> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < REVOKE_LOCK_WAIT {
+        let now = now_secs();
+        if store.put_if_absent(bucket, REVOKE_LOCK, Bytes::from(now.to_string())).await? {
+            return Ok(());
+        }
+        let taken = match store.get(bucket, REVOKE_LOCK).await {
+            Ok(body) => std::str::from_utf8(&body).ok().and_then(|t| t.trim().parse::<u64>().ok()),
+            Err(PortError::NoSuchKey { .. }) => continue, // released meanwhile
+            Err(e) => return Err(e.into()),
+        };
+        if taken.is_none_or(|t| now.saturating_sub(t) > REVOKE_LOCK_STALE_SECS) {
+            tracing::warn!(lock = REVOKE_LOCK, "taking over a stale revoke lock");
+            store.put(bucket, REVOKE_LOCK, Bytes::from(now.to_string())).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(KeyError::Busy)
+}
+
 /// Revokes key `id` unless it is the last admin key for all collections
 /// (what the HTTP API does: a client cannot lock every admin out, nor open
-/// a loopback stack by revoking the last key). Two such revokes at once
-/// can still both pass the check.
+/// a loopback stack by revoking the last key). Revokes hold
+/// [`REVOKE_LOCK`] while they check and revoke, so two at once cannot both
+/// pass the check.
 pub async fn revoke_keeping_an_admin(store: &dyn ObjectStore, bucket: &str, id: &str) -> Result<KeyRecord, KeyError> {
-    let all = list(store, bucket).await?;
-    if let Some(target) = all.iter().find(|k| k.id == id) {
-        if target.is_full_admin() && !all.iter().any(|k| k.id != id && k.is_full_admin()) {
-            return Err(KeyError::LastAdmin(id.to_string()));
+    take_revoke_lock(store, bucket).await?;
+    let result = async {
+        let all = list(store, bucket).await?;
+        if let Some(target) = all.iter().find(|k| k.id == id) {
+            if target.is_full_admin() && !all.iter().any(|k| k.id != id && k.is_full_admin()) {
+                return Err(KeyError::LastAdmin(id.to_string()));
+            }
         }
+        revoke(store, bucket, id).await
     }
-    revoke(store, bucket, id).await
+    .await;
+    if let Err(e) = store.delete(bucket, REVOKE_LOCK).await {
+        tracing::warn!(error = %e, lock = REVOKE_LOCK, "cannot release the revoke lock; the next revoke takes it over after 30 s");
+    }
+    result
 }
 
 /// Why a presented secret was not accepted.
@@ -383,6 +430,61 @@ mod tests {
         for bad in ["", "ffk_", "ffk_0123456789ab_", "xxx_0123456789ab_00", &format!("ffk_0123456789ab_{}", "g".repeat(64))] {
             assert_eq!(secret_id(bad), None, "{bad}");
         }
+    }
+
+    /// A store whose reads answer late: two revokes that read the keys at
+    /// once both see the other's key still there, unless they take turns.
+    struct SlowReads(facefleet_ports::memory::MemStore);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for SlowReads {
+        async fn create_bucket(&self, bucket: &str) -> Result<(), PortError> {
+            self.0.create_bucket(bucket).await
+        }
+        async fn bucket_exists(&self, bucket: &str) -> Result<bool, PortError> {
+            self.0.bucket_exists(bucket).await
+        }
+        async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), PortError> {
+            self.0.put(bucket, key, body).await
+        }
+        async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, PortError> {
+            self.0.put_if_absent(bucket, key, body).await
+        }
+        async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, PortError> {
+            let body = self.0.get(bucket, key).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            body
+        }
+        async fn head(&self, bucket: &str, key: &str) -> Result<Option<facefleet_ports::ObjectMeta>, PortError> {
+            self.0.head(bucket, key).await
+        }
+        async fn list(&self, bucket: &str, prefix: &str, token: Option<String>, max_keys: usize) -> Result<facefleet_ports::ListPage, PortError> {
+            self.0.list(bucket, prefix, token, max_keys).await
+        }
+        async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+            self.0.delete(bucket, key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn two_revokes_at_once_leave_an_admin() {
+        let store = SlowReads(facefleet_ports::memory::MemStore::new());
+        store.create_bucket("b").await.unwrap();
+        let admin = |name: &str| NewKey { name: name.into(), scope: Scope::Admin, rate_per_sec: None, burst: None, collections: None };
+        let (a, _) = create(&store, "b", admin("a")).await.unwrap();
+        let (b, _) = create(&store, "b", admin("b")).await.unwrap();
+        let (ra, rb) = tokio::join!(revoke_keeping_an_admin(&store, "b", &a.id), revoke_keeping_an_admin(&store, "b", &b.id));
+        assert!(ra.is_ok() != rb.is_ok(), "exactly one revoke passes: {ra:?} / {rb:?}");
+        assert!(matches!(ra.err().or(rb.err()), Some(KeyError::LastAdmin(_))));
+        assert_eq!(list(&store, "b").await.unwrap().iter().filter(|k| k.is_full_admin()).count(), 1);
+        assert!(store.head("b", REVOKE_LOCK).await.unwrap().is_none(), "the lock is released");
+        // A lock left by a web tier that died is taken over; a fresh one is waited for.
+        let (c, _) = create(&store, "b", admin("c")).await.unwrap();
+        store.put("b", REVOKE_LOCK, Bytes::from("0")).await.unwrap();
+        revoke_keeping_an_admin(&store, "b", &c.id).await.unwrap();
+        store.put("b", REVOKE_LOCK, Bytes::from(now_secs().to_string())).await.unwrap();
+        let (d, _) = create(&store, "b", admin("d")).await.unwrap();
+        assert!(matches!(revoke_keeping_an_admin(&store, "b", &d.id).await, Err(KeyError::Busy)));
     }
 
     #[test]

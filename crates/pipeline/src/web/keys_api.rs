@@ -74,6 +74,7 @@ impl From<KeyError> for ApiError {
             KeyError::Invalid(m) => ApiError::bad_request(m),
             KeyError::Random(m) => ApiError::internal(m),
             e @ KeyError::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ KeyError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
 }
@@ -125,6 +126,7 @@ pub(crate) async fn create(
         (status = 200, description = "Revoked", body = KeyInfo),
         (status = 404, description = "Unknown", body = ErrorBody),
         (status = 409, description = "The last admin key for all collections (revoke it with the CLI)", body = ErrorBody),
+        (status = 503, description = "Another revoke held the revoke lock for 5 s; try again", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke(State(state): State<WebState>, caller: Option<Extension<Caller>>, PathParams(id): PathParams<String>) -> Result<Json<KeyInfo>, ApiError> {
