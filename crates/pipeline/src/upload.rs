@@ -50,7 +50,7 @@ pub enum UploadError {
 /// only: the format is sniffed from the content (never the file name) and
 /// the dimensions are read from the header, so no pixel buffer is ever
 /// allocated here. A file whose pixels turn out corrupt is answered by the
-/// worker that decodes it (422). Returns the format and dimensions.
+/// worker that decodes it, with the same 422 as a corrupt header here. Returns the format and dimensions.
 pub fn check_image(bytes: &[u8], limits: &ImageLimits) -> Result<(ImageFormat, u32, u32), UploadError> {
     if bytes.is_empty() {
         return Err(UploadError::Empty);

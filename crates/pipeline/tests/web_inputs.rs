@@ -104,7 +104,7 @@ async fn refuses_bad_uploads_with_4xx_plain_messages() {
     // A JPEG cut before its frame header.
     let j = jpeg(7, 64, 64);
     let (st, body) = post_file(c, &url, "inputFile", "cut.jpg", j[..20].to_vec()).await;
-    assert_eq!(st, 400, "{body}");
+    assert_eq!(st, 422, "{body}");
     assert!(body.contains("corrupt or truncated"), "{body}");
     // A 30000x30000 PNG (decompression bomb), refused from its header.
     let (st, body) = post_file(c, &url, "inputFile", "bomb.png", png_header_only(30000, 30000)).await;

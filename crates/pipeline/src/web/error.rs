@@ -151,9 +151,11 @@ impl From<PortError> for ApiError {
 impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         let status = match e {
-            UploadError::Empty | UploadError::Corrupt(_) => StatusCode::BAD_REQUEST,
+            UploadError::Empty => StatusCode::BAD_REQUEST,
             UploadError::NotAnImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            UploadError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            // A corrupt header here and corrupt pixels in the worker are the
+            // same fault to the client: both are 422.
+            UploadError::Corrupt(_) | UploadError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())
     }
