@@ -78,6 +78,12 @@
 //! replaced; such a snapshot is removed and nothing else is), and only then
 //! deletes the log entries it folded and the older snapshots.
 //!
+//! **Deleting** a collection removes its marker first (a writer that then
+//! finds it gone takes its change back), then every object under its
+//! prefix. `default` is emptied through its log instead: a `clear` entry
+//! removes the faces before it, whose thumbnails then go, and writers never
+//! see `default` missing, so an enrollment lands whole before or after it.
+//!
 //! **Migration**: while `default` has no snapshot, the faces of the old
 //! layout (`people/<name>/<uuid>.json`, `{name, recognizer, embedding}`) are
 //! part of it (their ids are the old uuids, or derived from the key, so
@@ -876,7 +882,7 @@ impl Gallery {
             };
             let seq = self.claim(c, &before, &body).await?;
             let key = format::log_key(c, seq);
-            // Deleted (or, for `default`, emptied) while we wrote? Take the
+            // Deleted (or, for an unreadable `default`, wiped) while we wrote? Take the
             // change back so that nothing is left behind in a collection
             // that no longer exists, nor half of it (faces whose thumbnails
             // the delete removed) in an emptied `default`. Every writer
@@ -1053,9 +1059,20 @@ impl Gallery {
     }
 
     /// Deletes collection `c` and everything in it; false when it did not
-    /// exist. Deleting `default` empties it (and removes the old layout).
+    /// exist. Deleting `default` empties it: a `clear` log entry removes
+    /// every face before it (the old layout's too) and their thumbnails go;
+    /// enrollments that land after it stay whole. Only a `default` whose
+    /// log cannot be read is emptied by deleting all its objects.
     pub async fn delete_collection(&self, c: &str) -> Result<bool, GalleryError> {
         names::validate_collection(c)?;
+        if c == DEFAULT_COLLECTION {
+            match self.clear(c).await {
+                Err(GalleryError::Corrupt(why)) => {
+                    tracing::warn!(error = %why, "collection `default` is unreadable: emptying it by deleting all its objects");
+                }
+                cleared => return cleared.map(|_| true),
+            }
+        }
         let marker = format::marker_key(c);
         // The marker first: writers that see it gone take their change back.
         let existed = self.store.remove(&self.bucket, &marker).await? || c == DEFAULT_COLLECTION;
@@ -1195,6 +1212,28 @@ impl Gallery {
         let done = self.append(c, &entry, Some(state.listing), Some(reuse)).await?;
         // The thumbnails of the faces it removed; when that is not known
         // (folded before we looked), of those seen before that are gone.
+        let gone = done.removed.unwrap_or_else(|| {
+            let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
+            seen.into_iter().filter(|id| !now.contains(id.as_str())).collect()
+        });
+        for id in &gone {
+            self.delete_quietly(&format::thumb_key(c, id)).await;
+        }
+        Ok(done.outcome.changed)
+    }
+
+    /// Appends a `clear` entry to `c` (when it has faces) and deletes the
+    /// thumbnails of the faces it removed; returns how many it removed.
+    /// Writers never see the collection missing, so one whose thumbnails
+    /// were written before the clear but whose faces land after it keeps
+    /// both.
+    async fn clear(&self, c: &str) -> Result<usize, GalleryError> {
+        let (state, reuse) = self.current(c).await?;
+        let seen: Vec<String> = state.faces.iter().map(|f| f.id.clone()).collect();
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        let done = self.append(c, &LogEntry::Clear, Some(state.listing), Some(reuse)).await?;
         let gone = done.removed.unwrap_or_else(|| {
             let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
             seen.into_iter().filter(|id| !now.contains(id.as_str())).collect()
@@ -1441,7 +1480,9 @@ mod tests {
         g.store.delete("g", late.base.key.as_deref().unwrap()).await.unwrap();
         assert!(g.load(c).await.unwrap().faces.is_empty());
         assert!(g.delete_collection(c).await.unwrap());
-        assert!(g.store.list_all("g", "people/").await.unwrap().is_empty());
+        assert!(g.load(c).await.unwrap().faces.is_empty());
+        g.add_faces(c, "Cy", vec![NewFace::new(vec![1.0], "m")]).await.unwrap();
+        assert_eq!(g.load(c).await.unwrap().faces.len(), 1);
     }
 
     /// A compactor that was half-way when its collection was deleted does

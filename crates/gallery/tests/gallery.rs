@@ -193,12 +193,16 @@ async fn deleting_default_empties_it(store: Arc<dyn ObjectStore>) {
     g.create_collection("other").await.unwrap();
     g.add_faces("other", "Zoe", faces(1, 3)).await.unwrap();
     for i in 0..3 {
-        g.add_faces(DEFAULT_COLLECTION, &format!("P{i}"), faces(1, i)).await.unwrap();
+        let face = NewFace::new(axis(i), MODEL).with_thumbnail(Bytes::from_static(b"\xff\xd8\xff thumbnail"));
+        g.add_faces(DEFAULT_COLLECTION, &format!("P{i}"), vec![face]).await.unwrap();
     }
     assert!(g.load(DEFAULT_COLLECTION).await.unwrap().generation > 0, "compacted at least once");
+    let thumbs = g.store().list_all(BUCKET, "collections/default/thumbs/").await.unwrap().len();
     assert!(g.delete_collection(DEFAULT_COLLECTION).await.unwrap());
     assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty());
-    assert!(g.store().list_all(BUCKET, "collections/default/").await.unwrap().is_empty());
+    assert!(g.people(DEFAULT_COLLECTION).await.unwrap().is_empty());
+    assert!(g.store().list_all(BUCKET, "collections/default/thumbs/").await.unwrap().is_empty(), "{thumbs} thumbnails before");
+    assert!(g.delete_collection(DEFAULT_COLLECTION).await.unwrap(), "emptying it again");
     assert_eq!(g.load("other").await.unwrap().faces.len(), 1, "other collections untouched");
     g.add_faces(DEFAULT_COLLECTION, "Ann", faces(1, 0)).await.unwrap();
     assert_eq!(g.people(DEFAULT_COLLECTION).await.unwrap(), summary(&[("Ann", 1)]));
@@ -749,11 +753,19 @@ async fn faces_added_once_are_added_once(store: Arc<dyn ObjectStore>) {
 }
 
 /// A store that empties `default` (as `DELETE /v1/collections/default`
-/// does) just before the first log entry of `default` is claimed: after
-/// the enrollment wrote its thumbnails, before its faces land.
+/// does) around the first log entry of `default` an enrollment claims:
+/// after its thumbnails were written, just before its entry is written
+/// (`before`) or just after (`!before`).
 struct EmptiesDefaultMidway {
     inner: Arc<dyn ObjectStore>,
+    before: bool,
     fired: std::sync::atomic::AtomicBool,
+}
+
+impl EmptiesDefaultMidway {
+    async fn empty_default(&self) {
+        Gallery::new(self.inner.clone(), BUCKET).delete_collection(DEFAULT_COLLECTION).await.unwrap();
+    }
 }
 
 #[async_trait::async_trait]
@@ -768,10 +780,15 @@ impl ObjectStore for EmptiesDefaultMidway {
         self.inner.put(bucket, key, body).await
     }
     async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, PortError> {
-        if key.starts_with("collections/default/log/") && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            Gallery::new(self.inner.clone(), BUCKET).delete_collection(DEFAULT_COLLECTION).await.unwrap();
+        let fire = key.starts_with("collections/default/log/") && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if fire && self.before {
+            self.empty_default().await;
         }
-        self.inner.put_if_absent(bucket, key, body).await
+        let put = self.inner.put_if_absent(bucket, key, body).await;
+        if fire && !self.before {
+            self.empty_default().await;
+        }
+        put
     }
     async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, PortError> {
         self.inner.get(bucket, key).await
@@ -788,16 +805,58 @@ impl ObjectStore for EmptiesDefaultMidway {
 }
 
 async fn emptying_default_during_an_enrollment_keeps_no_half_of_it(store: Arc<dyn ObjectStore>) {
-    let racing: Arc<dyn ObjectStore> = Arc::new(EmptiesDefaultMidway { inner: store.clone(), fired: false.into() });
-    let g = Gallery::new(racing, BUCKET);
     let jpeg = Bytes::from_static(b"\xff\xd8\xff thumbnail");
-    let r = g.add_faces(DEFAULT_COLLECTION, "Ann", vec![NewFace::new(axis(0), MODEL).with_thumbnail(jpeg.clone())]).await;
-    assert!(matches!(&r, Err(GalleryError::Conflict(m)) if m.contains("emptied")), "{r:?}");
-    let g = Gallery::new(store.clone(), BUCKET);
-    assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty(), "the delete won: no face of the enrollment");
-    let left = store.list_all(BUCKET, "collections/default/").await.unwrap();
-    assert!(left.iter().all(|m| !m.key.contains("/thumbs/") && !m.key.contains("/log/")), "{left:?}");
-    // Sent again, it lands whole.
-    let added = g.add_faces(DEFAULT_COLLECTION, "Ann", vec![NewFace::new(axis(0), MODEL).with_thumbnail(jpeg.clone())]).await.unwrap();
-    assert_eq!(g.thumbnail(DEFAULT_COLLECTION, &added[0].id).await.unwrap(), Some(jpeg));
+    let ann = || vec![NewFace::new(axis(0), MODEL).with_thumbnail(jpeg.clone())];
+    let plain = Gallery::new(store.clone(), BUCKET);
+    let thumbs = || async { store.list_all(BUCKET, "collections/default/thumbs/").await.unwrap().len() };
+    // Bob is there before; every emptying below removes him and his thumbnail.
+    let bob = || vec![NewFace::new(axis(1), MODEL).with_thumbnail(jpeg.clone())];
+
+    // Emptied after the enrollment wrote its thumbnail, before its faces
+    // land: the enrollment comes after the emptying and stays whole.
+    plain.add_faces(DEFAULT_COLLECTION, "Bob", bob()).await.unwrap();
+    let racing: Arc<dyn ObjectStore> = Arc::new(EmptiesDefaultMidway { inner: store.clone(), before: true, fired: false.into() });
+    let added = Gallery::new(racing, BUCKET).add_faces(DEFAULT_COLLECTION, "Ann", ann()).await.unwrap();
+    assert_eq!(plain.people(DEFAULT_COLLECTION).await.unwrap(), summary(&[("Ann", 1)]), "Bob went, Ann stayed");
+    assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, &added[0].id).await.unwrap(), Some(jpeg.clone()), "with her thumbnail");
+    assert_eq!(thumbs().await, 1);
+
+    // Emptied just after its faces landed: the emptying comes after the
+    // enrollment and removes it, thumbnail and all.
+    plain.add_faces(DEFAULT_COLLECTION, "Bob", bob()).await.unwrap();
+    let racing: Arc<dyn ObjectStore> = Arc::new(EmptiesDefaultMidway { inner: store.clone(), before: false, fired: false.into() });
+    let r = Gallery::new(racing, BUCKET).add_faces(DEFAULT_COLLECTION, "Cy", vec![NewFace::new(axis(2), MODEL).with_thumbnail(jpeg.clone())]).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(plain.people(DEFAULT_COLLECTION).await.unwrap().is_empty());
+    assert_eq!(thumbs().await, 0, "no thumbnail without its face");
+
+    // Either way, the next enrollment lands whole.
+    let added = plain.add_faces(DEFAULT_COLLECTION, "Ann", ann()).await.unwrap();
+    assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, &added[0].id).await.unwrap(), Some(jpeg.clone()));
+
+    // Many enrollments and emptyings at once (compacting often): every
+    // face left has its thumbnail.
+    let g = Arc::new(Gallery::new(store.clone(), BUCKET).with_compact_after(3));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (g, jpeg) = (g.clone(), jpeg.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..3 {
+                let face = NewFace::new(axis((w + i) % 4), MODEL).with_thumbnail(jpeg.clone());
+                g.add_faces(DEFAULT_COLLECTION, &format!("W{w}"), vec![face]).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..3 {
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move {
+            g.delete_collection(DEFAULT_COLLECTION).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for f in plain.load(DEFAULT_COLLECTION).await.unwrap().faces {
+        assert!(plain.thumbnail(DEFAULT_COLLECTION, &f.id).await.unwrap().is_some(), "face {} of {} has no thumbnail", f.id, f.person);
+    }
 }

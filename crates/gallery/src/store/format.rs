@@ -133,6 +133,9 @@ pub(crate) enum LogEntry {
         /// New name.
         to: String,
     },
+    /// Every face at this point removed: how `default` is emptied. An
+    /// enrollment whose entry comes after it stays whole.
+    Clear,
 }
 
 /// A log entry as stored: the change and the id of the call that wrote it
@@ -218,6 +221,11 @@ impl LogEntry {
                     removed.push(id.clone());
                 }
                 Outcome::changed(changed)
+            }
+            LogEntry::Clear => {
+                let cleared = faces.len();
+                removed.extend(faces.drain(..).map(|f| f.id));
+                Outcome::changed(cleared)
             }
             LogEntry::Rename { from, to } => {
                 let moved = faces.iter().filter(|f| f.person == *from).count();
@@ -463,5 +471,16 @@ mod tests {
         assert_eq!(once.apply(&mut faces, &mut removed), Outcome::changed(1));
         assert_eq!(once.apply(&mut faces, &mut removed), Outcome::changed(0), "the same entry again adds nothing");
         assert_eq!(faces.iter().map(|f| (f.id.as_str(), f.embedding[0])).collect::<Vec<_>>(), [("c", 3.0), ("d", 4.0)]);
+
+        // A clear removes everybody there at its point.
+        let clear = LogRecord { writer: "0123".into(), change: LogEntry::Clear };
+        let json = serde_json::to_value(&clear).unwrap();
+        assert_eq!(json, serde_json::json!({"writer": "0123", "op": "clear"}));
+        assert_eq!(serde_json::from_value::<LogRecord>(json).unwrap(), clear);
+        removed.clear();
+        assert_eq!(LogEntry::Clear.apply(&mut faces, &mut removed), Outcome::changed(2));
+        assert!(faces.is_empty());
+        assert_eq!(removed, ["c", "d"]);
+        assert_eq!(LogEntry::Clear.apply(&mut faces, &mut removed), Outcome::changed(0));
     }
 }
