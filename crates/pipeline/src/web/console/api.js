@@ -1,12 +1,24 @@
 // The facefleet HTTP API as the console uses it: the API key (kept in
-// sessionStorage, so it goes when the tab closes), JSON errors turned into
-// ApiError, and images fetched with the key into blob URLs.
+// sessionStorage, so it goes when the tab closes, with what pages keep per
+// key), JSON errors turned into ApiError, calls sent again after a short
+// 429, and images fetched with the key into blob URLs.
 
 const KEY = 'facefleet.apiKey';
 /** How long a read (GET) waits for the server. */
 const READ_TIMEOUT_MS = 20000;
-/** Attempts of a read answered 429 with a short Retry-After. */
+/** Attempts of a call answered 429 with a short Retry-After. */
 const RATE_RETRIES = 3;
+
+/** What the console keeps per key in sessionStorage: `<prefix><key's tag>.<name>`. */
+const PER_KEY = 'facefleet.k.';
+
+/** A short tag of the key ('open' without one): storage of one key is not another's. */
+function tag(key) {
+  if (!key) return 'open';
+  let x = 0x811c9dc5; // FNV-1a, 32 bits: a name, not a secret
+  for (let i = 0; i < key.length; i += 1) x = Math.imul(x ^ key.charCodeAt(i), 0x01000193);
+  return (x >>> 0).toString(16);
+}
 
 export const session = {
   get key() {
@@ -15,8 +27,29 @@ export const session = {
   set(key) {
     sessionStorage.setItem(KEY, key);
   },
+  /** The current key's item `name` (parsed JSON), or null. */
+  load(name) {
+    try {
+      return JSON.parse(sessionStorage.getItem(`${PER_KEY}${tag(session.key)}.${name}`));
+    } catch {
+      return null;
+    }
+  },
+  /** Keeps `value` (as JSON) as the current key's item `name`. */
+  save(name, value) {
+    try {
+      sessionStorage.setItem(`${PER_KEY}${tag(session.key)}.${name}`, JSON.stringify(value));
+    } catch (e) {
+      console.warn('sessionStorage refused an item', e);
+    }
+  },
+  /** Forgets the key and everything kept for any key. */
   clear() {
     sessionStorage.removeItem(KEY);
+    for (let i = sessionStorage.length - 1; i >= 0; i -= 1) {
+      const k = sessionStorage.key(i);
+      if (k && k.startsWith(PER_KEY)) sessionStorage.removeItem(k);
+    }
   },
 };
 
@@ -47,23 +80,37 @@ function headers(extra, anonymous) {
 }
 
 /**
- * fetch(), tried again when `retry` (a read, or an upload with an
- * Idempotency-Key), up to RATE_RETRIES times in all: after a 429 whose
- * Retry-After asks for at most 5 s, and 1 s after the network failed.
+ * Seconds to wait before sending again after an answer of `status` on
+ * attempt `attempt`, or 0: only a 429 whose Retry-After asks for at most 5 s,
+ * up to RATE_RETRIES attempts in all. A 429 comes from the rate limit, before
+ * any handler ran, so any request may be sent again.
  */
-async function fetchRetrying(path, init, retry) {
+function rateWait(status, retryAfter, attempt) {
+  const wait = Number(retryAfter);
+  return status === 429 && attempt < RATE_RETRIES && wait > 0 && wait <= 5 ? wait : 0;
+}
+
+const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
+
+/**
+ * fetch(), tried again up to RATE_RETRIES times in all: after a short 429
+ * (onWait(seconds) is told first), and, when `network` (a read, or an
+ * upload with an Idempotency-Key), 1 s after the network failed.
+ */
+async function fetchRetrying(path, init, network, onWait) {
   for (let attempt = 1; ; attempt += 1) {
     let resp;
     try {
       resp = await fetch(path, init);
     } catch (e) {
-      if (!retry || attempt >= RATE_RETRIES || (init.signal && init.signal.aborted)) throw e;
-      await new Promise((r) => setTimeout(r, 1000));
+      if (!network || attempt >= RATE_RETRIES || (init.signal && init.signal.aborted)) throw e;
+      await sleep(1);
       continue;
     }
-    const wait = Number(resp.headers.get('retry-after'));
-    if (!retry || resp.status !== 429 || attempt >= RATE_RETRIES || !(wait > 0 && wait <= 5)) return resp;
-    await new Promise((r) => setTimeout(r, wait * 1000));
+    const wait = rateWait(resp.status, resp.headers.get('retry-after'), attempt);
+    if (!wait) return resp;
+    if (onWait) onWait(wait);
+    await sleep(wait);
   }
 }
 
@@ -96,11 +143,12 @@ export async function errorOf(resp) {
 /**
  * Calls the API. `json`: a body sent as JSON; `form`: a FormData;
  * `anonymous`: without the key; `once`: an Idempotency-Key, which makes the
- * call safe to send again (it then is, as reads are, after a 429 or a
- * network failure). Resolves to the parsed JSON (or text), or rejects with
- * an ApiError.
+ * call safe to send again after a network failure (as reads are; every call
+ * is sent again after a short 429); `onWait(seconds)`: told when a 429
+ * makes it wait. Resolves to the parsed JSON (or text), or rejects with an
+ * ApiError.
  */
-export async function api(path, { method = 'GET', json, form, anonymous = false, signal, once } = {}) {
+export async function api(path, { method = 'GET', json, form, anonymous = false, signal, once, onWait } = {}) {
   const init = { method, headers: headers(null, anonymous), cache: 'no-store' };
   if (once) init.headers.set('idempotency-key', once);
   if (json !== undefined) {
@@ -115,8 +163,9 @@ export async function api(path, { method = 'GET', json, form, anonymous = false,
   init.signal = signal && timeout ? AbortSignal.any([signal, timeout]) : signal || timeout || undefined;
   let resp;
   try {
-    // Rate limited or cut off: reads and idempotent uploads try again.
-    resp = await fetchRetrying(path, init, method === 'GET' || Boolean(once));
+    // Rate limited: every call tries again; cut off: reads and idempotent
+    // uploads only (an upload may have arrived).
+    resp = await fetchRetrying(path, init, method === 'GET' || Boolean(once), onWait);
   } catch (e) {
     if (timeout && timeout.aborted && !(signal && signal.aborted)) {
       throw new ApiError(0, 'timeout', `The server did not answer within ${READ_TIMEOUT_MS / 1000} s. Is it overloaded or stopped?`);
@@ -165,36 +214,47 @@ export function forgetImages(prefix) {
 
 /**
  * Uploads `form` with upload progress (fetch cannot report it):
- * onProgress(fraction 0..1). Resolves to the parsed JSON answer.
+ * onProgress(fraction 0..1). Sent again after a short 429, like api()
+ * (onWait(seconds) is told first); never after a network failure, since the
+ * server may have stored it. Resolves to the parsed JSON answer.
  */
-export function upload(path, form, onProgress) {
+export function upload(path, form, onProgress, onWait = () => {}) {
   return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    xhr.open('POST', path);
-    if (session.key) xhr.setRequestHeader('x-api-key', session.key);
-    xhr.upload.addEventListener('progress', (e) => {
-      if (e.lengthComputable) onProgress(e.loaded / e.total);
-    });
-    xhr.addEventListener('load', async () => {
-      const resp = new Response(xhr.responseText, {
-        status: xhr.status,
-        statusText: xhr.statusText,
-        headers: { 'content-type': xhr.getResponseHeader('content-type') || '', 'retry-after': xhr.getResponseHeader('retry-after') || '' },
+    const send = (attempt) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', path);
+      if (session.key) xhr.setRequestHeader('x-api-key', session.key);
+      xhr.upload.addEventListener('progress', (e) => {
+        if (e.lengthComputable) onProgress(e.loaded / e.total);
       });
-      if (xhr.status >= 200 && xhr.status < 300) {
-        try {
-          resolve(JSON.parse(xhr.responseText));
-        } catch {
-          resolve({});
+      xhr.addEventListener('load', async () => {
+        const wait = rateWait(xhr.status, xhr.getResponseHeader('retry-after'), attempt);
+        if (wait) {
+          onWait(wait);
+          setTimeout(() => send(attempt + 1), wait * 1000);
+          return;
         }
-      } else {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          try {
+            resolve(JSON.parse(xhr.responseText));
+          } catch {
+            resolve({});
+          }
+          return;
+        }
+        const resp = new Response(xhr.responseText, {
+          status: xhr.status,
+          statusText: xhr.statusText,
+          headers: { 'content-type': xhr.getResponseHeader('content-type') || '', 'retry-after': xhr.getResponseHeader('retry-after') || '' },
+        });
         const err = await errorOf(resp);
         if (xhr.status === 401) unauthorized(err);
         reject(err);
-      }
-    });
-    xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'The upload failed: the server cannot be reached.')));
-    xhr.send(form);
+      });
+      xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'The upload failed: the server cannot be reached.')));
+      xhr.send(form);
+    };
+    send(1);
   });
 }
 

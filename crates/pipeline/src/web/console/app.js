@@ -1,9 +1,11 @@
 // The console's entry point: finds out whether the stack needs a key,
 // signs in, and shows one page at a time (#/recognize, #/gallery, #/video,
-// #/fleet).
+// #/fleet). A page may keep its state in the address's query
+// (#/gallery?collection=x): a change of the query alone goes to the shown
+// page's onRoute, without mounting it again.
 
 import { api, session, onUnauthorized } from './api.js';
-import { h, toast } from './dom.js';
+import { h, toast, hashQuery } from './dom.js';
 import * as signin from './signin.js';
 import * as recognize from './recognize.js';
 import * as gallery from './gallery.js';
@@ -23,9 +25,11 @@ const who = document.getElementById('who');
 const signOut = document.getElementById('signout');
 
 // What the console knows about its access: 'open' (no key needed), 'key'
-// (signed in), or null (not signed in yet).
-const ctx = { mode: null, admin: false };
+// (signed in), or null (not signed in yet). `collection`: the last one
+// shown (Gallery and Recognize open it when the address names none).
+const ctx = { mode: null, admin: false, collection: null };
 let unmount = null;
+let onRoute = null;
 let shown = null;
 
 function pageName() {
@@ -42,6 +46,7 @@ function leave() {
     }
   }
   unmount = null;
+  onRoute = null;
   shown = null;
 }
 
@@ -59,7 +64,11 @@ function render() {
   showHeader();
   if (ctx.mode === null) return;
   const name = pageName();
-  if (shown === name) return;
+  if (shown === name) {
+    // Same page, another query (Back to the previous collection): in place.
+    if (onRoute) onRoute(hashQuery());
+    return;
+  }
   leave();
   shown = name;
   for (const a of nav.querySelectorAll('a[data-page]')) {
@@ -68,13 +77,17 @@ function render() {
   }
   document.title = `${pages[name].title} · facefleet`;
   main.replaceChildren();
-  unmount = pages[name].module.mount(main, ctx) || null;
+  // mount() returns its clean-up, or {unmount, onRoute}.
+  const m = pages[name].module.mount(main, ctx, hashQuery()) || null;
+  unmount = typeof m === 'function' ? m : m && m.unmount;
+  onRoute = (m && m.onRoute) || null;
   main.focus({ preventScroll: true });
 }
 
 function showSignIn(reason) {
   leave();
   ctx.mode = null;
+  ctx.collection = null;
   showHeader();
   document.title = 'Sign in · facefleet';
   unmount = signin.mount(main, {
@@ -103,6 +116,7 @@ signOut.addEventListener('click', () => {
   showSignIn('Signed out.');
 });
 
+// Also on Back/Forward between entries a page pushed (history.pushState).
 window.addEventListener('hashchange', () => {
   if (/^#\//.test(location.hash)) render();
 });
@@ -120,7 +134,9 @@ async function boot() {
     await api('/v1/status', { anonymous: true });
     ctx.mode = 'open';
     ctx.admin = true;
-    session.clear();
+    // A key left from before the stack was opened (the open stack's own
+    // remembered videos stay).
+    if (session.key) session.clear();
     render();
     return;
   } catch (err) {

@@ -1,4 +1,5 @@
-// Small DOM helpers: element builders, messages, confirmation dialogs.
+// Small DOM helpers: element builders, messages, confirmation dialogs, the
+// address's query.
 // Everything is built with DOM calls (never innerHTML with data), so names
 // from the gallery can hold any character safely.
 
@@ -131,6 +132,24 @@ export function dropZone(zone, onFiles, accept = (f) => true) {
       if (f.length) onFiles(f);
     });
   }
+}
+
+/** The address's query: `#/gallery?collection=x` → URLSearchParams {collection: x}. */
+export function hashQuery() {
+  const i = location.hash.indexOf('?');
+  return new URLSearchParams(i < 0 ? '' : location.hash.slice(i + 1));
+}
+
+/**
+ * Puts `collection` into the address of `page` (no hashchange follows):
+ * `push` (a person's pick) adds a history entry, else (the page's own
+ * choice) the current entry is replaced. Nothing when it is there already.
+ */
+export function showCollection(page, collection, push) {
+  const hash = `#/${page}?collection=${encodeURIComponent(collection)}`;
+  if (location.hash === hash) return;
+  if (push) history.pushState(null, '', hash);
+  else history.replaceState(history.state, '', hash);
 }
 
 /** Runs `task` over `items`, at most `n` at once. */

@@ -1,11 +1,12 @@
 // Gallery: collections → people (a thumbnail per face, face counts),
 // search, enroll by dropping photos on a person or a new name, delete a
-// face or a person (with a confirmation). On a server without the
-// collection routes it falls back to /v1/people (the default collection,
-// no thumbnails).
+// face or a person (with a confirmation). The collection shown is in the
+// address (#/gallery?collection=x): a pick adds a history entry, Back and
+// Forward switch in place. On a server without the collection routes it
+// falls back to /v1/people (the default collection, no thumbnails).
 
 import { api, idempotencyKey, imageUrl, forgetImages, seg } from './api.js';
-import { h, fill, note, toast, confirmDialog, dropZone } from './dom.js';
+import { h, fill, note, toast, confirmDialog, dropZone, showCollection } from './dom.js';
 
 /** Most photos one enrollment request takes (the server's MAX_ENROLL_PHOTOS). */
 const MAX_PHOTOS = 20;
@@ -38,8 +39,10 @@ function plural(n, one, many = `${one}s`) {
   return `${n} ${n === 1 ? one : many}`;
 }
 
-export function mount(main, ctx) {
-  const state = { legacy: false, collections: [], current: 'default', people: [], details: new Map(), gone: false, loads: 0, limit: PAGE };
+export function mount(main, ctx, query) {
+  // The collection the address asks for (a missing one gets a note).
+  let asked = query.get('collection');
+  const state = { legacy: false, collections: [], current: asked || ctx.collection || 'default', people: [], details: new Map(), gone: false, loads: 0, limit: PAGE };
   const msg = h('div', { class: 'note' });
   const colList = h('ul', { class: 'collection-list', 'aria-label': 'Collections' });
   const newCol = h('input', { id: 'new-collection', type: 'text', autocomplete: 'off', spellcheck: 'false', pattern: '[a-z0-9][a-z0-9_\\-]{0,63}', 'aria-describedby': 'new-collection-help' });
@@ -101,9 +104,43 @@ export function mount(main, ctx) {
       colForm.hidden = true;
     }
     if (!state.collections.some((c) => c.name === state.current)) {
-      state.current = state.collections.some((c) => c.name === 'default') ? 'default' : (state.collections[0] || { name: 'default' }).name;
+      const fallback = state.collections.some((c) => c.name === 'default') ? 'default' : (state.collections[0] || { name: 'default' }).name;
+      if (state.current === asked) note(msg, `No collection “${asked}” that this key can use: showing ${fallback}.`, 'info');
+      select(fallback);
     }
+    ctx.collection = state.current;
     renderCollections();
+    // The page's own choice replaces the address (no history entry).
+    if (!state.gone) showCollection('gallery', state.current, false);
+  }
+
+  /** Makes `name` the collection shown (its people load next); false when it already is. */
+  function select(name) {
+    ctx.collection = name;
+    if (state.current === name) return false;
+    state.current = name;
+    state.details.clear();
+    search.value = '';
+    state.limit = PAGE;
+    return true;
+  }
+
+  /** The address changed while the page is shown (Back, Forward, a link). */
+  function onRoute(q) {
+    const want = q.get('collection');
+    if (!want) {
+      showCollection('gallery', state.current, false);
+      return;
+    }
+    asked = want;
+    if (!select(want)) return;
+    note(msg, null);
+    if (state.collections.some((c) => c.name === want)) {
+      renderCollections();
+      loadPeople().catch(showError);
+    } else {
+      refresh().catch(showError); // lists again: created meanwhile, or gone
+    }
   }
 
   function renderCollections() {
@@ -113,11 +150,9 @@ export function mount(main, ctx) {
         h('span', { class: 'collection-name' }, c.name),
         typeof c.people === 'number' ? h('span', { class: 'hint' }, `${plural(c.people, 'person', 'people')} · ${plural(c.faces, 'face')}`) : null);
       pick.addEventListener('click', () => {
-        if (state.current === c.name) return;
-        state.current = c.name;
-        state.details.clear();
-        search.value = '';
-        state.limit = PAGE;
+        if (!select(c.name)) return;
+        note(msg, null);
+        showCollection('gallery', c.name, true);
         renderCollections();
         loadPeople().catch(showError);
       });
@@ -132,14 +167,14 @@ export function mount(main, ctx) {
           try {
             await api(`/v1/collections/${seg(c.name)}`, { method: 'DELETE' });
             toast(`Deleted collection ${c.name}.`);
-            if (state.current === c.name) state.current = 'default';
+            if (state.current === c.name) select('default');
             await refresh();
           } catch (err) {
             showError(err);
           }
         });
       }
-      return h('li', { class: current ? 'current' : '' }, pick, del);
+      return h('li', { class: current ? 'current' : '', dataset: { collection: c.name } }, pick, del);
     }));
   }
 
@@ -331,7 +366,8 @@ export function mount(main, ctx) {
     try {
       await api('/v1/collections', { method: 'POST', json: { name } });
       newCol.value = '';
-      state.current = name;
+      select(name);
+      showCollection('gallery', name, true);
       toast(`Created collection ${name}.`);
       await refresh();
     } catch (err) {
@@ -351,9 +387,12 @@ export function mount(main, ctx) {
   });
 
   refresh().catch(showError);
-  return () => {
-    state.gone = true;
-    seen.disconnect();
+  return {
+    onRoute,
+    unmount: () => {
+      state.gone = true;
+      seen.disconnect();
+    },
   };
 }
 

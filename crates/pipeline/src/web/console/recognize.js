@@ -1,8 +1,9 @@
 // Recognize: drop or pick photos; each is sent to the fleet and shown with
-// its faces boxed and named, the top candidates, and the time it took.
+// its faces boxed and named, the top candidates, and the time it took. The
+// collection is in the address (#/recognize?collection=x), as on the Gallery.
 
 import { api, seg } from './api.js';
-import { h, s, fill, note, ms, sim, dropZone, pool } from './dom.js';
+import { h, s, fill, note, ms, sim, dropZone, pool, showCollection } from './dom.js';
 
 const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
 
@@ -51,7 +52,8 @@ function faceRow(f, i) {
     cands.length ? h('div', { class: 'cands' }, h('span', { class: 'hint' }, 'Top candidates:'), h('ol', {}, cands)) : null);
 }
 
-export function mount(main, ctx) {
+export function mount(main, ctx, query) {
+  let gone = false;
   const select = h('select', { id: 'rec-collection' }, h('option', { value: 'default' }, 'default'));
   const limit = h('input', { id: 'rec-limit', type: 'number', min: 1, max: 10, value: '3', inputmode: 'numeric' });
   const input = h('input', { id: 'rec-files', type: 'file', accept: 'image/*', multiple: true, class: 'sr-only' });
@@ -77,10 +79,41 @@ export function mount(main, ctx) {
       h('div', { class: 'field' }, h('label', { for: 'rec-limit' }, 'Candidates per face'), limit)),
     zone, msg, results));
 
-  collectionNames().then((names) => {
-    fill(select, names.map((n) => h('option', { value: n }, n)));
-    if (names.includes('default')) select.value = 'default';
-  }).catch((err) => note(msg, `Cannot list the collections: ${err.message}`));
+  let names = null;
+  let current = null; // the collection chosen (null while the first choice lists them)
+  let choices = 0;
+  /** Shows collection `want` (listing them again when it is not known); `asked`: the address named it. */
+  async function choose(want, asked) {
+    const ticket = ++choices;
+    if (!names || !names.includes(want)) {
+      const listed = await collectionNames();
+      // Only the latest choice is shown (Back pressed while listing).
+      if (gone || ticket !== choices) return;
+      names = listed;
+      fill(select, names.map((n) => h('option', { value: n }, n)));
+    }
+    let c = want;
+    if (!names.includes(c)) {
+      c = names.includes('default') ? 'default' : names[0];
+      if (asked) note(msg, `No collection “${want}” that this key can use: showing ${c}.`, 'info');
+    }
+    select.value = c;
+    current = c;
+    ctx.collection = c;
+    // The page's own choice replaces the address (no history entry).
+    showCollection('recognize', c, false);
+  }
+  const listFailed = (err) => note(msg, `Cannot list the collections: ${err.message}`);
+  const asked = query.get('collection');
+  choose(asked || ctx.collection || 'default', Boolean(asked)).catch(listFailed);
+
+  // A pick is a history entry: Back returns to the previous collection.
+  select.addEventListener('change', () => {
+    note(msg, null);
+    current = select.value;
+    ctx.collection = current;
+    showCollection('recognize', select.value, true);
+  });
 
   async function one(file) {
     const url = URL.createObjectURL(file);
@@ -105,9 +138,17 @@ export function mount(main, ctx) {
     const c = select.value || 'default';
     const n = Math.min(10, Math.max(1, parseInt(limit.value, 10) || 3));
     const path = c === 'default' ? `/v1/recognize?limit=${n}` : `/v1/collections/${seg(c)}/recognize?limit=${n}`;
-    const started = performance.now();
+    let started = performance.now();
+    // Over the key's rate: sent again after the wait (the server did not
+    // take it), which the time taken leaves out.
+    const onWait = (secs) => {
+      card.dataset.waits = String(Number(card.dataset.waits || 0) + 1);
+      fill(status, h('span', { class: 'spinner', 'aria-hidden': 'true' }), `Rate limited, retrying in ${secs} s…`);
+      started = performance.now() + secs * 1000;
+      setTimeout(() => fill(status, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Recognizing…'), secs * 1000);
+    };
     try {
-      const r = await api(path, { method: 'POST', form });
+      const r = await api(path, { method: 'POST', form, onWait });
       const took = performance.now() - started;
       await loaded;
       const faces = r.faces || [];
@@ -132,7 +173,22 @@ export function mount(main, ctx) {
     pool(files, 4, one);
   }, isImage);
 
-  return () => {
-    for (const u of urls) URL.revokeObjectURL(u);
+  return {
+    // The address changed while the page is shown (Back, Forward).
+    onRoute: (q) => {
+      const want = q.get('collection');
+      if (!want) {
+        // This page's own link: keep the collection (a choice under way sets it).
+        if (current) showCollection('recognize', current, false);
+        return;
+      }
+      if (want === current) return;
+      note(msg, null);
+      choose(want, true).catch(listFailed);
+    },
+    unmount: () => {
+      gone = true;
+      for (const u of urls) URL.revokeObjectURL(u);
+    },
   };
 }

@@ -1,17 +1,68 @@
 // Video: upload a video, watch it being split and recognized, see its
-// frames as a strip with the names found in each, and the final name.
+// frames as a strip with the names found in each, and the final name. The
+// tab remembers its uploads (sessionStorage, per key, the latest 20): the
+// page shows them again when it comes back, and an upload still being sent
+// when the page was left is remembered once the server accepts it.
 
-import { api, upload, imageUrl, seg } from './api.js';
-import { h, fill, note, dropZone } from './dom.js';
+import { api, upload, imageUrl, seg, session } from './api.js';
+import { h, fill, note, toast, dropZone } from './dom.js';
 
 const isVideo = (f) => /^video\//.test(f.type) || /\.(mp4|m4v|mov|3gp|mkv|webm|avi)$/i.test(f.name);
 const POLL_MS = 1000;
 const GIVE_UP_MS = 15 * 60 * 1000;
+/** Uploads remembered per key. */
+const REMEMBERED = 20;
 
 function nameBadge(n) {
   if (n === 'Unknown') return h('span', { class: 'badge badge-unknown' }, 'Unknown');
   if (n === 'NoFace') return h('span', { class: 'badge badge-noface' }, 'No face');
   return h('span', { class: 'badge badge-known' }, n);
+}
+
+/** The remembered uploads, newest first: [{stem, file, at}]. */
+function remembered() {
+  const list = session.load('videos');
+  return Array.isArray(list) ? list.filter((v) => v && typeof v.stem === 'string' && typeof v.file === 'string') : [];
+}
+
+function remember(v) {
+  session.save('videos', [v, ...remembered().filter((o) => o.stem !== v.stem)].slice(0, REMEMBERED));
+}
+
+function forget(stem) {
+  session.save('videos', remembered().filter((o) => o.stem !== stem));
+}
+
+/** Uploads being sent: they outlive the page, which draws them again when it comes back. */
+const sending = new Set();
+
+/** Sends `file`: a job whose `done` resolves to the server's answer (remembered by then). */
+function send(file) {
+  const key = session.key;
+  const job = { file, stage: 'Uploading…', fraction: 0, watch: () => {}, follower: null };
+  const form = new FormData();
+  form.append('video', file, file.name);
+  const progress = (f) => {
+    job.fraction = f;
+    job.stage = `Uploading ${Math.round(f * 100)} %`;
+    job.watch();
+  };
+  const waiting = (secs) => {
+    job.fraction = 0;
+    job.stage = `Rate limited, retrying in ${secs} s…`;
+    job.watch();
+  };
+  job.done = upload('/v1/videos', form, progress, waiting).then((accepted) => {
+    sending.delete(job);
+    // Signed out meanwhile: not the new key's video.
+    if (session.key === key) remember({ stem: accepted.stem, file: file.name, at: Date.now() });
+    return accepted;
+  }, (err) => {
+    sending.delete(job);
+    throw err;
+  });
+  sending.add(job);
+  return job;
 }
 
 export function mount(main) {
@@ -24,106 +75,150 @@ export function mount(main) {
   const list = h('ol', { class: 'videos', id: 'videos', 'aria-label': 'Uploaded videos' });
   main.append(h('section', { class: 'page', 'aria-labelledby': 'vid-h' },
     h('div', { class: 'page-head' }, h('h1', { id: 'vid-h' }, 'Video')),
-    h('p', { class: 'hint' }, 'A video is stored, split into frames with ffmpeg, and each frame is recognized; the video’s person is the name found most often. Enroll its person in the Gallery first.'),
+    h('p', { class: 'hint' }, 'A video is stored, split into frames with ffmpeg, and each frame is recognized; the video’s person is the name found most often. Enroll its person in the Gallery first. This tab remembers its last 20 videos until you sign out.'),
     zone, msg, list));
 
-  async function one(file) {
-    const stage = h('span', { class: 'video-stage', role: 'status' }, 'Uploading…');
-    const bar = h('progress', { max: 100, value: 0, 'aria-label': `Progress of ${file.name}` });
-    const final = h('div', { class: 'video-final' }, h('span', { class: 'hint' }, 'Result: '), h('span', { class: 'final-name hint' }, 'waiting'));
-    const strip = h('ol', { class: 'frames', 'aria-label': `Frames of ${file.name}` });
-    const cardMsg = h('div', { class: 'note' });
-    const card = h('li', { class: 'card video', dataset: { file: file.name, state: 'uploading' } },
-      h('div', { class: 'video-head' }, h('h2', { class: 'video-name' }, file.name), stage),
-      bar, final, strip, cardMsg);
-    list.prepend(card);
+  /** A video's card (not yet in the list). */
+  function card(fileName) {
+    const c = {
+      stage: h('span', { class: 'video-stage', role: 'status' }, 'Uploading…'),
+      when: h('time', { class: 'hint video-at' }),
+      bar: h('progress', { max: 100, value: 0, 'aria-label': `Progress of ${fileName}` }),
+      final: h('div', { class: 'video-final' }, h('span', { class: 'hint' }, 'Result: '), h('span', { class: 'final-name hint' }, 'waiting')),
+      strip: h('ol', { class: 'frames', 'aria-label': `Frames of ${fileName}` }),
+      msg: h('div', { class: 'note' }),
+    };
+    c.li = h('li', { class: 'card video', dataset: { file: fileName, state: 'uploading' } },
+      h('div', { class: 'video-head' }, h('h2', { class: 'video-name' }, fileName), c.when, c.stage),
+      c.bar, c.final, c.strip, c.msg);
+    return c;
+  }
 
+  /** Shows when the video was uploaded. */
+  function uploadedAt(c, at) {
+    const d = new Date(at);
+    c.when.setAttribute('datetime', d.toISOString());
+    c.when.textContent = `uploaded ${d.toLocaleTimeString()}`;
+  }
+
+  /** Draws an upload in progress, then follows the video. */
+  async function follow(job) {
+    const c = card(job.file.name);
+    list.prepend(c.li);
+    job.follower = c; // the latest page's card
+    job.watch = () => {
+      c.stage.textContent = job.stage;
+      c.bar.value = Math.round(job.fraction * 100);
+    };
+    job.watch();
     let accepted;
     try {
-      const form = new FormData();
-      form.append('video', file, file.name);
-      accepted = await upload('/v1/videos', form, (f) => {
-        bar.value = Math.round(f * 100);
-        stage.textContent = `Uploading ${Math.round(f * 100)} %`;
-      });
+      accepted = await job.done;
     } catch (err) {
-      card.dataset.state = 'failed';
-      stage.textContent = 'Upload failed';
-      bar.value = 0;
-      final.hidden = true;
-      note(cardMsg, err.message);
+      c.li.dataset.state = 'failed';
+      c.stage.textContent = 'Upload failed';
+      c.bar.value = 0;
+      c.final.hidden = true;
+      note(c.msg, err.message);
+      // The page was left meanwhile: say it wherever the user is.
+      if (gone && job.follower === c) toast(`${job.file.name}: ${err.message}`, 'error');
       return;
     }
-    card.dataset.stem = accepted.stem;
-    card.dataset.state = 'pending';
-    stage.textContent = 'Splitting into frames…';
-    bar.removeAttribute('value'); // indeterminate until the frames are known
+    if (gone) return;
+    uploadedAt(c, Date.now());
+    watch(c, accepted.stem, Date.now());
+  }
 
+  /** Polls the video `stem` until it is done or failed (or the page is left). */
+  async function watch(c, stem, since) {
+    c.li.dataset.stem = stem;
+    c.li.dataset.state = 'pending';
+    c.stage.textContent = 'Splitting into frames…';
+    c.bar.removeAttribute('value'); // indeterminate until the frames are known
     const tiles = new Map();
     let framesRoute = true;
-    const started = Date.now();
     for (;;) {
-      if (gone) return;
-      if (Date.now() - started > GIVE_UP_MS) {
-        note(cardMsg, 'No result after 15 minutes; the video may still finish: its result is written to the output bucket.', 'info');
-        return;
-      }
       // No polling while the tab is hidden.
       await visible();
       if (gone) return;
       let status;
       let frames = null;
       try {
-        status = await api(`/v1/videos/${seg(accepted.stem)}`);
+        status = await api(`/v1/videos/${seg(stem)}`);
         if (framesRoute) {
           try {
-            frames = await api(`/v1/videos/${seg(accepted.stem)}/frames`);
+            frames = await api(`/v1/videos/${seg(stem)}/frames`);
           } catch (err) {
             if (err.noRoute) framesRoute = false;
             else throw err;
           }
         }
-        note(cardMsg, null);
+        note(c.msg, null);
       } catch (err) {
-        note(cardMsg, `Cannot read the video’s progress: ${err.message}`);
+        if (gone) return;
+        if (err.status === 404 && !err.noRoute) {
+          // Removed from the stack (or its data folder replaced): forgotten here.
+          c.li.dataset.state = 'unknown';
+          c.stage.textContent = 'Not on the server';
+          c.bar.hidden = true;
+          c.final.hidden = true;
+          note(c.msg, 'The server no longer knows this video (its data was removed); this tab forgets it.', 'info');
+          forget(stem);
+          return;
+        }
+        note(c.msg, `Cannot read the video’s progress: ${err.message}`);
         await sleep(POLL_MS * 3);
         continue;
       }
-      if (frames) drawFrames(frames, strip, tiles);
+      if (gone) return;
+      if (frames) drawFrames(frames, c.strip, tiles);
       const total = frames && frames.total;
       const named = frames ? frames.frames.filter((f) => f.names || f.failed).length : status.frames_done;
       if (total) {
-        bar.max = total;
-        bar.value = Math.min(named, total);
-        stage.textContent = `Recognizing frames: ${Math.min(named, total)} of ${total}`;
+        c.bar.max = total;
+        c.bar.value = Math.min(named, total);
+        c.stage.textContent = `Recognizing frames: ${Math.min(named, total)} of ${total}`;
       }
       if (status.status === 'done') {
-        card.dataset.state = 'done';
-        card.dataset.final = status.name || '';
-        stage.textContent = 'Done';
-        bar.max = 1;
-        bar.value = 1;
+        c.li.dataset.state = 'done';
+        c.li.dataset.final = status.name || '';
+        c.stage.textContent = 'Done';
+        c.bar.max = 1;
+        c.bar.value = 1;
         const seen = new Map();
         for (const f of frames ? frames.frames : []) for (const n of f.names || []) seen.set(n, (seen.get(n) || 0) + 1);
-        fill(final,
+        fill(c.final,
           h('span', { class: 'hint' }, 'The video’s person: '),
           h('span', { class: 'final-name' }, nameBadge(status.name || 'Unknown')),
-          seen.size ? h('span', { class: 'hint seen' }, ` · in frames: ${Array.from(seen, ([n, c]) => `${n} ×${c}`).join(', ')}`) : null);
+          seen.size ? h('span', { class: 'hint seen' }, ` · in frames: ${Array.from(seen, ([n, k]) => `${n} ×${k}`).join(', ')}`) : null);
         return;
       }
       if (status.status === 'failed') {
-        card.dataset.state = 'failed';
-        stage.textContent = 'Failed';
-        note(cardMsg, status.error || 'The video could not be processed.');
+        c.li.dataset.state = 'failed';
+        c.stage.textContent = 'Failed';
+        note(c.msg, status.error || 'The video could not be processed.');
+        return;
+      }
+      if (Date.now() - since > GIVE_UP_MS) {
+        note(c.msg, 'No result after 15 minutes; the video may still finish: its result is written to the output bucket.', 'info');
         return;
       }
       await sleep(POLL_MS);
     }
   }
 
+  // The remembered videos (newest first), then the uploads still being sent on top.
+  for (const v of remembered()) {
+    const c = card(v.file);
+    list.append(c.li);
+    uploadedAt(c, v.at);
+    watch(c, v.stem, v.at);
+  }
+  for (const job of sending) follow(job);
+
   dropZone(zone, (files) => {
     note(msg, null);
-    for (const f of files) one(f);
+    for (const f of files) follow(send(f));
   }, isVideo);
 
   return () => {
