@@ -1209,9 +1209,16 @@ impl Gallery {
             return Ok(0);
         }
         let entry = LogEntry::RemovePerson { person: person.to_string() };
-        let done = self.append(c, &entry, Some(state.listing), Some(reuse)).await?;
-        // The thumbnails of the faces it removed; when that is not known
-        // (folded before we looked), of those seen before that are gone.
+        self.remove(c, &entry, state.listing, reuse, seen).await
+    }
+
+    /// Appends a removing `entry` to `c` (read just before: `listing`,
+    /// `reuse`, the ids it may remove `seen`) and deletes the thumbnails of
+    /// the faces it removed; when that is not known (folded before we
+    /// looked), of those seen before that are gone. Returns how many faces
+    /// it removed.
+    async fn remove(&self, c: &str, entry: &LogEntry, listing: Listing, reuse: Reuse, seen: Vec<String>) -> Result<usize, GalleryError> {
+        let done = self.append(c, entry, Some(listing), Some(reuse)).await?;
         let gone = done.removed.unwrap_or_else(|| {
             let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
             seen.into_iter().filter(|id| !now.contains(id.as_str())).collect()
@@ -1233,15 +1240,7 @@ impl Gallery {
         if seen.is_empty() {
             return Ok(0);
         }
-        let done = self.append(c, &LogEntry::Clear, Some(state.listing), Some(reuse)).await?;
-        let gone = done.removed.unwrap_or_else(|| {
-            let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
-            seen.into_iter().filter(|id| !now.contains(id.as_str())).collect()
-        });
-        for id in &gone {
-            self.delete_quietly(&format::thumb_key(c, id)).await;
-        }
-        Ok(done.outcome.changed)
+        self.remove(c, &LogEntry::Clear, state.listing, reuse, seen).await
     }
 
     /// Removes one face; false when there is no such face (or a concurrent
