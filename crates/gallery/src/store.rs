@@ -1215,15 +1215,15 @@ impl Gallery {
     /// Appends a removing `entry` to `c` (read just before: `listing`,
     /// `reuse`, the ids it may remove `seen`) and deletes the thumbnails of
     /// the faces it removed; when that is not known (folded before we
-    /// looked), of those seen before that are gone. Returns how many faces
-    /// it removed.
+    /// looked), of those seen before that are gone. An id that is back
+    /// after it (an enrollment retried with its idempotency key, whose
+    /// faces keep their ids) keeps its thumbnail. Returns how many faces it
+    /// removed.
     async fn remove(&self, c: &str, entry: &LogEntry, listing: Listing, reuse: Reuse, seen: Vec<String>) -> Result<usize, GalleryError> {
         let done = self.append(c, entry, Some(listing), Some(reuse)).await?;
-        let gone = done.removed.unwrap_or_else(|| {
-            let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
-            seen.into_iter().filter(|id| !now.contains(id.as_str())).collect()
-        });
-        for id in &gone {
+        let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
+        let gone = done.removed.as_ref().unwrap_or(&seen);
+        for id in gone.iter().filter(|id| !now.contains(id.as_str())) {
             self.delete_quietly(&format::thumb_key(c, id)).await;
         }
         Ok(done.outcome.changed)
@@ -1240,7 +1240,13 @@ impl Gallery {
         if seen.is_empty() {
             return Ok(0);
         }
-        self.remove(c, &LogEntry::Clear, state.listing, reuse, seen).await
+        let cleared = self.remove(c, &LogEntry::Clear, state.listing, reuse, seen).await?;
+        // Folded at once: a reader of an older release, which cannot read a
+        // `clear` entry, reads the snapshot instead.
+        if let Err(e) = self.compact(c).await {
+            tracing::warn!(collection = c, error = %e, "gallery compaction after emptying failed; a later change retries it");
+        }
+        Ok(cleared)
     }
 
     /// Removes one face; false when there is no such face (or a concurrent

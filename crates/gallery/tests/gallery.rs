@@ -202,6 +202,11 @@ async fn deleting_default_empties_it(store: Arc<dyn ObjectStore>) {
     assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty());
     assert!(g.people(DEFAULT_COLLECTION).await.unwrap().is_empty());
     assert!(g.store().list_all(BUCKET, "collections/default/thumbs/").await.unwrap().is_empty(), "{thumbs} thumbnails before");
+    // Emptied through its log (a `clear` entry, folded at once), not by
+    // deleting it: its marker stays, and so does a snapshot.
+    assert!(g.store().head(BUCKET, "collections/default/collection.json").await.unwrap().is_some());
+    assert!(g.store().list_all(BUCKET, "collections/default/log/").await.unwrap().is_empty());
+    assert_eq!(g.store().list_all(BUCKET, "collections/default/snapshots/").await.unwrap().len(), 1);
     assert!(g.delete_collection(DEFAULT_COLLECTION).await.unwrap(), "emptying it again");
     assert_eq!(g.load("other").await.unwrap().faces.len(), 1, "other collections untouched");
     g.add_faces(DEFAULT_COLLECTION, "Ann", faces(1, 0)).await.unwrap();
@@ -587,6 +592,11 @@ async fn corrupt_snapshot_is_reported(store: Arc<dyn ObjectStore>) {
     store.delete(BUCKET, &snaps[0].key).await.unwrap();
     store.put(BUCKET, "collections/default/log/0000000000001.json", Bytes::from_static(b"{\"op\":\"explode\"}")).await.unwrap();
     assert!(matches!(g.load(DEFAULT_COLLECTION).await, Err(GalleryError::Corrupt(_))));
+    // Emptying an unreadable `default` repairs it: every object goes.
+    assert!(g.delete_collection(DEFAULT_COLLECTION).await.unwrap());
+    assert!(g.load(DEFAULT_COLLECTION).await.unwrap().faces.is_empty());
+    g.add_faces(DEFAULT_COLLECTION, "Bob", faces(1, 1)).await.unwrap();
+    assert_eq!(g.people(DEFAULT_COLLECTION).await.unwrap(), summary(&[("Bob", 1)]));
 }
 
 async fn cache_follows_changes(store: Arc<dyn ObjectStore>) {
@@ -833,6 +843,15 @@ async fn emptying_default_during_an_enrollment_keeps_no_half_of_it(store: Arc<dy
     // Either way, the next enrollment lands whole.
     let added = plain.add_faces(DEFAULT_COLLECTION, "Ann", ann()).await.unwrap();
     assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, &added[0].id).await.unwrap(), Some(jpeg.clone()));
+
+    // An enrollment retried with its idempotency key after an emptying
+    // comes back under the same ids, with its thumbnail.
+    let retry = || vec![NewFace::new(axis(3), MODEL).with_thumbnail(jpeg.clone())];
+    let first = plain.add_faces_once(DEFAULT_COLLECTION, "Dee", retry(), vec!["dee-1".into()]).await.unwrap();
+    plain.delete_collection(DEFAULT_COLLECTION).await.unwrap();
+    assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, &first[0].id).await.unwrap(), None, "emptied with its face");
+    plain.add_faces_once(DEFAULT_COLLECTION, "Dee", retry(), vec!["dee-1".into()]).await.unwrap();
+    assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, "dee-1").await.unwrap(), Some(jpeg.clone()));
 
     // Many enrollments and emptyings at once (compacting often): every
     // face left has its thumbnail.

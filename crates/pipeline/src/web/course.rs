@@ -28,6 +28,8 @@ pub struct CourseForm {
     responses(
         (status = 200, description = "`<image stem>:<name>` (`Unknown`, `NoFace`)", body = String, content_type = "text/plain"),
         (status = 400, description = "Bad upload (one plain-text line)", body = String, content_type = "text/plain"),
+        (status = 415, description = "Not an image (one plain-text line)", body = String, content_type = "text/plain"),
+        (status = 422, description = "Unusable image: corrupt or too large (one plain-text line)", body = String, content_type = "text/plain"),
     ),
     security(("api_key" = [])))]
 pub(crate) async fn upload(State(state): State<WebState>, mp: Multipart) -> Result<impl IntoResponse, ApiError> {

@@ -256,6 +256,11 @@ pub(crate) async fn delete_collection(State(state): State<WebState>, PathParams(
     let faces: usize = match state.gallery.people(&c).await {
         Ok(people) => people.iter().map(|p| p.faces).sum(),
         Err(facefleet_gallery::GalleryError::NoSuchCollection(_)) => return Err(no_collection(&c)),
+        // Emptying an unreadable `default` is how it is repaired.
+        Err(facefleet_gallery::GalleryError::Corrupt(why)) if c == facefleet_gallery::DEFAULT_COLLECTION => {
+            tracing::warn!(error = %why, "emptying the unreadable `default` collection");
+            0
+        }
         Err(e) => return Err(e.into()),
     };
     if !state.gallery.delete_collection(&c).await? {
@@ -306,7 +311,7 @@ pub(crate) async fn get_person(State(state): State<WebState>, PathParams(p): Pat
         (status = 201, description = "Enrolled", body = Enrolled),
         (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
         (status = 409, description = "The collection was emptied while the faces were added: nothing was added, send them again", body = ErrorBody),
-        (status = 422, description = "A photo has no face", body = ErrorBody),
+        (status = 422, description = "A photo has no face, or is corrupt or too large", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub(crate) async fn enroll_default(state: State<WebState>, PathParams(name): PathParams<String>, headers: HeaderMap, form: Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
@@ -355,7 +360,7 @@ pub const MAX_ENROLL_PHOTOS: usize = 20;
         (status = 400, description = "Bad name, no photo or more than 20", body = ErrorBody),
         (status = 404, description = "Unknown collection", body = ErrorBody),
         (status = 409, description = "The collection was emptied while the faces were added: nothing was added, send them again", body = ErrorBody),
-        (status = 422, description = "A photo has no face", body = ErrorBody),
+        (status = 422, description = "A photo has no face, or is corrupt or too large", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub(crate) async fn enroll(State(state): State<WebState>, PathParams(p): PathParams<PersonPath>, headers: HeaderMap, Form(mp): Form) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
