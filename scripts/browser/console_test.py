@@ -16,8 +16,9 @@ What it does, as a person would, with an admin API key:
   and read the name shown (and a photo of someone else: Unknown, and a photo
   with no face: No face), delete the person (with the confirmation),
   pick another collection (it goes into the address: a reload keeps it,
-  Back and Forward switch in place, the Recognize page follows, an unknown
-  one falls back with a note), enroll a video's person from one of its
+  Back and Forward switch in place, a delete confirmed after Back is not
+  done, the Recognize page follows, an unknown or malformed one falls back
+  with a note), enroll a video's person from one of its
   frames, upload the video on the Video page (leaving the page while it is
   sent), read its frames' names and final name, find it again after a
   reload, sign in with a key limited to 1 request a second (a photo answered
@@ -409,6 +410,17 @@ def main():
         driver.forward()
         c.wait(f"Forward to {col}", lambda: shows(col, col_person))
         assert driver.execute_script("return window.facefleetPeople === document.getElementById('people')"), "Back/Forward mounted the Gallery again"
+        # A delete asked in one collection, confirmed after Back switched to another: nothing is deleted.
+        c.css(f'li.person[data-name="{col_person}"] button[aria-label="Delete {col_person}"]').click()
+        c.wait("the confirmation", lambda: c.css("dialog.confirm[open]"))
+        driver.back()
+        c.wait("Back to default behind the dialog", lambda: shows("default", person))
+        c.css("dialog.confirm[open] button[data-confirm]").click()
+        c.wait("the note that nothing was deleted", lambda: "Nothing deleted" in c.note_text("section.page > .note"))
+        st, _, answer = http(f"{stack.url}/v1/collections/{col}/people", {"x-api-key": stack.key})
+        assert st == 200 and col_person in [p["name"] for p in json.loads(answer)["people"]], f"{col_person} deleted after Back: {answer[:300]!r}"
+        driver.forward()
+        c.wait(f"Forward to {col} again", lambda: shows(col, col_person))
         driver.refresh()
         c.wait(f"{col} after a reload", lambda: shows(col, col_person)
                and c.css(f'.collection-list li[data-collection="{col}"] button').get_attribute("aria-pressed") == "true")
@@ -419,6 +431,11 @@ def main():
                and "no-such" in c.note_text("section.page > .note"))
         driver.execute_script("location.hash = '#/gallery?collection=no-such'")
         c.wait("the Gallery's fallback to default", lambda: shows("default", person) and "no-such" in c.note_text("section.page > .note"))
+        # A name no collection can have (`..` would make another API path) is never used.
+        for page in ("recognize", "gallery"):
+            driver.execute_script(f"location.hash = '#/{page}?collection=..'")
+            c.wait(f"the {page} page's fallback from ..", lambda: c.hash() == f"#/{page}?collection=default" and "“..”" in c.note_text("section.page > .note"))
+        c.wait("the Gallery after ..", lambda: shows("default", person))
         assert http(f"{stack.url}/v1/collections/{col}", {"x-api-key": stack.key}, "DELETE")[0] == 200, f"deleting {col}"
 
         # Recognize: the person, someone else, and no face at all.

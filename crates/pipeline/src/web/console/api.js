@@ -13,7 +13,7 @@ const RATE_RETRIES = 3;
 const PER_KEY = 'facefleet.k.';
 
 /** A short tag of the key ('open' without one): storage of one key is not another's. */
-function tag(key) {
+export function tag(key) {
   if (!key) return 'open';
   let x = 0x811c9dc5; // FNV-1a, 32 bits: a name, not a secret
   for (let i = 0; i < key.length; i += 1) x = Math.imul(x ^ key.charCodeAt(i), 0x01000193);
@@ -43,13 +43,18 @@ export const session = {
       console.warn('sessionStorage refused an item', e);
     }
   },
-  /** Forgets the key and everything kept for any key. */
-  clear() {
+  /**
+   * Forgets the key, everything kept for any key (`keepOpen`: but what the
+   * open stack keeps, under no key) and the images fetched with it.
+   */
+  clear(keepOpen = false) {
     sessionStorage.removeItem(KEY);
+    const open = `${PER_KEY}${tag('')}.`;
     for (let i = sessionStorage.length - 1; i >= 0; i -= 1) {
       const k = sessionStorage.key(i);
-      if (k && k.startsWith(PER_KEY)) sessionStorage.removeItem(k);
+      if (k && k.startsWith(PER_KEY) && !(keepOpen && k.startsWith(open))) sessionStorage.removeItem(k);
     }
+    forgetImages('');
   },
 };
 
@@ -73,9 +78,9 @@ export function onUnauthorized(fn) {
   unauthorized = fn;
 }
 
-function headers(extra, anonymous) {
+function headers(extra, key = session.key) {
   const h = new Headers(extra || {});
-  if (!anonymous && session.key) h.set('x-api-key', session.key);
+  if (key) h.set('x-api-key', key);
   return h;
 }
 
@@ -149,7 +154,9 @@ export async function errorOf(resp) {
  * ApiError.
  */
 export async function api(path, { method = 'GET', json, form, anonymous = false, signal, once, onWait } = {}) {
-  const init = { method, headers: headers(null, anonymous), cache: 'no-store' };
+  // The key as the call starts: every attempt goes with it.
+  const key = anonymous ? '' : session.key;
+  const init = { method, headers: headers(null, key), cache: 'no-store' };
   if (once) init.headers.set('idempotency-key', once);
   if (json !== undefined) {
     init.body = JSON.stringify(json);
@@ -175,7 +182,8 @@ export async function api(path, { method = 'GET', json, form, anonymous = false,
   }
   if (!resp.ok) {
     const err = await errorOf(resp);
-    if (resp.status === 401 && !anonymous) unauthorized(err);
+    // A 401 for a key signed out meanwhile says nothing of the current one.
+    if (resp.status === 401 && !anonymous && key === session.key) unauthorized(err);
     throw err;
   }
   const type = resp.headers.get('content-type') || '';
@@ -215,15 +223,17 @@ export function forgetImages(prefix) {
 /**
  * Uploads `form` with upload progress (fetch cannot report it):
  * onProgress(fraction 0..1). Sent again after a short 429, like api()
- * (onWait(seconds) is told first); never after a network failure, since the
- * server may have stored it. Resolves to the parsed JSON answer.
+ * (onWait(seconds) is told first), with the same `key` (the current one
+ * when the upload starts, whoever signs in meanwhile); never after a
+ * network failure, since the server may have stored it. Resolves to the
+ * parsed JSON answer.
  */
-export function upload(path, form, onProgress, onWait = () => {}) {
+export function upload(path, form, onProgress, onWait = () => {}, key = session.key) {
   return new Promise((resolve, reject) => {
     const send = (attempt) => {
       const xhr = new XMLHttpRequest();
       xhr.open('POST', path);
-      if (session.key) xhr.setRequestHeader('x-api-key', session.key);
+      if (key) xhr.setRequestHeader('x-api-key', key);
       xhr.upload.addEventListener('progress', (e) => {
         if (e.lengthComputable) onProgress(e.loaded / e.total);
       });
@@ -248,7 +258,7 @@ export function upload(path, form, onProgress, onWait = () => {}) {
           headers: { 'content-type': xhr.getResponseHeader('content-type') || '', 'retry-after': xhr.getResponseHeader('retry-after') || '' },
         });
         const err = await errorOf(resp);
-        if (xhr.status === 401) unauthorized(err);
+        if (xhr.status === 401 && key === session.key) unauthorized(err);
         reject(err);
       });
       xhr.addEventListener('error', () => reject(new ApiError(0, 'network', 'The upload failed: the server cannot be reached.')));

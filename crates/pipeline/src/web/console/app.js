@@ -134,9 +134,9 @@ async function boot() {
     await api('/v1/status', { anonymous: true });
     ctx.mode = 'open';
     ctx.admin = true;
-    // A key left from before the stack was opened (the open stack's own
-    // remembered videos stay).
-    if (session.key) session.clear();
+    // A key left from before the stack was opened is forgotten, with what
+    // was kept for it; the open stack's own remembered videos stay.
+    if (session.key) session.clear(true);
     render();
     return;
   } catch (err) {

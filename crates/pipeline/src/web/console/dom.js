@@ -141,6 +141,14 @@ export function hashQuery() {
 }
 
 /**
+ * Whether `name` can be a collection's (the server's rule): a value of the
+ * address that is not is never put in an API path (`..` would lead elsewhere).
+ */
+export function isCollectionName(name) {
+  return typeof name === 'string' && /^[a-z0-9][a-z0-9_-]{0,63}$/.test(name);
+}
+
+/**
  * Puts `collection` into the address of `page` (no hashchange follows):
  * `push` (a person's pick) adds a history entry, else (the page's own
  * choice) the current entry is replaced. Nothing when it is there already.

@@ -2,11 +2,12 @@
 // search, enroll by dropping photos on a person or a new name, delete a
 // face or a person (with a confirmation). The collection shown is in the
 // address (#/gallery?collection=x): a pick adds a history entry, Back and
-// Forward switch in place. On a server without the collection routes it
+// Forward switch in place (an action under way keeps the collection it
+// started in). On a server without the collection routes it
 // falls back to /v1/people (the default collection, no thumbnails).
 
 import { api, idempotencyKey, imageUrl, forgetImages, seg } from './api.js';
-import { h, fill, note, toast, confirmDialog, dropZone, showCollection } from './dom.js';
+import { h, fill, note, toast, confirmDialog, dropZone, showCollection, isCollectionName } from './dom.js';
 
 /** Most photos one enrollment request takes (the server's MAX_ENROLL_PHOTOS). */
 const MAX_PHOTOS = 20;
@@ -40,8 +41,11 @@ function plural(n, one, many = `${one}s`) {
 }
 
 export function mount(main, ctx, query) {
-  // The collection the address asks for (a missing one gets a note).
+  // The collection the address asks for (a missing one gets a note; one
+  // that cannot be a collection's name is never used, only noted).
   let asked = query.get('collection');
+  let malformed = asked && !isCollectionName(asked) ? asked : null;
+  if (malformed) asked = null;
   const state = { legacy: false, collections: [], current: asked || ctx.collection || 'default', people: [], details: new Map(), gone: false, loads: 0, limit: PAGE };
   const msg = h('div', { class: 'note' });
   const colList = h('ul', { class: 'collection-list', 'aria-label': 'Collections' });
@@ -77,9 +81,23 @@ export function mount(main, ctx, query) {
           h('div', { class: 'field search' }, h('label', { for: 'people-search' }, 'Search people'), search)),
         count, enrollNew, list))));
 
-  const base = () => `/v1/collections/${seg(state.current)}`;
-  const peoplePath = () => (state.legacy ? '/v1/people' : `${base()}/people`);
-  const personPath = (name) => (state.legacy ? `/v1/people/${seg(name)}` : `${base()}/people/${seg(name)}`);
+  // Paths in collection `c`: an action takes the collection shown when it
+  // starts and keeps it (Back may switch the page while it waits).
+  const base = (c) => `/v1/collections/${seg(c)}`;
+  const peoplePath = (c) => (state.legacy ? '/v1/people' : `${base(c)}/people`);
+  const personPath = (c, name) => (state.legacy ? `/v1/people/${seg(name)}` : `${base(c)}/people/${seg(name)}`);
+
+  /**
+   * After a confirmation asked in collection `c` about `what`: whether the
+   * page still shows it; if not, nothing is done and a note says so.
+   */
+  function stillShown(c, what) {
+    if (!state.gone && state.current === c) return true;
+    const text = `Nothing deleted: the page ${state.gone ? 'was left' : `switched to ${state.current}`} while asking about ${what} in ${c}.`;
+    if (state.gone) toast(text);
+    else note(msg, text, 'info');
+    return false;
+  }
 
   // Thumbnails load when a card scrolls into view.
   const seen = new IntersectionObserver((entries) => {
@@ -108,6 +126,10 @@ export function mount(main, ctx, query) {
       if (state.current === asked) note(msg, `No collection “${asked}” that this key can use: showing ${fallback}.`, 'info');
       select(fallback);
     }
+    if (malformed) {
+      note(msg, `No collection “${malformed}” that this key can use: showing ${state.current}.`, 'info');
+      malformed = null;
+    }
     ctx.collection = state.current;
     renderCollections();
     // The page's own choice replaces the address (no history entry).
@@ -129,6 +151,11 @@ export function mount(main, ctx, query) {
   function onRoute(q) {
     const want = q.get('collection');
     if (!want) {
+      showCollection('gallery', state.current, false);
+      return;
+    }
+    if (!isCollectionName(want)) {
+      note(msg, `No collection “${want}” that this key can use: showing ${state.current}.`, 'info');
       showCollection('gallery', state.current, false);
       return;
     }
@@ -182,7 +209,7 @@ export function mount(main, ctx, query) {
     // Every collection switch loads again: only the latest load's answer
     // is shown (an earlier one may be for another collection).
     const ticket = ++state.loads;
-    const r = await api(peoplePath());
+    const r = await api(peoplePath(state.current));
     if (state.gone || ticket !== state.loads) return;
     state.people = (r.people || []).slice().sort((a, b) => a.name.localeCompare(b.name));
     renderPeople();
@@ -240,14 +267,15 @@ export function mount(main, ctx, query) {
       thumbs, zone, cardMsg);
     card._person = p;
     del.addEventListener('click', async () => {
-      if (drawnFor !== state.current) return; // a card of a collection no longer shown
-      const ok = await confirmDialog(`Delete ${p.name}?`, `All ${plural(p.faces, 'enrolled face')} of ${p.name} in ${state.current} are deleted for good.`, 'Delete person');
-      if (!ok) return;
+      const c = drawnFor;
+      if (c !== state.current) return; // a card of a collection no longer shown
+      const ok = await confirmDialog(`Delete ${p.name}?`, `All ${plural(p.faces, 'enrolled face')} of ${p.name} in ${c} are deleted for good.`, 'Delete person');
+      if (!ok || !stillShown(c, p.name)) return;
       try {
-        const r = await api(personPath(p.name), { method: 'DELETE' });
-        toast(`Deleted ${p.name} (${plural(r.removed ?? p.faces, 'face')}).`);
-        state.details.delete(p.name);
-        forgetImages(`${base()}/faces/`);
+        const r = await api(personPath(c, p.name), { method: 'DELETE' });
+        toast(`Deleted ${p.name} from ${c} (${plural(r.removed ?? p.faces, 'face')}).`);
+        if (state.current === c) state.details.delete(p.name);
+        forgetImages(`${base(c)}/faces/`);
         await refresh();
         focusList();
       } catch (err) {
@@ -255,7 +283,7 @@ export function mount(main, ctx, query) {
       }
     });
     dropZone(card, (f) => {
-      if (drawnFor === state.current) enroll(p.name, f, cardMsg);
+      if (drawnFor === state.current) enroll(drawnFor, p.name, f, cardMsg);
     }, isImage);
     seen.observe(card);
     return card;
@@ -273,7 +301,7 @@ export function mount(main, ctx, query) {
     const current = state.current;
     try {
       if (!detail) {
-        detail = await api(personPath(p.name));
+        detail = await api(personPath(current, p.name));
         // Another collection was picked meanwhile: this card is gone.
         if (current !== state.current) return;
         state.details.set(p.name, detail);
@@ -283,12 +311,13 @@ export function mount(main, ctx, query) {
       return;
     }
     const faces = detail.faces || [];
-    const items = faces.slice(0, MAX_THUMBS).map((f, i) => thumb(p.name, f, i));
+    const items = faces.slice(0, MAX_THUMBS).map((f, i) => thumb(current, p.name, f, i));
     if (faces.length > MAX_THUMBS) items.push(h('li', { class: 'thumb more' }, `+${faces.length - MAX_THUMBS}`));
     fill(thumbs, items);
   }
 
-  function thumb(name, f, i) {
+  /** A face `f` of `name` in collection `c`. */
+  function thumb(c, name, f, i) {
     const img = h('img', { alt: `Face ${i + 1} of ${name}`, width: 64, height: 64, decoding: 'async' });
     const del = h('button', { type: 'button', class: 'thumb-del', 'aria-label': `Delete face ${i + 1} of ${name}`, title: 'Delete this face', hidden: !ctx.admin }, '×');
     const li = h('li', { class: 'thumb', dataset: { face: f.id } }, img, del);
@@ -298,12 +327,12 @@ export function mount(main, ctx, query) {
       li.classList.add('missing');
     }
     del.addEventListener('click', async () => {
-      const ok = await confirmDialog(`Delete this face of ${name}?`, 'The photo’s embedding is removed from the gallery; the person stays if other faces remain.', 'Delete face');
-      if (!ok) return;
+      const ok = await confirmDialog(`Delete this face of ${name}?`, `The photo’s embedding is removed from ${c}; the person stays if other faces remain.`, 'Delete face');
+      if (!ok || !stillShown(c, `a face of ${name}`)) return;
       try {
-        await api(`${base()}/faces/${seg(f.id)}`, { method: 'DELETE' });
-        toast(`Deleted a face of ${name}.`);
-        state.details.delete(name);
+        await api(`${base(c)}/faces/${seg(f.id)}`, { method: 'DELETE' });
+        toast(`Deleted a face of ${name} in ${c}.`);
+        if (state.current === c) state.details.delete(name);
         await refresh();
         focusList(name);
       } catch (err) {
@@ -313,14 +342,15 @@ export function mount(main, ctx, query) {
     return li;
   }
 
-  async function enroll(name, files, where) {
+  /** Enrolls `files` as `name` in collection `c`, every batch there (whatever the page shows meanwhile). */
+  async function enroll(c, name, files, where) {
     name = name.trim();
     if (!name) {
       note(where, 'Enter the person’s name first, then add photos.');
       newName.focus();
       return;
     }
-    note(where, `Enrolling ${plural(files.length, 'photo')} of ${name}…`, 'info');
+    note(where, `Enrolling ${plural(files.length, 'photo')} of ${name} in ${c}…`, 'info');
     let added = 0;
     try {
       let r;
@@ -329,15 +359,15 @@ export function mount(main, ctx, query) {
         for (const f of batch) form.append('image', f, f.name);
         // One key per batch: a batch sent again (busy server, lost answer)
         // is enrolled once.
-        r = await api(`${personPath(name)}/faces`, { method: 'POST', form, once: idempotencyKey() });
+        r = await api(`${personPath(c, name)}/faces`, { method: 'POST', form, once: idempotencyKey() });
         added += r.added;
       }
-      note(where, `Enrolled ${plural(added, 'photo')} of ${r.name}; ${plural(r.faces, 'face')} in all.`, 'ok');
+      note(where, `Enrolled ${plural(added, 'photo')} of ${r.name} in ${c}; ${plural(r.faces, 'face')} in all.`, 'ok');
     } catch (err) {
       note(where, added ? `${err.message} (${plural(added, 'photo')} were enrolled before this error.)` : err.message);
     }
     if (added) {
-      state.details.delete(name);
+      if (state.current === c) state.details.delete(name);
       await refresh();
     }
   }
@@ -378,7 +408,7 @@ export function mount(main, ctx, query) {
     state.limit = PAGE;
     renderPeople();
   });
-  dropZone(newZone, (files) => enroll(newName.value, files, newMsg), isImage);
+  dropZone(newZone, (files) => enroll(state.current, newName.value, files, newMsg), isImage);
   newName.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') {
       e.preventDefault();

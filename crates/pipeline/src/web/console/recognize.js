@@ -1,9 +1,10 @@
 // Recognize: drop or pick photos; each is sent to the fleet and shown with
 // its faces boxed and named, the top candidates, and the time it took. The
-// collection is in the address (#/recognize?collection=x), as on the Gallery.
+// collection is in the address (#/recognize?collection=x), as on the Gallery;
+// a photo goes to the collection chosen when it was dropped, and says which.
 
 import { api, seg } from './api.js';
-import { h, s, fill, note, ms, sim, dropZone, pool, showCollection } from './dom.js';
+import { h, s, fill, note, ms, sim, dropZone, pool, showCollection, isCollectionName } from './dom.js';
 
 const isImage = (f) => /^image\//.test(f.type) || /\.(jpe?g|png|webp|bmp)$/i.test(f.name);
 
@@ -85,7 +86,8 @@ export function mount(main, ctx, query) {
   /** Shows collection `want` (listing them again when it is not known); `asked`: the address named it. */
   async function choose(want, asked) {
     const ticket = ++choices;
-    if (!names || !names.includes(want)) {
+    // A name that cannot be a collection's is not listed again: it falls back.
+    if (!names || (!names.includes(want) && isCollectionName(want))) {
       const listed = await collectionNames();
       // Only the latest choice is shown (Back pressed while listing).
       if (gone || ticket !== choices) return;
@@ -115,14 +117,15 @@ export function mount(main, ctx, query) {
     showCollection('recognize', select.value, true);
   });
 
-  async function one(file) {
+  /** Recognizes `file` in collection `c`. */
+  async function one(file, c) {
     const url = URL.createObjectURL(file);
     urls.add(url);
     const img = h('img', { src: url, alt: `Photo ${file.name}` });
     const svg = s('svg', { class: 'boxes', 'aria-hidden': 'true', viewBox: '0 0 1 1' });
     const status = h('p', { class: 'rec-status', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Recognizing…');
     const details = h('div', { class: 'rec-details' }, status);
-    const card = h('li', { class: 'card rec-card', dataset: { file: file.name, state: 'pending' } },
+    const card = h('li', { class: 'card rec-card', dataset: { file: file.name, state: 'pending', collection: c } },
       h('figure', { class: 'photo' }, h('div', { class: 'photo-box' }, img, svg), h('figcaption', { class: 'file-name' }, file.name)),
       details);
     results.append(card);
@@ -135,7 +138,6 @@ export function mount(main, ctx, query) {
     });
     const form = new FormData();
     form.append('image', file, file.name);
-    const c = select.value || 'default';
     const n = Math.min(10, Math.max(1, parseInt(limit.value, 10) || 3));
     const path = c === 'default' ? `/v1/recognize?limit=${n}` : `/v1/collections/${seg(c)}/recognize?limit=${n}`;
     let started = performance.now();
@@ -158,7 +160,7 @@ export function mount(main, ctx, query) {
       const server = typeof r.took_ms === 'number' ? ` (server ${ms(r.took_ms)})` : '';
       fill(details,
         h('p', { class: 'rec-answer' }, h('span', { class: 'rec-name' }, badge(r.name)),
-          h('span', { class: 'hint' }, `${faces.length} face${faces.length === 1 ? '' : 's'} · ${ms(took)}${server}`)),
+          h('span', { class: 'hint' }, `${faces.length} face${faces.length === 1 ? '' : 's'} in ${c} · ${ms(took)}${server}`)),
         faces.length
           ? h('ol', { class: 'faces', 'aria-label': `Faces in ${file.name}` }, faces.map(faceRow))
           : h('p', { class: 'hint' }, 'No face was found in this photo.'));
@@ -170,7 +172,10 @@ export function mount(main, ctx, query) {
 
   dropZone(zone, (files) => {
     note(msg, null);
-    pool(files, 4, one);
+    // The collection as the photos are dropped: a switch meanwhile (Back)
+    // does not move the ones still waiting for their turn.
+    const c = select.value || 'default';
+    pool(files, 4, (f) => one(f, c));
   }, isImage);
 
   return {

@@ -2,14 +2,18 @@
 // frames as a strip with the names found in each, and the final name. The
 // tab remembers its uploads (sessionStorage, per key, the latest 20): the
 // page shows them again when it comes back, and an upload still being sent
-// when the page was left is remembered once the server accepts it.
+// when the page was left is remembered once the server accepts it. An
+// upload belongs to the key it was started with: another key's page does
+// not show it, and it is not remembered once that key has signed out.
 
-import { api, upload, imageUrl, seg, session } from './api.js';
+import { api, upload, imageUrl, seg, session, tag } from './api.js';
 import { h, fill, note, toast, dropZone } from './dom.js';
 
 const isVideo = (f) => /^video\//.test(f.type) || /\.(mp4|m4v|mov|3gp|mkv|webm|avi)$/i.test(f.name);
 const POLL_MS = 1000;
 const GIVE_UP_MS = 15 * 60 * 1000;
+/** Errors in a row past GIVE_UP_MS before the page stops asking (an old video's first answer may be a passing error). */
+const GIVE_UP_ERRORS = 5;
 /** Uploads remembered per key. */
 const REMEMBERED = 20;
 
@@ -33,13 +37,16 @@ function forget(stem) {
   session.save('videos', remembered().filter((o) => o.stem !== stem));
 }
 
-/** Uploads being sent: they outlive the page, which draws them again when it comes back. */
+/**
+ * Uploads being sent: they outlive the page, which draws them again when it
+ * comes back (those of the key signed in only: `job.key` is its tag).
+ */
 const sending = new Set();
 
-/** Sends `file`: a job whose `done` resolves to the server's answer (remembered by then). */
+/** Sends `file` with the current key: a job whose `done` resolves to the server's answer (remembered by then). */
 function send(file) {
   const key = session.key;
-  const job = { file, stage: 'Uploading…', fraction: 0, watch: () => {}, follower: null };
+  const job = { file, key: tag(key), stage: 'Uploading…', fraction: 0, watch: () => {}, follower: null };
   const form = new FormData();
   form.append('video', file, file.name);
   const progress = (f) => {
@@ -52,9 +59,11 @@ function send(file) {
     job.stage = `Rate limited, retrying in ${secs} s…`;
     job.watch();
   };
-  job.done = upload('/v1/videos', form, progress, waiting).then((accepted) => {
+  // Every attempt (after a 429) goes with the key it started with.
+  job.done = upload('/v1/videos', form, progress, waiting, key).then((accepted) => {
     sending.delete(job);
-    // Signed out meanwhile: not the new key's video.
+    // Signed out meanwhile, and not signed in again with this key: dropped
+    // (not the new key's video, and the old key's storage was forgotten).
     if (session.key === key) remember({ stem: accepted.stem, file: file.name, at: Date.now() });
     return accepted;
   }, (err) => {
@@ -67,6 +76,9 @@ function send(file) {
 
 export function mount(main) {
   let gone = false;
+  // The key this page is drawn for: its uploads only, polled with it only.
+  const mine = tag(session.key);
+  const left = () => gone || tag(session.key) !== mine;
   const input = h('input', { id: 'video-file', type: 'file', accept: 'video/*,.mp4,.mov,.mkv,.webm,.avi', class: 'sr-only' });
   const zone = h('label', { class: 'drop', for: 'video-file' }, input,
     h('span', { class: 'drop-title' }, 'Drop a video here'),
@@ -120,11 +132,12 @@ export function mount(main) {
       c.bar.value = 0;
       c.final.hidden = true;
       note(c.msg, err.message);
-      // The page was left meanwhile: say it wherever the user is.
-      if (gone && job.follower === c) toast(`${job.file.name}: ${err.message}`, 'error');
+      // The page was left meanwhile: say it wherever the user is (unless
+      // another key is signed in by now).
+      if (gone && job.follower === c && job.key === tag(session.key)) toast(`${job.file.name}: ${err.message}`, 'error');
       return;
     }
-    if (gone) return;
+    if (left()) return;
     uploadedAt(c, Date.now());
     watch(c, accepted.stem, Date.now());
   }
@@ -137,10 +150,11 @@ export function mount(main) {
     c.bar.removeAttribute('value'); // indeterminate until the frames are known
     const tiles = new Map();
     let framesRoute = true;
+    let errors = 0;
     for (;;) {
-      // No polling while the tab is hidden.
+      // No polling while the tab is hidden, nor with another key.
       await visible();
-      if (gone) return;
+      if (left()) return;
       let status;
       let frames = null;
       try {
@@ -154,8 +168,9 @@ export function mount(main) {
           }
         }
         note(c.msg, null);
+        errors = 0;
       } catch (err) {
-        if (gone) return;
+        if (left()) return;
         if (err.status === 404 && !err.noRoute) {
           // Removed from the stack (or its data folder replaced): forgotten here.
           c.li.dataset.state = 'unknown';
@@ -166,11 +181,21 @@ export function mount(main) {
           forget(stem);
           return;
         }
+        if (err.status === 401 || err.status === 403) {
+          // Asking again will not help: this key may not read the video.
+          stopped(c, `This key may not read the video’s progress (${err.message}); stopped asking.`);
+          return;
+        }
+        errors += 1;
+        if (Date.now() - since > GIVE_UP_MS && errors >= GIVE_UP_ERRORS) {
+          stopped(c, `No result 15 minutes after the upload, and its progress cannot be read (${err.message}); stopped asking. The video may still finish: its result is written to the output bucket.`);
+          return;
+        }
         note(c.msg, `Cannot read the video’s progress: ${err.message}`);
         await sleep(POLL_MS * 3);
         continue;
       }
-      if (gone) return;
+      if (left()) return;
       if (frames) drawFrames(frames, c.strip, tiles);
       const total = frames && frames.total;
       const named = frames ? frames.frames.filter((f) => f.names || f.failed).length : status.frames_done;
@@ -207,14 +232,23 @@ export function mount(main) {
     }
   }
 
-  // The remembered videos (newest first), then the uploads still being sent on top.
+  /** Stops following a card's video after an error: `why` says so. */
+  function stopped(c, why) {
+    c.li.dataset.state = 'stopped';
+    c.stage.textContent = 'Not followed';
+    c.bar.hidden = true;
+    c.final.hidden = true;
+    note(c.msg, why);
+  }
+
+  // The remembered videos (newest first), then this key's uploads still being sent on top.
   for (const v of remembered()) {
     const c = card(v.file);
     list.append(c.li);
     uploadedAt(c, v.at);
     watch(c, v.stem, v.at);
   }
-  for (const job of sending) follow(job);
+  for (const job of sending) if (job.key === mine) follow(job);
 
   dropZone(zone, (files) => {
     note(msg, null);
