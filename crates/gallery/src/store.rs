@@ -75,13 +75,19 @@
 //! `put_if_absent` (two compactors of the same entries write the same
 //! state: one wins, the other gives up), checks that no higher snapshot
 //! exists (a slow compactor may write a snapshot that a faster one already
-//! replaced; such a snapshot is removed and nothing else is), and only then
-//! deletes the log entries it folded and the older snapshots.
+//! replaced; such a snapshot is removed, and no log entry or other snapshot
+//! is), and only then deletes the log entries it folded and the older
+//! snapshots. Right after writing its snapshot, a compactor deletes the thumbnails of the faces
+//! that the entries it folded removed (unless their ids are back at its
+//! point): the removing writers delete them too, but a writer that died
+//! after appending, or whose entry was folded before it looked, cannot know
+//! every face its entry removed.
 //!
 //! **Deleting** a collection removes its marker first (a writer that then
 //! finds it gone takes its change back), then every object under its
 //! prefix. `default` is emptied through its log instead: a `clear` entry
-//! removes the faces before it, whose thumbnails then go, and writers never
+//! removes the faces before it and is folded at once, which deletes their
+//! thumbnails; writers never
 //! see `default` missing, so an enrollment lands whole before or after it.
 //!
 //! **Migration**: while `default` has no snapshot, the faces of the old
@@ -133,8 +139,10 @@ const CLAIM_TRIES: u64 = 1000;
 /// creator died; a creation takes a few store calls).
 const CREATE_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Times a writer claims a log number again after a late claim.
-const APPEND_TRIES: usize = 3;
+/// Times a writer claims a log number again after a late claim (each one
+/// means others claimed and folded numbers meanwhile: progress; with many
+/// writers and frequent folds, 3 was seen to run out).
+const APPEND_TRIES: usize = 8;
 
 /// Written under the old layout's prefix once it has been folded into
 /// `default` (see the module documentation).
@@ -757,10 +765,14 @@ impl Gallery {
             recent.drain(..recent.len() - format::RECENT_OUTCOMES);
         }
         let body = format::encode_snapshot(state.base.generation + 1, seq, &recent, &state.faces);
-        // Another compactor of the same entries wrote the same state.
+        // Another compactor of the same entries wrote the same state (and
+        // swept behind them).
         if !self.store.put_if_absent(&self.bucket, &key, Bytes::from(body)).await? {
             return Ok(false);
         }
+        // Whoever first folds an entry applied it, so sweeping here (even
+        // for a snapshot that turns out stale) reaches every removal.
+        self.sweep_thumbnails(c, state).await;
         // A faster compactor may have folded more entries already: this
         // snapshot is then stale (not the highest) and must not let
         // anything be deleted.
@@ -801,6 +813,20 @@ impl Gallery {
         }
         tracing::debug!(collection = c, seq, faces = state.faces.len(), "gallery compacted");
         Ok(true)
+    }
+
+    /// Deletes the thumbnails of the faces that the entries applied in
+    /// `state` removed, except ids back in it (a retried idempotent
+    /// enrollment). Their writers delete them too, but one that died after
+    /// appending, or whose entry was folded before it looked (it then knows
+    /// only the faces it saw before appending), would leave some behind.
+    async fn sweep_thumbnails(&self, c: &str, state: &State) {
+        let live: HashSet<&str> = state.faces.iter().map(|f| f.id.as_str()).collect();
+        let gone: BTreeSet<&str> =
+            state.applied.iter().flat_map(|a| a.removed.iter().map(String::as_str)).filter(|id| !live.contains(id)).collect();
+        for id in gone {
+            self.delete_quietly(&format::thumb_key(c, id)).await;
+        }
     }
 
     /// Compacts collection `c` now, whatever the length of its log. True
@@ -1221,32 +1247,44 @@ impl Gallery {
     /// removed.
     async fn remove(&self, c: &str, entry: &LogEntry, listing: Listing, reuse: Reuse, seen: Vec<String>) -> Result<usize, GalleryError> {
         let done = self.append(c, entry, Some(listing), Some(reuse)).await?;
-        let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
-        let gone = done.removed.as_ref().unwrap_or(&seen);
-        for id in gone.iter().filter(|id| !now.contains(id.as_str())) {
-            self.delete_quietly(&format::thumb_key(c, id)).await;
-        }
+        self.delete_removed_thumbnails(c, &done, &seen).await;
         Ok(done.outcome.changed)
     }
 
-    /// Appends a `clear` entry to `c` (when it has faces) and deletes the
-    /// thumbnails of the faces it removed; returns how many it removed.
-    /// Writers never see the collection missing, so one whose thumbnails
-    /// were written before the clear but whose faces land after it keeps
-    /// both.
+    /// Deletes the thumbnails of the faces the appended entry `done`
+    /// removed (when not known: of those in `seen`), except ids back after
+    /// it. The compaction that folds the entry sweeps them again
+    /// ([`Self::sweep_thumbnails`]), catching faces enrolled between the
+    /// writer's read and its entry.
+    async fn delete_removed_thumbnails(&self, c: &str, done: &Appended, seen: &[String]) {
+        let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
+        let gone = done.removed.as_deref().unwrap_or(seen);
+        for id in gone.iter().filter(|id| !now.contains(id.as_str())) {
+            self.delete_quietly(&format::thumb_key(c, id)).await;
+        }
+    }
+
+    /// Appends a `clear` entry to `c` (when it has faces) and folds it at
+    /// once, which deletes the thumbnails of the faces it removed; returns
+    /// how many it removed. Writers never see the collection missing, so
+    /// one whose thumbnails were written before the clear but whose faces
+    /// land after it keeps both.
     async fn clear(&self, c: &str) -> Result<usize, GalleryError> {
         let (state, reuse) = self.current(c).await?;
         let seen: Vec<String> = state.faces.iter().map(|f| f.id.clone()).collect();
         if seen.is_empty() {
             return Ok(0);
         }
-        let cleared = self.remove(c, &LogEntry::Clear, state.listing, reuse, seen).await?;
+        let done = self.append(c, &LogEntry::Clear, Some(state.listing), Some(reuse)).await?;
         // Folded at once: a reader of an older release, which cannot read a
-        // `clear` entry, reads the snapshot instead.
+        // `clear` entry, reads the snapshot instead. The fold (ours, or an
+        // earlier one by another writer) swept the thumbnails; only when
+        // ours failed do we delete them here.
         if let Err(e) = self.compact(c).await {
             tracing::warn!(collection = c, error = %e, "gallery compaction after emptying failed; a later change retries it");
+            self.delete_removed_thumbnails(c, &done, &seen).await;
         }
-        Ok(cleared)
+        Ok(done.outcome.changed)
     }
 
     /// Removes one face; false when there is no such face (or a concurrent
@@ -1350,7 +1388,7 @@ mod tests {
     }
 
     /// A slow compactor writes a snapshot that a faster one already passed:
-    /// it is removed again, and deletes nothing.
+    /// it is removed again, and no log entry or other snapshot is deleted.
     #[tokio::test]
     async fn a_stale_compactor_deletes_nothing() {
         let g = mem_gallery();
@@ -1452,6 +1490,40 @@ mod tests {
         let (later, _) = g.read_state(c, None, None).await.unwrap();
         assert_eq!(outcome(&later, 6, "w3"), Outcome { changed: 1, conflict: false });
         assert_eq!(later.base.recent.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    }
+
+    /// Folding a removal deletes the thumbnails of every face it removed,
+    /// also when its writer died right after appending it (or looked only
+    /// after the fold, knowing only the faces it had seen before); an id
+    /// back after it keeps its thumbnail.
+    #[tokio::test]
+    async fn a_fold_sweeps_the_thumbnails_of_what_it_removed() {
+        let g = mem_gallery();
+        g.store.create_bucket("g").await.unwrap();
+        let c = DEFAULT_COLLECTION;
+        let thumbed = |v: f32| vec![NewFace::new(vec![v], "m").with_thumbnail(Bytes::from_static(b"jpeg"))];
+        let retried = vec!["retried".to_string()];
+        let mut ids = Vec::new();
+        for (person, v) in [("Ann", 1.0), ("Bob", 2.0), ("Ann", 3.0)] {
+            ids.push(g.add_faces(c, person, thumbed(v)).await.unwrap().remove(0).id);
+        }
+        g.add_faces_once(c, "Ann", thumbed(4.0), retried.clone()).await.unwrap();
+        let listing = g.listing(c).await.unwrap();
+        let record = LogRecord { writer: "died".into(), change: LogEntry::RemovePerson { person: "Ann".into() } };
+        g.claim(c, &listing, &Bytes::from(serde_json::to_vec(&record).unwrap())).await.unwrap();
+        // The enrollment retried with its key lands again after the removal.
+        g.add_faces_once(c, "Ann", thumbed(4.0), retried).await.unwrap();
+        let has = |id: String| {
+            let g = &g;
+            async move { g.thumbnail(c, &id).await.unwrap().is_some() }
+        };
+        assert!(has(ids[0].clone()).await && has(ids[2].clone()).await, "nobody swept yet");
+        assert!(g.compact(c).await.unwrap());
+        assert!(!has(ids[0].clone()).await, "removed, its thumbnail stayed");
+        assert!(!has(ids[2].clone()).await, "removed, its thumbnail stayed");
+        assert!(has(ids[1].clone()).await, "Bob was not removed");
+        assert!(has("retried".into()).await, "back after the removal");
+        assert_eq!(g.faces_of(c, "Ann").await.unwrap().len(), 1);
     }
 
     /// A reader that listed no snapshot and is then overtaken by the

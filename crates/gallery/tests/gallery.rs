@@ -853,8 +853,8 @@ async fn emptying_default_during_an_enrollment_keeps_no_half_of_it(store: Arc<dy
     plain.add_faces_once(DEFAULT_COLLECTION, "Dee", retry(), vec!["dee-1".into()]).await.unwrap();
     assert_eq!(plain.thumbnail(DEFAULT_COLLECTION, "dee-1").await.unwrap(), Some(jpeg.clone()));
 
-    // Many enrollments and emptyings at once (compacting often): every
-    // face left has its thumbnail.
+    // Many enrollments, removals and emptyings at once (compacting often):
+    // every face left has its thumbnail, and every thumbnail left its face.
     let g = Arc::new(Gallery::new(store.clone(), BUCKET).with_compact_after(3));
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -872,10 +872,22 @@ async fn emptying_default_during_an_enrollment_keeps_no_half_of_it(store: Arc<dy
             g.delete_collection(DEFAULT_COLLECTION).await.unwrap();
         }));
     }
+    for r in 0..4 {
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move {
+            for w in [r, r + 4, r] {
+                g.remove_person(DEFAULT_COLLECTION, &format!("W{w}")).await.unwrap();
+            }
+        }));
+    }
     for t in tasks {
         t.await.unwrap();
     }
-    for f in plain.load(DEFAULT_COLLECTION).await.unwrap().faces {
+    let faces = plain.load(DEFAULT_COLLECTION).await.unwrap().faces;
+    for f in &faces {
         assert!(plain.thumbnail(DEFAULT_COLLECTION, &f.id).await.unwrap().is_some(), "face {} of {} has no thumbnail", f.id, f.person);
     }
+    let thumbs = store.list_all(BUCKET, "collections/default/thumbs/").await.unwrap();
+    let orphans: Vec<_> = thumbs.iter().filter(|m| !faces.iter().any(|f| m.key.ends_with(&format!("/{}.jpg", f.id)))).collect();
+    assert!(orphans.is_empty(), "thumbnails without their faces: {orphans:?}");
 }
