@@ -77,11 +77,12 @@
 //! exists (a slow compactor may write a snapshot that a faster one already
 //! replaced; such a snapshot is removed, and no log entry or other snapshot
 //! is), and only then deletes the log entries it folded and the older
-//! snapshots. Right after writing its snapshot, a compactor deletes the thumbnails of the faces
-//! that the entries it folded removed (unless their ids are back at its
-//! point): the removing writers delete them too, but a writer that died
-//! after appending, or whose entry was folded before it looked, cannot know
-//! every face its entry removed.
+//! snapshots. Right after writing its snapshot, a compactor deletes the
+//! thumbnails of the faces that the entries it folded removed (unless their
+//! ids are back, at its point or when it reads the collection again): the
+//! removing writers delete them too, but a writer that died after
+//! appending, or whose entry was folded before it looked, cannot know every
+//! face its entry removed.
 //!
 //! **Deleting** a collection removes its marker first (a writer that then
 //! finds it gone takes its change back), then every object under its
@@ -131,6 +132,9 @@ const LIST_PAGE: usize = 1000;
 
 /// Log entries fetched at once by a read.
 const LOG_READS_AT_ONCE: usize = 8;
+
+/// Thumbnails deleted at once.
+const DELETES_AT_ONCE: usize = 16;
 
 /// Log numbers a writer tries (each taken by someone else) before giving up.
 const CLAIM_TRIES: u64 = 1000;
@@ -765,13 +769,14 @@ impl Gallery {
             recent.drain(..recent.len() - format::RECENT_OUTCOMES);
         }
         let body = format::encode_snapshot(state.base.generation + 1, seq, &recent, &state.faces);
-        // Another compactor of the same entries wrote the same state (and
-        // swept behind them).
+        // Another compactor got this far first (its base may differ; it
+        // sweeps behind the entries it applied).
         if !self.store.put_if_absent(&self.bucket, &key, Bytes::from(body)).await? {
             return Ok(false);
         }
-        // Whoever first folds an entry applied it, so sweeping here (even
-        // for a snapshot that turns out stale) reaches every removal.
+        // Whoever first writes a snapshot holding an entry has applied it,
+        // so sweeping here (even for a snapshot that turns out stale)
+        // reaches every removal, unless this process stops right here.
         self.sweep_thumbnails(c, state).await;
         // A faster compactor may have folded more entries already: this
         // snapshot is then stale (not the highest) and must not let
@@ -816,16 +821,48 @@ impl Gallery {
     }
 
     /// Deletes the thumbnails of the faces that the entries applied in
-    /// `state` removed, except ids back in it (a retried idempotent
-    /// enrollment). Their writers delete them too, but one that died after
-    /// appending, or whose entry was folded before it looked (it then knows
-    /// only the faces it saw before appending), would leave some behind.
+    /// `state` removed, except ids that are back, in `state` or in the
+    /// collection read again now (a retried idempotent enrollment; `state`
+    /// may be old, or stale). The removing writers delete them too, but one
+    /// that died after appending, or whose entry was folded before it looked
+    /// (it then knows only the faces it saw before appending), would leave
+    /// some behind. When the collection cannot be read again, nothing is
+    /// deleted: a thumbnail left behind is better than a live face's lost.
     async fn sweep_thumbnails(&self, c: &str, state: &State) {
         let live: HashSet<&str> = state.faces.iter().map(|f| f.id.as_str()).collect();
-        let gone: BTreeSet<&str> =
+        let mut gone: BTreeSet<&str> =
             state.applied.iter().flat_map(|a| a.removed.iter().map(String::as_str)).filter(|id| !live.contains(id)).collect();
-        for id in gone {
-            self.delete_quietly(&format::thumb_key(c, id)).await;
+        if gone.is_empty() {
+            return;
+        }
+        match self.live_ids(c).await {
+            Some(now) => gone.retain(|id| !now.contains(*id)),
+            None => {
+                tracing::warn!(collection = c, "could not read the collection again; its removed faces' thumbnails stay until their writers delete them");
+                return;
+            }
+        }
+        self.delete_thumbnails(c, gone).await;
+    }
+
+    /// The ids of the faces in collection `c` now (`None`: it kept changing,
+    /// or could not be read). Does not fold the old layout.
+    async fn live_ids(&self, c: &str) -> Option<HashSet<String>> {
+        for _ in 0..READ_TRIES {
+            let listing = self.listing(c).await.ok()?;
+            if let Some((state, _)) = self.read_once(c, listing, &Reuse::default(), false).await.ok()? {
+                return Some(state.faces.into_iter().map(|f| f.id).collect());
+            }
+        }
+        None
+    }
+
+    /// Deletes the thumbnails of faces `ids` of collection `c`, a few at a
+    /// time (failures are logged).
+    async fn delete_thumbnails<'a>(&self, c: &str, ids: impl IntoIterator<Item = &'a str>) {
+        let keys: Vec<String> = ids.into_iter().map(|id| format::thumb_key(c, id)).collect();
+        for chunk in keys.chunks(DELETES_AT_ONCE) {
+            join_all(chunk.iter().map(|key| self.delete_quietly(key))).await;
         }
     }
 
@@ -1259,16 +1296,15 @@ impl Gallery {
     async fn delete_removed_thumbnails(&self, c: &str, done: &Appended, seen: &[String]) {
         let now: HashSet<&str> = done.after.iter().flat_map(|s| s.faces.iter().map(|f| f.id.as_str())).collect();
         let gone = done.removed.as_deref().unwrap_or(seen);
-        for id in gone.iter().filter(|id| !now.contains(id.as_str())) {
-            self.delete_quietly(&format::thumb_key(c, id)).await;
-        }
+        self.delete_thumbnails(c, gone.iter().map(String::as_str).filter(|id| !now.contains(id))).await;
     }
 
     /// Appends a `clear` entry to `c` (when it has faces) and folds it at
-    /// once, which deletes the thumbnails of the faces it removed; returns
-    /// how many it removed. Writers never see the collection missing, so
-    /// one whose thumbnails were written before the clear but whose faces
-    /// land after it keeps both.
+    /// once, which deletes the thumbnails of the faces it removed (and when
+    /// another writer folded it first, deletes them itself too); returns how
+    /// many it removed. Writers never see the collection missing, so one
+    /// whose thumbnails were written before the clear but whose faces land
+    /// after it keeps both.
     async fn clear(&self, c: &str) -> Result<usize, GalleryError> {
         let (state, reuse) = self.current(c).await?;
         let seen: Vec<String> = state.faces.iter().map(|f| f.id.clone()).collect();
@@ -1277,12 +1313,16 @@ impl Gallery {
         }
         let done = self.append(c, &LogEntry::Clear, Some(state.listing), Some(reuse)).await?;
         // Folded at once: a reader of an older release, which cannot read a
-        // `clear` entry, reads the snapshot instead. The fold (ours, or an
-        // earlier one by another writer) swept the thumbnails; only when
-        // ours failed do we delete them here.
-        if let Err(e) = self.compact(c).await {
-            tracing::warn!(collection = c, error = %e, "gallery compaction after emptying failed; a later change retries it");
-            self.delete_removed_thumbnails(c, &done, &seen).await;
+        // `clear` entry, reads the snapshot instead. Our fold swept the
+        // thumbnails; when another writer's fold came first (it may have
+        // stopped before its sweep) or ours failed, we delete them here.
+        match self.compact(c).await {
+            Ok(true) => {}
+            Ok(false) => self.delete_removed_thumbnails(c, &done, &seen).await,
+            Err(e) => {
+                tracing::warn!(collection = c, error = %e, "gallery compaction after emptying failed; a later change retries it");
+                self.delete_removed_thumbnails(c, &done, &seen).await;
+            }
         }
         Ok(done.outcome.changed)
     }
@@ -1524,6 +1564,31 @@ mod tests {
         assert!(has(ids[1].clone()).await, "Bob was not removed");
         assert!(has("retried".into()).await, "back after the removal");
         assert_eq!(g.faces_of(c, "Ann").await.unwrap().len(), 1);
+    }
+
+    /// A compactor whose read is older than an enrollment retried with its
+    /// key (its ids back after their removal) keeps that enrollment's
+    /// thumbnails, whether its snapshot is then the highest or stale.
+    #[tokio::test]
+    async fn a_late_compactor_keeps_the_thumbnails_of_ids_back() {
+        let g = mem_gallery();
+        g.store.create_bucket("g").await.unwrap();
+        let c = DEFAULT_COLLECTION;
+        let thumbed = || vec![NewFace::new(vec![1.0], "m").with_thumbnail(Bytes::from_static(b"jpeg"))];
+        for (id, stale) in [("dee-1", false), ("dee-2", true)] {
+            g.add_faces_once(c, "Dee", thumbed(), vec![id.into()]).await.unwrap();
+            g.remove_person(c, "Dee").await.unwrap();
+            assert_eq!(g.thumbnail(c, id).await.unwrap(), None, "its remover deletes it");
+            let (old, _) = g.read_state(c, None, None).await.unwrap();
+            g.add_faces_once(c, "Dee", thumbed(), vec![id.into()]).await.unwrap();
+            if stale {
+                assert!(g.compact(c).await.unwrap());
+            }
+            assert_eq!(g.compact_state(c, &old).await.unwrap(), !stale);
+            assert!(g.thumbnail(c, id).await.unwrap().is_some(), "{id}: a face back lost its thumbnail");
+            assert_eq!(g.faces_of(c, "Dee").await.unwrap().len(), 1);
+            g.remove_person(c, "Dee").await.unwrap();
+        }
     }
 
     /// A reader that listed no snapshot and is then overtaken by the

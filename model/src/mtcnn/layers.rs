@@ -210,7 +210,7 @@ impl Conv {
             let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
             let len = rows * self.cout;
             // Not zeroed first: `conv_direct` writes every value, and up to
-            // NC past them (its whole-block stores).
+            // NC - 1 past them (its whole-block stores).
             let mut data = Vec::with_capacity(len + NC);
             conv_direct(simd_level(), &geo, &x.data, p, &mut data.spare_capacity_mut()[..len + NC]);
             // SAFETY: `conv_direct` initialised the first `len` values.
@@ -303,10 +303,11 @@ simd_kernel! {
 /// `out` holds `n * oh * ow * cout` values plus [`NC`] of slack, and every
 /// value before the slack is written. Each pixel's block of channels is
 /// stored whole, [`NC`] values: the last block, when `cout` is not a
-/// multiple of `NC`, also writes the first channels of the next pixel (or
-/// the slack). It runs first, pixel by pixel in order, so each such value
-/// is written again, rightly, afterwards (by the next pixel's own store,
-/// or by a block before it). A partial store (a `memcpy` call per pixel)
+/// multiple of `NC`, also writes past its pixel, into the first channels
+/// of the following pixel(s) (several when `cout < NC / 2`) or the slack.
+/// It runs first, pixel by pixel in order, so each such value is written
+/// again, rightly, afterwards (by the following pixels' own stores, or by
+/// a block before it). A partial store (a `memcpy` call per pixel)
 /// cost 6 % of MTCNN's time.
 fn conv_direct(g: &ConvGeometry, x: &[f32], p: &Packed, out: &mut [MaybeUninit<f32>]) {
     let pixels = g.n * g.oh * g.ow;
@@ -380,14 +381,27 @@ fn conv_tile<S: Isa, const R: usize>(
 }
 
 /// `nn.MaxPool2d(k, s, ceil_mode=True)` without padding: the last window in
-/// each direction may be partial.
+/// each direction may be partial. (A side shorter than `k`, which PyTorch
+/// refuses, gives one partial window.)
 pub fn max_pool_ceil(x: &Act, k: usize, s: usize) -> Act {
     max_pool_ceil_kernel(simd_level(), x, k, s)
 }
 
+/// Windows along a side of `len` in ceil mode: `ceil((len - k) / s) + 1`,
+/// less a last one that would start past the side (PyTorch's rule; it
+/// happens only when `s > k`). At least one.
+fn pooled_len(len: usize, k: usize, s: usize) -> usize {
+    let n = len.saturating_sub(k).div_ceil(s) + 1;
+    if n > 1 && (n - 1) * s >= len {
+        n - 1
+    } else {
+        n
+    }
+}
+
 simd_kernel! {
 fn max_pool_ceil_kernel(x: &Act, k: usize, s: usize) -> Act {
-    let out = |len: usize| len.saturating_sub(k).div_ceil(s) + 1;
+    let out = |len: usize| pooled_len(len, k, s);
     let (oh, ow) = (out(x.h), out(x.w));
     let c = x.c;
     let row = x.w * c;
@@ -553,6 +567,7 @@ mod tests {
             (2, 4, 4, 48, 64, 2),
             (1, 5, 7, 32, 6, 1),
             (1, 3, 3, 4, 17, 3),
+            (1, 3, 4, 3, 6, 3),
             (2, 9, 10, 3, 28, 3),
             (2, 23, 23, 32, 64, 3),
         ] {
@@ -594,10 +609,14 @@ mod tests {
     /// counts that are not a multiple of a vector.
     #[test]
     fn pooling_matches_a_naive_max_on_every_level() {
-        for &(n, h, w, c, k, s) in &[(2, 9, 11, 10, 3, 2), (1, 22, 22, 28, 3, 2), (3, 5, 4, 3, 2, 2), (1, 7, 6, 17, 4, 3), (1, 4, 5, 2, 1, 1)] {
+        let shapes =
+            [(2, 9, 11, 10, 3, 2), (1, 22, 22, 28, 3, 2), (3, 5, 4, 3, 2, 2), (1, 7, 6, 17, 4, 3), (1, 4, 5, 2, 1, 1), (1, 5, 5, 2, 1, 3), (2, 6, 7, 3, 2, 3)];
+        for &(n, h, w, c, k, s) in &shapes {
             let data: Vec<f32> = (0..n * h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
             let x = Act { n, h, w, c, data };
-            let out = |len: usize| len.saturating_sub(k).div_ceil(s) + 1;
+            // Windows start every `s` while inside the side, up to the first
+            // that reaches its end (ceil mode).
+            let out = |len: usize| (0..).map(|j| j * s).take_while(|&st| st < len && st + k < len + s).count();
             let (oh, ow) = (out(h), out(w));
             let mut want = Vec::new();
             for img in 0..n {
