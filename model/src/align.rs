@@ -9,7 +9,7 @@
 //! is rounded half-up, so `scripts/parity/*` can reproduce chips exactly.
 
 use crate::Landmarks;
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 /// ArcFace / InsightFace 112x112 five-point template (left eye, right eye,
 /// nose tip, left and right mouth corners), used by MobileFaceNet.
@@ -92,37 +92,56 @@ pub fn invert(m: &Affine) -> Option<Affine> {
 
 /// Warps `img` into a `width` x `height` chip: chip pixel `(x, y)` takes the
 /// bilinear sample of `img` at `to_image(x, y)` (black outside the image).
+///
+/// Samples whose four neighbours are all inside the image (nearly all of a
+/// face chip) read the pixels straight from the buffer; the arithmetic is the
+/// same for every sample (see `tests::warp_reference`).
 pub fn warp_affine(img: &RgbImage, to_image: &Affine, width: u32, height: u32) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
+    let src: &[u8] = img.as_raw();
     let px = |x: i64, y: i64| -> [f64; 3] {
         if x < 0 || y < 0 || x >= w || y >= h {
             [0.0; 3]
         } else {
-            let p = img.get_pixel(x as u32, y as u32).0;
-            [p[0] as f64, p[1] as f64, p[2] as f64]
+            let i = ((y * w + x) * 3) as usize;
+            [src[i] as f64, src[i + 1] as f64, src[i + 2] as f64]
         }
     };
     let m = to_image;
-    RgbImage::from_fn(width, height, |ox, oy| {
-        let (fx, fy) = (ox as f64, oy as f64);
-        let sx = m[0] * fx + m[1] * fy + m[2];
-        let sy = m[3] * fx + m[4] * fy + m[5];
-        if !sx.is_finite() || !sy.is_finite() || sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
-            return Rgb([0, 0, 0]);
+    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
+    for oy in 0..height {
+        let fy = oy as f64;
+        for ox in 0..width {
+            let fx = ox as f64;
+            let sx = m[0] * fx + m[1] * fy + m[2];
+            let sy = m[3] * fx + m[4] * fy + m[5];
+            if !sx.is_finite() || !sy.is_finite() || sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
+                out.extend_from_slice(&[0, 0, 0]);
+                continue;
+            }
+            // floor() for values above -1, without a libm call.
+            let x0 = if sx >= 0.0 { sx as i64 } else { -1 };
+            let y0 = if sy >= 0.0 { sy as i64 } else { -1 };
+            let (ax, ay) = (sx - x0 as f64, sy - y0 as f64);
+            let (p00, p10, p01, p11) = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                let i = ((y0 * w + x0) * 3) as usize;
+                let j = i + (w * 3) as usize;
+                let f = |k: usize| [src[k] as f64, src[k + 1] as f64, src[k + 2] as f64];
+                (f(i), f(i + 3), f(j), f(j + 3))
+            } else {
+                (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1))
+            };
+            for c in 0..3 {
+                let top = p00[c] + (p10[c] - p00[c]) * ax;
+                let bot = p01[c] + (p11[c] - p01[c]) * ax;
+                let v = top + (bot - top) * ay;
+                // Rounded half-up: v is within 0..=255, so the saturating
+                // cast of v + 0.5 is its floor, clamped.
+                out.push((v + 0.5) as u8);
+            }
         }
-        let (x0, y0) = (sx.floor(), sy.floor());
-        let (ax, ay) = (sx - x0, sy - y0);
-        let (x0, y0) = (x0 as i64, y0 as i64);
-        let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
-        let mut out = [0u8; 3];
-        for c in 0..3 {
-            let top = p00[c] + (p10[c] - p00[c]) * ax;
-            let bot = p01[c] + (p11[c] - p01[c]) * ax;
-            let v = top + (bot - top) * ay;
-            out[c] = (v + 0.5).floor().clamp(0.0, 255.0) as u8;
-        }
-        Rgb(out)
-    })
+    }
+    RgbImage::from_raw(width, height, out).expect("the chip buffer has width x height pixels")
 }
 
 /// Aligns a face: fits the similarity transform from `landmarks` to
@@ -139,6 +158,7 @@ pub fn align_face(img: &RgbImage, landmarks: &Landmarks, template: &Landmarks, s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::Rgb;
 
     #[test]
     fn recovers_a_known_similarity() {
@@ -176,6 +196,72 @@ mod tests {
         // half-pixel shift interpolates
         let chip = warp_affine(&img, &[1.0, 0.0, 0.5, 0.0, 1.0, 0.0], 4, 1);
         assert_eq!(chip.get_pixel(0, 0).0[0], 15);
+    }
+
+    /// The warp written plainly: `floor`, clamping and a bounds check per
+    /// neighbour.
+    fn warp_reference(img: &RgbImage, m: &Affine, width: u32, height: u32) -> RgbImage {
+        let (w, h) = (img.width() as i64, img.height() as i64);
+        let px = |x: i64, y: i64| -> [f64; 3] {
+            if x < 0 || y < 0 || x >= w || y >= h {
+                [0.0; 3]
+            } else {
+                img.get_pixel(x as u32, y as u32).0.map(f64::from)
+            }
+        };
+        RgbImage::from_fn(width, height, |ox, oy| {
+            let (fx, fy) = (ox as f64, oy as f64);
+            let sx = m[0] * fx + m[1] * fy + m[2];
+            let sy = m[3] * fx + m[4] * fy + m[5];
+            if !sx.is_finite() || !sy.is_finite() || sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
+                return Rgb([0, 0, 0]);
+            }
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (ax, ay) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let (p00, p10, p01, p11) = (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1));
+            let mut out = [0u8; 3];
+            for c in 0..3 {
+                let top = p00[c] + (p10[c] - p00[c]) * ax;
+                let bot = p01[c] + (p11[c] - p01[c]) * ax;
+                let v = top + (bot - top) * ay;
+                out[c] = (v + 0.5).floor().clamp(0.0, 255.0) as u8;
+            }
+            Rgb(out)
+        })
+    }
+
+    #[test]
+    fn warp_matches_the_plain_reference_inside_across_and_outside_the_edges() {
+        // Pixels from a fixed pseudo-random sequence, extremes included.
+        let mut state = 0x2545_f491_u32;
+        let img = RgbImage::from_fn(37, 29, |x, y| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            match (x + y) % 7 {
+                0 => Rgb([0, 255, 0]),
+                1 => Rgb([255, 0, 255]),
+                _ => Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8]),
+            }
+        });
+        let transforms: [Affine; 6] = [
+            [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, -0.5, 0.0, 1.0, -0.75],
+            // Rotated and scaled, part of the chip outside the image.
+            [0.31, -0.12, 5.3, 0.12, 0.31, -2.2],
+            [1.7, 0.4, -9.9, -0.4, 1.7, 3.1],
+            // Samples just above -1 and just below the far edges.
+            [0.0, 0.0, -0.999_999, 0.0, 0.0, 28.999],
+            [0.25, 0.0, 36.5, 0.0, 0.25, -0.999],
+        ];
+        for m in &transforms {
+            let (got, want) = (warp_affine(&img, m, 56, 48), warp_reference(&img, m, 56, 48));
+            assert_eq!(got, want, "transform {m:?}");
+        }
+        // A real face: the chip is byte for byte the reference's.
+        let m = invert(&similarity_transform(&[[9.0, 11.0], [27.0, 10.5], [18.0, 17.0], [11.0, 23.0], [26.0, 22.5]], &ARCFACE_112).unwrap()).unwrap();
+        assert_eq!(warp_affine(&img, &m, 112, 112), warp_reference(&img, &m, 112, 112));
     }
 
     #[test]

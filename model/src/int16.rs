@@ -1,34 +1,41 @@
-//! 1x1 convolutions as 16-bit integer products (x86_64 AVX-512 VNNI).
+//! 1x1 convolutions as 16-bit integer products (x86_64: AVX-512 VNNI and
+//! AVX2).
 //!
-//! `vpdpwssd` multiplies pairs of 16-bit integers and adds both products to
-//! a 32-bit lane in one instruction: over 256 bits, 16 multiply-adds against
-//! an f32 FMA's 8 (on the Zen 4 of the README's numbers it also issues more
-//! often: 3 per cycle against 2, in a loop of registers). A tile is 8 output
-//! channels by 24 pixels: 24 accumulators, which AVX-512's 32 vector
-//! registers hold with the inputs. [`Int16Weights`] holds a
-//! layer's weights rounded to integers with one scale per output channel;
-//! [`Int16Weights::forward_into`] rounds the input with one scale for the
-//! whole sample, multiplies in integers and turns the sums back into f32 with
-//! the bias, PReLU and residual of [`crate::pointwise`] applied on the way out.
+//! Both kernels multiply pairs of 16-bit integers and add both products to a
+//! 32-bit lane: over 256 bits, 16 multiply-adds against an f32 FMA's 8.
+//! - **AVX-512 VNNI** (`vpdpwssd`, the AVX-512 level): one instruction; a
+//!   tile is 8 output channels by 24 pixels, 24 accumulators, which
+//!   AVX-512's 32 vector registers hold with the inputs.
+//! - **AVX2** (`vpmaddwd` then `vpaddd`, the AVX2 level): two instructions,
+//!   on a core that issues two of each per cycle (Zen 4), and 16 registers:
+//!   a tile is 4 channels by 16 pixels. A tile of 8 by 24, as for VNNI,
+//!   spills its sums and is no faster than f32. On the AVX-512 level without
+//!   VNNI, `vpmaddwd` would be no faster than AVX-512's f32 FMA, which keeps
+//!   that path.
+//!
+//! [`Int16Weights`] holds a layer's weights rounded to integers with one
+//! scale per output channel; [`Int16Weights::forward_into`] rounds the input
+//! with one scale for the whole sample, multiplies in integers and turns the
+//! sums back into f32 with the bias, PReLU and residual of
+//! [`crate::pointwise`] applied on the way out. Both kernels compute the same
+//! sums and the same f32 steps after them, so they give the same values.
 //!
 //! Both roundings keep as many bits as the sums allow without overflow:
 //! with `k` input channels every integer is at most
 //! `q = sqrt(i32::MAX / k)` in magnitude (2047 for 512 channels, 5792 for
-//! 64), so no 32-bit sum can wrap whatever the values. The error of a
-//! product is then below `k / q` of its largest terms' magnitude (about
-//! 1e-3 relative in practice); MobileFaceNet's answers on lfw-dev do not
-//! change (see the model README).
-//!
-//! AVX2 without VNNI has `vpmaddwd` (the same multiplies, but a separate
-//! add, and 16 registers): written the same way, with an AVX2 epilogue, it
-//! was 2 % faster than the f32 product over MobileFaceNet's shapes on Zen 4
-//! (1.96 against 2.0 ms), not worth its rounding, so the AVX2 level keeps f32.
+//! 64), so no 32-bit sum can wrap whatever the values (nor can `vpmaddwd`'s
+//! pair of products, which wraps only for two products of -32768 squared).
+//! The error of a product is then below `k / q` of its largest terms'
+//! magnitude (about 1e-3 relative in practice); MobileFaceNet's answers on
+//! lfw-dev do not change (see the model README).
 
-// Only x86_64 has the kernel; elsewhere the weights are never built and
+// Only x86_64 has the kernels; elsewhere the weights are never built and
 // `forward_into` always answers `false`.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use std::cell::RefCell;
+
+use crate::simd::SimdLevel;
 
 /// Input widths below this many pixels stay in f32 (padding the product to
 /// whole vectors would cost more than it saves).
@@ -95,33 +102,47 @@ impl Int16Weights {
         Some(Self { cout, cin, pairs, q, packed, scale })
     }
 
-    /// Whether the integer product can run here for a sample of `plane`
-    /// pixels: an x86_64 CPU with AVX-512 VNNI (and VL), and an input wide
-    /// enough.
-    pub(crate) fn runs_here(plane: usize) -> bool {
+    /// The integer kernel for `level` on this CPU, if any: VNNI on the
+    /// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
+    /// product is as fast as `vpmaddwd`), `vpmaddwd` on the AVX2 level.
+    #[cfg(target_arch = "x86_64")]
+    fn kernel(level: SimdLevel) -> Option<x86::Tiles> {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        match level {
+            SimdLevel::Avx512
+                if avx2 && std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl") =>
+            {
+                Some(x86::vnni::tiles)
+            }
+            SimdLevel::Avx2Fma if avx2 => Some(x86::madd::tiles),
+            _ => None,
+        }
+    }
+
+    /// Whether the integer product runs on `level` here for a sample of
+    /// `plane` pixels: an x86_64 CPU with a kernel for the level (see
+    /// `kernel`), and an input wide enough.
+    pub(crate) fn runs_here(level: SimdLevel, plane: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            plane >= MIN_PLANE
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
+            plane >= MIN_PLANE && Self::kernel(level).is_some()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = plane;
+            let _ = (level, plane);
             false
         }
     }
 
-    /// `out [cout][plane] = epilogue(W x)` for one sample `x [cin][plane]`.
-    /// Returns `false`, writing nothing, when it cannot run here (see
-    /// [`Int16Weights::runs_here`]) or `x` holds a value that is not finite.
+    /// `out [cout][plane] = epilogue(W x)` for one sample `x [cin][plane]`,
+    /// with `level`'s kernel. Returns `false`, writing nothing, when it
+    /// cannot run here (see [`Int16Weights::runs_here`]) or `x` holds a value
+    /// that is not finite.
     #[cfg(test)]
-    pub(crate) fn forward(&self, x: &[f32], plane: usize, out: &mut [f32], epilogue: &Epilogue) -> bool {
+    pub(crate) fn forward(&self, level: SimdLevel, x: &[f32], plane: usize, out: &mut [f32], epilogue: &Epilogue) -> bool {
         assert_eq!(out.len(), self.cout * plane, "int16 product: output size");
         // SAFETY: `out` holds the `cout * plane` values written.
-        unsafe { self.forward_into(x, plane, out.as_mut_ptr(), epilogue) }
+        unsafe { self.forward_into(level, x, plane, out.as_mut_ptr(), epilogue) }
     }
 
     /// [`Int16Weights::forward`] into memory that need not be initialised:
@@ -131,19 +152,23 @@ impl Int16Weights {
     /// # Safety
     /// `out` must be valid for writes of `cout * plane` `f32` values and
     /// overlap none of the inputs.
-    pub(crate) unsafe fn forward_into(&self, x: &[f32], plane: usize, out: *mut f32, epilogue: &Epilogue) -> bool {
+    pub(crate) unsafe fn forward_into(&self, level: SimdLevel, x: &[f32], plane: usize, out: *mut f32, epilogue: &Epilogue) -> bool {
         assert_eq!(x.len(), self.cin * plane, "int16 product: input size");
         assert_eq!(epilogue.bias.len(), self.cout, "int16 product: bias size");
         assert!(epilogue.alpha.is_none_or(|a| a.len() == self.cout), "int16 product: slopes size");
         assert!(epilogue.residual.is_none_or(|r| r.len() == self.cout * plane), "int16 product: residual size");
-        if !Self::runs_here(plane) {
+        if !Self::runs_here(level, plane) {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: `runs_here` checked the CPU's features; the caller
-            // vouches for `out`.
-            vnni::forward(self, x, plane, out, epilogue)
+            match Self::kernel(level) {
+                // SAFETY: `kernel` checked the CPU's features for this
+                // kernel (AVX2 and FMA among them); the caller vouches for
+                // `out`.
+                Some(tiles) => x86::forward(self, x, plane, out, epilogue, tiles),
+                None => false,
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -160,16 +185,21 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+mod x86 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// One kernel's tiles over a pixel range: `tiles(w, xp, plane,
+    /// input_scale, out, epilogue, p0, p1)` writes pixels `[p0, p1)` (both
+    /// multiples of `LANES`) of every output channel.
+    pub(super) type Tiles = unsafe fn(&Int16Weights, &[i32], usize, f32, *mut f32, &Epilogue, usize, usize);
 
     /// Rounds `x` into `[padded / LANES][pairs][LANES]` words: blocks of
     /// `LANES` pixels, each with all its channel pairs (channels `2j`, `2j + 1`
     /// in the low and high halves; zeros past `plane` and past `cin`), so
     /// that a tile reads its inputs in order. Returns the input scale, or
     /// `None` when a value is not finite.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
         let (mut maxv, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -216,105 +246,20 @@ mod vnni {
         Some(scale)
     }
 
-    /// The sums of one tile: `ROWS` output channels by `NV * LANES` pixels,
-    /// over all input pairs. `w`: the block's `[pairs][ROWS]` words; `x`:
-    /// the tile's first block of pixels in the packed input, blocks `stride`
-    /// words apart.
-    #[inline(always)]
-    unsafe fn tile<const NV: usize>(w: *const i32, x: *const i32, stride: usize, pairs: usize) -> [[__m256i; NV]; ROWS] {
-        let mut acc = [[_mm256_setzero_si256(); NV]; ROWS];
-        for j in 0..pairs {
-            let xs: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(x.add(v * stride + j * LANES) as *const __m256i));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let wv = _mm256_set1_epi32(*w.add(j * ROWS + r));
-                for (a, xv) in row.iter_mut().zip(&xs) {
-                    *a = _mm256_dpwssd_epi32(*a, wv, *xv);
-                }
-            }
-        }
-        acc
-    }
-
-    /// Scales one tile's sums back to f32, applies the epilogue and stores
-    /// the pixels that lie inside `plane`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn store<const NV: usize>(
-        acc: &[[__m256i; NV]; ROWS],
-        w: &Int16Weights,
-        block: usize,
-        p0: usize,
-        plane: usize,
-        input_scale: f32,
-        out: *mut f32,
-        e: &Epilogue,
-    ) {
-        let zero = _mm256_setzero_ps();
-        for (r, row) in acc.iter().enumerate() {
-            let co = block * ROWS + r;
-            if co >= w.cout {
-                break;
-            }
-            let s = _mm256_set1_ps(input_scale * *w.scale.get_unchecked(co));
-            let b = _mm256_set1_ps(*e.bias.get_unchecked(co));
-            let al = e.alpha.map(|a| _mm256_set1_ps(*a.get_unchecked(co)));
-            for (v, a) in row.iter().enumerate() {
-                let p = p0 + v * LANES;
-                if p >= plane {
-                    break;
-                }
-                // Lanes inside the plane (all but in the last block).
-                let mask: __mmask8 = if p + LANES <= plane { 0xff } else { (1u8 << (plane - p)) - 1 };
-                let mut t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), s, b);
-                if let Some(al) = al {
-                    // PReLU: `t < 0 ? slope * t : t`.
-                    t = _mm256_mask_mul_ps(t, _mm256_cmp_ps_mask::<_CMP_LT_OQ>(t, zero), t, al);
-                }
-                let at = co * plane + p;
-                if let Some(res) = e.residual {
-                    t = _mm256_add_ps(t, _mm256_maskz_loadu_ps(mask, res.as_ptr().add(at)));
-                }
-                _mm256_mask_storeu_ps(out.add(at), mask, t);
-            }
-        }
-    }
-
-    /// Every tile of the pixel range `[p0, p1)` (both multiples of `LANES`).
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
-        let blocks = w.cout.div_ceil(ROWS);
-        let mut p = p0;
-        macro_rules! run {
-            ($nv:literal) => {
-                while p + $nv * LANES <= p1 {
-                    for block in 0..blocks {
-                        let wp = w.packed.as_ptr().add(block * w.pairs * ROWS);
-                        let acc = tile::<$nv>(wp, xp.as_ptr().add(p * w.pairs), w.pairs * LANES, w.pairs);
-                        store::<$nv>(&acc, w, block, p, plane, input_scale, out, e);
-                    }
-                    p += $nv * LANES;
-                }
-            };
-        }
-        run!(3);
-        run!(2);
-        run!(1);
-    }
-
     /// Raw output pointer handed to rayon's workers, which write disjoint
     /// pixel ranges.
     struct OutPtr(*mut f32);
     unsafe impl Send for OutPtr {}
     unsafe impl Sync for OutPtr {}
 
-    /// See [`Int16Weights::forward`].
+    /// See [`Int16Weights::forward`]: rounds the input, then runs `tiles`
+    /// over the plane, split across rayon's threads.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 VNNI and VL; `out` as for
-    /// [`Int16Weights::forward_into`].
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    pub(super) unsafe fn forward(w: &Int16Weights, x: &[f32], plane: usize, out: *mut f32, e: &Epilogue) -> bool {
+    /// The CPU must have AVX2 and FMA, and whatever `tiles` needs; `out` as
+    /// for [`Int16Weights::forward_into`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward(w: &Int16Weights, x: &[f32], plane: usize, out: *mut f32, e: &Epilogue, tiles: Tiles) -> bool {
         let padded = plane.div_ceil(LANES) * LANES;
         // Taken out of the cell for the call: a rayon worker waiting in the
         // parallel loop below may run another product on this thread.
@@ -345,6 +290,178 @@ mod vnni {
         };
         PACKED_INPUT.with(|cell| cell.replace(xp));
         done
+    }
+
+    /// The sums of one tile: `R` output channels by `NV * LANES` pixels,
+    /// over all input pairs. `w`: the first of the tile's channels in a
+    /// block's `[pairs][ROWS]` words; `x`: the tile's first block of pixels
+    /// in the packed input, blocks `stride` words apart; `madd(sum, w, x)`
+    /// adds the products of `w`'s and `x`'s 16-bit pairs to `sum`.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const NV: usize>(
+        w: *const i32,
+        x: *const i32,
+        stride: usize,
+        pairs: usize,
+        madd: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) -> [[__m256i; NV]; R] {
+        let mut acc = [[_mm256_setzero_si256(); NV]; R];
+        for j in 0..pairs {
+            let xs: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(x.add(v * stride + j * LANES) as *const __m256i));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let wv = _mm256_set1_epi32(*w.add(j * ROWS + r));
+                for (a, xv) in row.iter_mut().zip(&xs) {
+                    *a = madd(*a, wv, *xv);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Turns one tile's sums, channels from `row0` on, back into f32:
+    /// `put(t, slope, at, inside)` gets `t = sum * scales + bias` for the
+    /// pixels at `out[at..]`, of which the first `inside` (1 to `LANES`) lie in
+    /// the plane, and the channel's PReLU slope, and applies the rest of the
+    /// epilogue and stores them.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn finish<const R: usize, const NV: usize>(
+        acc: &[[__m256i; NV]; R],
+        w: &Int16Weights,
+        row0: usize,
+        p0: usize,
+        plane: usize,
+        input_scale: f32,
+        e: &Epilogue,
+        put: impl Fn(__m256, Option<__m256>, usize, usize),
+    ) {
+        for (r, row) in acc.iter().enumerate() {
+            let co = row0 + r;
+            if co >= w.cout {
+                break;
+            }
+            let s = _mm256_set1_ps(input_scale * *w.scale.get_unchecked(co));
+            let b = _mm256_set1_ps(*e.bias.get_unchecked(co));
+            let al = e.alpha.map(|a| _mm256_set1_ps(*a.get_unchecked(co)));
+            for (v, a) in row.iter().enumerate() {
+                let p = p0 + v * LANES;
+                if p >= plane {
+                    break;
+                }
+                put(_mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), s, b), al, co * plane + p, (plane - p).min(LANES));
+            }
+        }
+    }
+
+    /// AVX-512 VNNI: `vpdpwssd`, tiles of all `ROWS` channels of a block by
+    /// up to 3 vectors of pixels (24 sums in AVX-512's 32 registers), the
+    /// plane's last vector stored under a mask.
+    pub(super) mod vnni {
+        use super::*;
+
+        /// Every tile of the pixel range `[p0, p1)` (both multiples of
+        /// `LANES`).
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512 VNNI and VL; `out` as for
+        /// [`Int16Weights::forward_into`].
+        #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+        #[allow(clippy::too_many_arguments)]
+        pub(in super::super) unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
+            let zero = _mm256_setzero_ps();
+            let put = |mut t: __m256, al: Option<__m256>, at: usize, inside: usize| {
+                let mask: __mmask8 = if inside == LANES { 0xff } else { (1u8 << inside) - 1 };
+                if let Some(al) = al {
+                    // PReLU: `t < 0 ? slope * t : t`.
+                    t = _mm256_mask_mul_ps(t, _mm256_cmp_ps_mask::<_CMP_LT_OQ>(t, zero), t, al);
+                }
+                if let Some(res) = e.residual {
+                    t = _mm256_add_ps(t, _mm256_maskz_loadu_ps(mask, res.as_ptr().add(at)));
+                }
+                _mm256_mask_storeu_ps(out.add(at), mask, t);
+            };
+            let blocks = w.cout.div_ceil(ROWS);
+            let mut p = p0;
+            macro_rules! run {
+                ($nv:literal) => {
+                    while p + $nv * LANES <= p1 {
+                        for block in 0..blocks {
+                            let wp = w.packed.as_ptr().add(block * w.pairs * ROWS);
+                            let acc = tile::<ROWS, $nv>(wp, xp.as_ptr().add(p * w.pairs), w.pairs * LANES, w.pairs, |a, w, x| {
+                                _mm256_dpwssd_epi32(a, w, x)
+                            });
+                            finish(&acc, w, block * ROWS, p, plane, input_scale, e, put);
+                        }
+                        p += $nv * LANES;
+                    }
+                };
+            }
+            run!(3);
+            run!(2);
+            run!(1);
+        }
+    }
+
+    /// AVX2: `vpmaddwd` (the same pairs of 16-bit multiplies, summed into
+    /// 32 bits) and a separate `vpaddd`. With 16 registers a tile is half a
+    /// block, `HALF` channels, by up to 2 vectors of pixels: 8 sums, the
+    /// inputs, a weight and a product. The plane's last partial vector goes
+    /// through a buffer. The sums and the f32 arithmetic after them are the
+    /// VNNI kernel's, so both give the same values.
+    pub(super) mod madd {
+        use super::*;
+
+        /// Output channels per AVX2 tile.
+        const HALF: usize = ROWS / 2;
+
+        /// Every tile of the pixel range `[p0, p1)` (both multiples of
+        /// `LANES`).
+        ///
+        /// # Safety
+        /// The CPU must have AVX2 and FMA; `out` as for
+        /// [`Int16Weights::forward_into`].
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        pub(in super::super) unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
+            let zero = _mm256_setzero_ps();
+            let put = |mut t: __m256, al: Option<__m256>, at: usize, inside: usize| {
+                if let Some(al) = al {
+                    // PReLU: `t < 0 ? slope * t : t`.
+                    t = _mm256_blendv_ps(t, _mm256_mul_ps(t, al), _mm256_cmp_ps::<_CMP_LT_OQ>(t, zero));
+                }
+                if inside == LANES {
+                    if let Some(res) = e.residual {
+                        t = _mm256_add_ps(t, _mm256_loadu_ps(res.as_ptr().add(at)));
+                    }
+                    _mm256_storeu_ps(out.add(at), t);
+                } else {
+                    let mut lanes = [0f32; LANES];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), t);
+                    for (l, &v) in lanes.iter().enumerate().take(inside) {
+                        *out.add(at + l) = v + e.residual.map_or(0.0, |res| *res.get_unchecked(at + l));
+                    }
+                }
+            };
+            let halves = w.cout.div_ceil(HALF);
+            let mut p = p0;
+            macro_rules! run {
+                ($nv:literal) => {
+                    while p + $nv * LANES <= p1 {
+                        for h in 0..halves {
+                            // Channels [h * HALF, h * HALF + HALF): half h % 2 of block h / 2.
+                            let wp = w.packed.as_ptr().add(h / 2 * w.pairs * ROWS + h % 2 * HALF);
+                            let acc = tile::<HALF, $nv>(wp, xp.as_ptr().add(p * w.pairs), w.pairs * LANES, w.pairs, |a, w, x| {
+                                _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
+                            });
+                            finish(&acc, w, h * HALF, p, plane, input_scale, e, put);
+                        }
+                        p += $nv * LANES;
+                    }
+                };
+            }
+            run!(2);
+            run!(1);
+        }
     }
 }
 
@@ -381,36 +498,71 @@ mod tests {
             .collect()
     }
 
+    /// The levels with an integer kernel on this CPU.
+    fn levels_here() -> Vec<SimdLevel> {
+        let levels: Vec<_> = SimdLevel::ALL.into_iter().filter(|l| l.is_supported() && Int16Weights::runs_here(*l, MIN_PLANE)).collect();
+        if levels.is_empty() {
+            eprintln!("no integer kernel on this CPU (x86_64 with AVX2 and FMA): the integer product is not used here");
+        }
+        levels
+    }
+
+    /// (cout, cin, plane): odd channels, tiles that do not divide the plane
+    /// or the channels, MobileFaceNet's real shapes.
+    const SHAPES: [(usize, usize, usize); 9] =
+        [(5, 3, 9), (7, 27, 3136), (64, 64, 3136), (128, 64, 784), (64, 128, 784), (512, 128, 49), (13, 513, 100), (4, 1, 8), (6, 10, 23)];
+
     #[test]
     fn matches_the_f32_product_on_awkward_shapes() {
-        if !Int16Weights::runs_here(MIN_PLANE) {
-            eprintln!("no AVX-512 VNNI on this CPU: the integer product is not used here");
-            return;
-        }
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            // (cout, cin, plane): odd channels, tiles that do not divide the
-            // plane or the channels, MobileFaceNet's real shapes.
-            for &(cout, cin, plane) in &[(5, 3, 9), (7, 27, 3136), (64, 64, 3136), (128, 64, 784), (64, 128, 784), (512, 128, 49), (13, 513, 100), (4, 1, 8)] {
-                let w = values(cout * cin, 1);
-                let x = values(cin * plane, 2);
-                let bias = values(cout, 3);
-                let alpha = values(cout, 4);
-                let res = values(cout * plane, 5);
-                for (alpha, residual) in [(None, None), (Some(&alpha[..]), None), (Some(&alpha[..]), Some(&res[..]))] {
-                    let e = Epilogue { bias: &bias, alpha, residual };
-                    let want = reference(&w, &x, cout, cin, plane, &e);
-                    let q = Int16Weights::new(&w, cout, cin).unwrap();
-                    let mut got = vec![f32::NAN; cout * plane];
-                    assert!(pool.install(|| q.forward(&x, plane, &mut got, &e)));
-                    // Error bound: each term rounds by half a step of the weight and of the input.
-                    let bound = cin as f32 * (1.0 / q.q) * 1.0 + 1e-4;
-                    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                    assert!(worst <= bound, "{cout}x{cin}x{plane} ({threads} threads): error {worst} > {bound}");
-                    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    assert!(worst <= 2e-3 * scale, "{cout}x{cin}x{plane}: error {worst} vs values up to {scale}");
+        for level in levels_here() {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                for &(cout, cin, plane) in &SHAPES {
+                    let w = values(cout * cin, 1);
+                    let x = values(cin * plane, 2);
+                    let bias = values(cout, 3);
+                    let alpha = values(cout, 4);
+                    let res = values(cout * plane, 5);
+                    for (alpha, residual) in [(None, None), (Some(&alpha[..]), None), (Some(&alpha[..]), Some(&res[..]))] {
+                        let e = Epilogue { bias: &bias, alpha, residual };
+                        let want = reference(&w, &x, cout, cin, plane, &e);
+                        let q = Int16Weights::new(&w, cout, cin).unwrap();
+                        let mut got = vec![f32::NAN; cout * plane];
+                        assert!(pool.install(|| q.forward(level, &x, plane, &mut got, &e)));
+                        // Error bound: each term rounds by half a step of the weight and of the input.
+                        let bound = cin as f32 * (1.0 / q.q) * 1.0 + 1e-4;
+                        let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                        assert!(worst <= bound, "{level} {cout}x{cin}x{plane} ({threads} threads): error {worst} > {bound}");
+                        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        assert!(worst <= 2e-3 * scale, "{level} {cout}x{cin}x{plane}: error {worst} vs values up to {scale}");
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn both_kernels_give_the_same_values() {
+        // Same rounding, same integer sums, same f32 steps after them: the
+        // AVX2 kernel answers what the VNNI kernel answers, to the bit.
+        let levels = levels_here();
+        if levels.len() < 2 {
+            eprintln!("only {levels:?} has an integer kernel here: nothing to compare");
+            return;
+        }
+        for &(cout, cin, plane) in &SHAPES {
+            let (w, x, bias, alpha, res) = (values(cout * cin, 6), values(cin * plane, 7), values(cout, 8), values(cout, 9), values(cout * plane, 10));
+            let q = Int16Weights::new(&w, cout, cin).unwrap();
+            let e = Epilogue { bias: &bias, alpha: Some(&alpha), residual: Some(&res) };
+            let outs: Vec<Vec<f32>> = levels
+                .iter()
+                .map(|&level| {
+                    let mut out = vec![f32::NAN; cout * plane];
+                    assert!(q.forward(level, &x, plane, &mut out, &e));
+                    out
+                })
+                .collect();
+            assert!(outs.windows(2).all(|o| o[0] == o[1]), "{cout}x{cin}x{plane}: the kernels differ");
         }
     }
 
@@ -425,11 +577,12 @@ mod tests {
             let bias = vec![0.0; cout];
             let q = Int16Weights::new(&w, cout, cin).unwrap();
             assert!(2.0 * q.pairs as f64 * (q.q as f64).powi(2) <= i32::MAX as f64);
-            let mut got = vec![0f32; cout * plane];
             let e = Epilogue { bias: &bias, alpha: None, residual: None };
-            if q.forward(&x, plane, &mut got, &e) {
+            for level in levels_here() {
+                let mut got = vec![0f32; cout * plane];
+                assert!(q.forward(level, &x, plane, &mut got, &e));
                 for v in got {
-                    assert!((v + 3.0 * cin as f32).abs() <= 1e-3 * cin as f32, "cin {cin}: {v}");
+                    assert!((v + 3.0 * cin as f32).abs() <= 1e-3 * cin as f32, "{level} cin {cin}: {v}");
                 }
             }
         }
@@ -442,19 +595,24 @@ mod tests {
         let q = Int16Weights::new(&[1.0; 8], 4, 2).unwrap();
         let bias = [0.0; 4];
         let e = Epilogue { bias: &bias, alpha: None, residual: None };
-        let mut out = vec![0f32; 4 * 8];
-        let mut x = vec![1.0f32; 2 * 8];
-        x[3] = f32::INFINITY;
-        assert!(!q.forward(&x, 8, &mut out, &e));
-        x[3] = f32::NAN;
-        assert!(!q.forward(&x, 8, &mut out, &e));
-        // Too narrow: the f32 product runs instead.
-        assert!(!q.forward(&x[..2 * 4], 4, &mut out[..4 * 4], &e));
-        // All zeros: zeros out (plus the bias).
-        let zeros = vec![0f32; 2 * 8];
-        if q.forward(&zeros, 8, &mut out, &e) {
-            assert!(out.iter().all(|v| *v == 0.0));
+        for level in SimdLevel::ALL {
+            let mut out = vec![0f32; 4 * 8];
+            let mut x = vec![1.0f32; 2 * 8];
+            x[3] = f32::INFINITY;
+            assert!(!q.forward(level, &x, 8, &mut out, &e));
+            x[3] = f32::NAN;
+            assert!(!q.forward(level, &x, 8, &mut out, &e));
+            // Too narrow: the f32 product runs instead.
+            assert!(!q.forward(level, &x[..2 * 4], 4, &mut out[..4 * 4], &e));
+            // All zeros: zeros out (plus the bias).
+            let zeros = vec![0f32; 2 * 8];
+            if q.forward(level, &zeros, 8, &mut out, &e) {
+                assert!(out.iter().all(|v| *v == 0.0));
+            }
         }
+        // No integer kernel on the levels without one.
+        assert!(!Int16Weights::runs_here(SimdLevel::Baseline, 64));
+        assert!(!Int16Weights::runs_here(SimdLevel::Neon, 64));
     }
 }
 

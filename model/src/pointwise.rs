@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 
 use crate::depthwise::contiguous_f32 as slice;
 use crate::int16::{Epilogue, Int16Weights};
-use crate::simd::{gemm_parallelism, sgemm_into, simd_kernel, simd_level, SimdLevel};
+use crate::simd::{gemm_parallelism, sgemm_into, simd_kernel, simd_level};
 
 const INPUT: &str = "pointwise conv: input";
 const WEIGHT: &str = "pointwise conv: weight";
@@ -31,7 +31,7 @@ pub struct Pointwise {
     /// `[1 | 2, O]`: bias, then the slopes (the generic path's input).
     params: Tensor,
     /// The weights as 16-bit integers, for the AVX-512 level on CPUs with
-    /// VNNI (see [`crate::int16`]).
+    /// VNNI and for the AVX2 level (see [`crate::int16`]).
     int16: Option<Int16Weights>,
 }
 
@@ -148,13 +148,6 @@ struct PointwiseOp<'a> {
     int16: Option<&'a Int16Weights>,
 }
 
-/// Whether `level` runs the 1x1 products in 16-bit integers where the CPU
-/// can ([`Int16Weights::runs_here`]): the AVX-512 level, whose CPUs mostly
-/// have VNNI. The AVX2 level keeps f32 (see [`crate::int16`]).
-fn uses_int16(level: SimdLevel) -> bool {
-    level == SimdLevel::Avx512
-}
-
 impl PointwiseOp<'_> {
     fn run(
         &self,
@@ -184,15 +177,16 @@ impl PointwiseOp<'_> {
         let size = cout * plane;
         // Not zeroed: the matrix product writes every value first.
         let mut out: Vec<f32> = Vec::with_capacity(n * size);
-        let int16 = self.int16.filter(|_| uses_int16(level));
+        // 16-bit integers where `level` has a kernel (see `crate::int16`).
+        let int16 = self.int16.filter(|_| Int16Weights::runs_here(level, plane));
         for i in 0..n {
             let src = &x[i * cin * plane..(i + 1) * cin * plane];
             let res = residual.map(|(r, _)| &r[i * size..(i + 1) * size]);
-            if let Some(q) = int16.filter(|_| Int16Weights::runs_here(plane)) {
+            if let Some(q) = int16 {
                 let e = Epilogue { bias: self.bias, alpha: self.alpha, residual: res };
                 // SAFETY: sample i's `size` values lie in the capacity, apart
                 // from the inputs; `true` means all of them were written.
-                if unsafe { q.forward_into(src, plane, out.as_mut_ptr().add(i * size), &e) } {
+                if unsafe { q.forward_into(level, src, plane, out.as_mut_ptr().add(i * size), &e) } {
                     continue;
                 }
             }
@@ -279,7 +273,7 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let d = max_diff(&got, &want);
             // The integer product rounds weights and inputs (`crate::int16`).
-            let tol = if uses_int16(level) && Int16Weights::runs_here(h * w) {
+            let tol = if Int16Weights::runs_here(level, h * w) {
                 2e-3 * want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?
             } else {
                 1e-4
