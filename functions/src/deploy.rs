@@ -50,8 +50,8 @@ pub struct DeploySpec {
     pub environment: HashMap<String, String>,
     /// The face model of face-recognition: passed to it as the environment
     /// variables of its model flags (`FACEFLEET_RECOGNIZER`,
-    /// `FACEFLEET_THRESHOLD`, `FACEFLEET_WEIGHTS_DIR`), which it parses back
-    /// with the same flags.
+    /// `FACEFLEET_THRESHOLD`, `FACEFLEET_WEIGHTS_DIR`, `FACEFLEET_MIN_FACE`),
+    /// which it parses back with the same flags.
     pub model: facefleet_app::ModelArgs,
 }
 
@@ -576,11 +576,13 @@ mod tests {
             recognizer: facefleet_app::settings::RecognizerKind::DlibResnet,
             threshold: Some(0.9),
             weights_dir: None,
+            min_face: Some(40.0),
         };
         let env = environment(&spec, &spec.recognize_function()).unwrap();
         assert_eq!(env.get("FACEFLEET_RECOGNIZER").map(String::as_str), Some("dlib-resnet"));
         assert_eq!(env.get("FACEFLEET_THRESHOLD").map(String::as_str), Some("0.9"));
         assert!(!env.contains_key("FACEFLEET_WEIGHTS_DIR"));
+        assert_eq!(env.get("FACEFLEET_MIN_FACE").map(String::as_str), Some("40"));
         let split = environment(&spec, &spec.split_function()).unwrap();
         assert!(!split.contains_key("FACEFLEET_RECOGNIZER"), "{split:?}");
         assert_eq!(split.get("FACEFLEET_PREFIX").map(String::as_str), Some("p"));

@@ -15,6 +15,12 @@ Setup (once): a venv with the peer's PyPI packages, none compiled here:
 Run:
     cargo build --release -p facefleet-model --example recognize_bench
     .venv/bin/python scripts/bench/side_by_side.py [--people 20] [--rounds 5] [--levels avx512,avx2]
+        [--min-faces 20,40]
+
+--min-faces runs facefleet once per smallest face side (pixels; facefleet's
+default is 20, face_recognition's defaults find faces from about 40: dlib's
+80-pixel HOG window on the photo upsampled once), all in the same interleaved
+run, so that both sides can also be compared searching the same face sizes.
 
 Prints the median and minimum per photo for each side, and how many times faster
 facefleet's median is than face_recognition's. It measures speed; accuracy on the
@@ -52,6 +58,8 @@ def main():
     ap.add_argument("--levels", default="avx512,avx2", help="facefleet SIMD levels, comma separated (auto = the CPU's best)")
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared/datasets/lfw-dev"))
     ap.add_argument("--bench", default=str(ROOT / "target/release/examples/recognize_bench"))
+    ap.add_argument("--min-faces", default="20",
+                    help="facefleet smallest face sides in pixels, comma separated, one facefleet per value (default 20)")
     args = ap.parse_args()
 
     try:
@@ -68,16 +76,25 @@ def main():
     people = sorted(p for p in dataset.iterdir() if p.is_dir())[: args.people]
     photos = [sorted(p.glob("*.jpg"))[0] for p in people]
     levels = [l for l in args.levels.split(",") if l]
+    min_faces = [m for m in args.min_faces.split(",") if m]
 
-    # facefleet: one long-lived process, gallery = these photos.
+    # facefleet: one long-lived process per smallest face, gallery = these photos.
     env = dict(os.environ, RAYON_NUM_THREADS="1")
-    ff = subprocess.Popen([args.bench, "--serve", *map(str, photos)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, env=env)
-    ready = ff.stdout.readline().strip()
-    if not ready.startswith("ready"):
-        sys.exit(f"recognize_bench --serve did not start: {ready!r}")
+    servers = {}
+    for m in min_faces:
+        ff = subprocess.Popen([args.bench, "--serve", "--min-face", m, *map(str, photos)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+        ready = ff.stdout.readline().strip()
+        if not ready.startswith("ready"):
+            sys.exit(f"recognize_bench --serve did not start: {ready!r}")
+        servers[m] = ff
+    # Sides: (label, smallest face, SIMD level); the label names the smallest
+    # face only when several are compared.
+    ff_sides = [(f"facefleet {l}" + (f" from {m} px" if len(min_faces) > 1 else ""), m, l)
+                for m in min_faces for l in levels]
 
-    def facefleet(level, path):
+    def facefleet(min_face, level, path):
+        ff = servers[min_face]
         ff.stdin.write(f"{level} {path}\n")
         ff.stdin.flush()
         ms, answer = ff.stdout.readline().split(" ", 1)
@@ -105,33 +122,34 @@ def main():
         return (time.perf_counter() - t) * 1e3, answer
 
     # Warm-up once per side.
-    for level in levels:
-        facefleet(level, photos[0])
+    for _, m, level in ff_sides:
+        facefleet(m, level, photos[0])
     peer(photos[0])
 
-    sides = [f"facefleet {l}" for l in levels] + ["face_recognition"]
+    sides = [label for label, _, _ in ff_sides] + ["face_recognition"]
     times = {s: [] for s in sides}
     right = {s: 0 for s in sides}
     for _ in range(args.rounds):
         for p in photos:
-            for level in levels:
-                ms, answer = facefleet(level, p)
-                times[f"facefleet {level}"].append(ms)
-                right[f"facefleet {level}"] += answer == p.stem
+            for label, m, level in ff_sides:
+                ms, answer = facefleet(m, level, p)
+                times[label].append(ms)
+                right[label] += answer == p.stem
             ms, answer = peer(p)
             times["face_recognition"].append(ms)
             right["face_recognition"] += answer == p.stem
-    ff.stdin.close()
-    ff.wait()
+    for ff in servers.values():
+        ff.stdin.close()
+        ff.wait()
 
     n = len(photos) * args.rounds
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); one thread per side; {len(photos)} lfw-dev photos x {args.rounds} rounds")
-    print(f"facefleet: {ready[len('ready '):]} (detected); face_recognition {face_recognition.__version__}, dlib {dlib.__version__}")
+    print(f"facefleet: {ready[len('ready '):]} (detected), smallest face {', '.join(min_faces)} px; face_recognition {face_recognition.__version__}, dlib {dlib.__version__}")
     peer_median = statistics.median(times["face_recognition"])
-    print(f"{'side':<24} {'median ms':>10} {'min ms':>8} {'answers right':>14} {'x faster than face_recognition':>32}")
+    print(f"{'side':<32} {'median ms':>10} {'min ms':>8} {'answers right':>14} {'x faster than face_recognition':>32}")
     for s in sides:
         med = statistics.median(times[s])
-        print(f"{s:<24} {med:>10.2f} {min(times[s]):>8.2f} {right[s]:>8}/{n:<5} {peer_median / med:>32.2f}")
+        print(f"{s:<32} {med:>10.2f} {min(times[s]):>8.2f} {right[s]:>8}/{n:<5} {peer_median / med:>32.2f}")
 
 
 if __name__ == "__main__":

@@ -112,12 +112,23 @@ pub struct ModelArgs {
     /// `dlib_resnet.safetensors`).
     #[arg(long, env = facefleet_model::WEIGHTS_DIR_ENV)]
     pub weights_dir: Option<PathBuf>,
+    /// Smallest face side searched for, in pixels of the photo (of its
+    /// detection copy, at most 640 pixels on its longer side): 8 to 640,
+    /// default 20. Larger is faster and misses smaller faces: at 40, the
+    /// smallest face face_recognition finds with its defaults, a 250x250
+    /// photo takes about a fifth less time.
+    #[arg(long, env = "FACEFLEET_MIN_FACE", value_parser = parse_min_face)]
+    pub min_face: Option<f32>,
 }
 
 impl ModelArgs {
     /// The model configuration.
     pub fn config(&self) -> ModelConfig {
-        ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), ..ModelConfig::with_recognizer(self.recognizer) }
+        let mut config = ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), ..ModelConfig::with_recognizer(self.recognizer) };
+        if let Some(pixels) = self.min_face {
+            config.detect.min_face_size = pixels;
+        }
+        config
     }
 
     /// The match threshold in use: `--threshold`, else the recognizer's
@@ -473,6 +484,17 @@ pub fn parse_threshold(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A smallest face side: 8 to 640 pixels (the detector's own lower bound,
+/// and the longer side of its detection copy of a photo).
+pub fn parse_min_face(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of pixels"))?;
+    if v.is_finite() && (8.0..=640.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 8 and 640 pixels".into())
+    }
+}
+
 /// A count of at least `MIN`.
 pub fn at_least<const MIN: usize>(s: &str) -> Result<usize, String> {
     let v: usize = s.trim().parse().map_err(|_| format!("`{s}` is not a whole number"))?;
@@ -536,6 +558,9 @@ mod tests {
             &["--request-timeout=-1"],
             &["--header-timeout", "inf"],
             &["--threshold", "1.5"],
+            &["--min-face", "4"],
+            &["--min-face", "641"],
+            &["--min-face", "nan"],
             &["--open-route", "v1"],
             &["--prefix", "Bad_Prefix"],
             &["--prefix=x-"],
@@ -548,6 +573,10 @@ mod tests {
         assert_eq!(ok.worker.max_attempts, 4);
         assert_eq!(ok.scaler.per_worker, 2);
         assert_eq!(ok.model.config().threshold, Some(0.5));
+        // The detector's default unless set.
+        assert_eq!(ok.model.config().detect.min_face_size, facefleet_model::DetectParams::default().min_face_size);
+        let larger = parse(&["--min-face", "40"]).unwrap();
+        assert_eq!(larger.model.config().detect.min_face_size, 40.0);
     }
 
     #[test]
@@ -559,7 +588,7 @@ mod tests {
 
     #[test]
     fn every_flag_of_every_group_has_an_environment_variable() {
-        let up = parse(&["--open-route", "/,/healthz", "--port", "9000", "--threshold", "0.4", "--weights-dir", "/w"]).unwrap();
+        let up = parse(&["--open-route", "/,/healthz", "--port", "9000", "--threshold", "0.4", "--weights-dir", "/w", "--min-face", "40"]).unwrap();
         let mut vars = Vec::new();
         vars.extend(to_env(&up.backend).unwrap());
         vars.extend(to_env(&up.model).unwrap());
@@ -571,6 +600,7 @@ mod tests {
         assert_eq!(get("FACEFLEET_MAX_ATTEMPTS"), Some("3"));
         assert_eq!(get("FACEFLEET_THRESHOLD"), Some("0.4"));
         assert_eq!(get("FACEFLEET_WEIGHTS_DIR"), Some("/w"));
+        assert_eq!(get("FACEFLEET_MIN_FACE"), Some("40"));
         assert_eq!(get("FACEFLEET_BACKEND"), Some("embedded"));
         assert_eq!(get("FACEFLEET_FLEET"), Some("local"));
         // `None` stays unset.

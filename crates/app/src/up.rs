@@ -107,7 +107,12 @@ fn stack_info(opts: &UpArgs, state: &WebState, video: (String, String)) -> Vec<(
         BackendKind::Aws => "aws (S3, SQS)".to_string(),
     };
     let model = &opts.settings.model;
-    let recognizer = format!("{} (match threshold {:.2})", model.recognizer.name(), model.threshold());
+    let recognizer = format!(
+        "{} (match threshold {:.2}, faces from {} px)",
+        model.recognizer.name(),
+        model.threshold(),
+        model.config().detect.min_face_size
+    );
     let fleet = format!("{:?} workers, 0..{}", opts.scaler.fleet, opts.scaler.max_instances).to_lowercase();
     let mut info = vec![
         ("backend".to_string(), backend),

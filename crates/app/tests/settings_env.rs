@@ -48,7 +48,7 @@ fn non_default() -> WorkerSettings {
     }
     serde_json::from_value(serde_json::json!({
         "backend": backend,
-        "model": {"recognizer": "dlib-resnet", "threshold": 0.873, "weights_dir": "/opt/weights"},
+        "model": {"recognizer": "dlib-resnet", "threshold": 0.873, "weights_dir": "/opt/weights", "min_face": 32.5},
         "worker": {"visibility": 42.5, "worker_max_attempts": 4, "batch": 3},
     }))
     .expect("the test's settings name every field")
@@ -86,19 +86,21 @@ fn settings_survive_the_trip_through_the_environment() {
 
     // The face-recognition Lambda function, from what the deployment sets.
     let vars = to_env(&parent.model).unwrap();
-    assert_eq!(vars.len(), 3, "{vars:?}");
+    assert_eq!(vars.len(), 4, "{vars:?}");
     for (k, v) in &vars {
         std::env::set_var(k, v);
     }
     let lambda = Lambda::try_parse_from(["bootstrap"]).unwrap().model;
     assert_eq!(lambda, parent.model);
     assert_eq!(lambda.config().threshold, Some(0.873));
+    assert_eq!(lambda.config().detect.min_face_size, 32.5);
     clear_facefleet_env();
 
     // `None` stays `None` (the variable is left out).
     let mut plain = parent.clone();
     plain.model.threshold = None;
     plain.model.weights_dir = None;
+    plain.model.min_face = None;
     let vars = to_env(&plain.model).unwrap();
     assert_eq!(vars, [("FACEFLEET_RECOGNIZER".to_string(), "dlib-resnet".to_string())]);
 }
