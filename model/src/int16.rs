@@ -41,12 +41,14 @@ use crate::simd::SimdLevel;
 /// whole vectors would cost more than it saves).
 pub(crate) const MIN_PLANE: usize = 8;
 
-/// Output channels per tile (rows of the weight matrix).
+/// Output channels per packed block of weights (a VNNI tile; an AVX2 tile
+/// is half a block).
 const ROWS: usize = 8;
 /// Pixels per vector (32-bit lanes of a 256-bit register).
 const LANES: usize = 8;
 
-/// A 1x1 layer's weights as 16-bit integers, packed for the VNNI kernel.
+/// A 1x1 layer's weights as 16-bit integers, packed in blocks of `ROWS`
+/// output channels for both kernels.
 #[derive(Debug, Clone)]
 pub(crate) struct Int16Weights {
     cout: usize,
@@ -438,7 +440,11 @@ mod x86 {
                     let mut lanes = [0f32; LANES];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), t);
                     for (l, &v) in lanes.iter().enumerate().take(inside) {
-                        *out.add(at + l) = v + e.residual.map_or(0.0, |res| *res.get_unchecked(at + l));
+                        // No `+ 0.0` without a residual: it would turn a -0.0 into +0.0.
+                        *out.add(at + l) = match e.residual {
+                            Some(res) => v + *res.get_unchecked(at + l),
+                            None => v,
+                        };
                     }
                 }
             };
@@ -553,16 +559,25 @@ mod tests {
         for &(cout, cin, plane) in &SHAPES {
             let (w, x, bias, alpha, res) = (values(cout * cin, 6), values(cin * plane, 7), values(cout, 8), values(cout, 9), values(cout * plane, 10));
             let q = Int16Weights::new(&w, cout, cin).unwrap();
-            let e = Epilogue { bias: &bias, alpha: Some(&alpha), residual: Some(&res) };
-            let outs: Vec<Vec<f32>> = levels
-                .iter()
-                .map(|&level| {
-                    let mut out = vec![f32::NAN; cout * plane];
-                    assert!(q.forward(level, &x, plane, &mut out, &e));
-                    out
-                })
-                .collect();
-            assert!(outs.windows(2).all(|o| o[0] == o[1]), "{cout}x{cin}x{plane}: the kernels differ");
+            // Slopes of zero turn negative values into -0.0, which must keep its sign.
+            let flat = vec![0.0; cout];
+            for (alpha, residual) in [(None, None), (Some(&alpha[..]), None), (Some(&flat[..]), None), (Some(&alpha[..]), Some(&res[..]))] {
+                let e = Epilogue { bias: &bias, alpha, residual };
+                let outs: Vec<Vec<u32>> = levels
+                    .iter()
+                    .map(|&level| {
+                        let mut out = vec![f32::NAN; cout * plane];
+                        assert!(q.forward(level, &x, plane, &mut out, &e));
+                        out.iter().map(|v| v.to_bits()).collect()
+                    })
+                    .collect();
+                assert!(
+                    outs.windows(2).all(|o| o[0] == o[1]),
+                    "{cout}x{cin}x{plane} (slopes {}, residual {}): the kernels differ",
+                    alpha.is_some(),
+                    residual.is_some()
+                );
+            }
         }
     }
 

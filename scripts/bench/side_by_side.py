@@ -76,7 +76,8 @@ def main():
     people = sorted(p for p in dataset.iterdir() if p.is_dir())[: args.people]
     photos = [sorted(p.glob("*.jpg"))[0] for p in people]
     levels = [l for l in args.levels.split(",") if l]
-    min_faces = [m for m in args.min_faces.split(",") if m]
+    # Each value once (a repeated one would mix two processes' timings in one row).
+    min_faces = list(dict.fromkeys(m.strip() for m in args.min_faces.split(",") if m.strip()))
 
     # facefleet: one long-lived process per smallest face, gallery = these photos.
     env = dict(os.environ, RAYON_NUM_THREADS="1")

@@ -1,7 +1,8 @@
 //! The face-recognition Lambda function: S3 object-created events of
 //! `<prefix>-stage-1` frames → names in `<prefix>-output`. Its model
 //! settings (`FACEFLEET_RECOGNIZER`, `FACEFLEET_THRESHOLD`,
-//! `FACEFLEET_WEIGHTS_DIR`) are those of the command that deployed it.
+//! `FACEFLEET_WEIGHTS_DIR`, `FACEFLEET_MIN_FACE`) are those of the command
+//! that deployed it.
 
 use aws_lambda_events::event::s3::S3Event;
 use clap::Parser;
