@@ -7,7 +7,7 @@ use facefleet_aws::{provision, teardown, AwsClients, AwsOptions, ProvisionSpec, 
 use facefleet_ports::Names;
 use serde::{Deserialize, Serialize};
 
-use crate::settings::parse_prefix;
+use crate::settings::{parse_prefix, to_env, ModelArgs};
 
 /// How to reach AWS. Unset flags fall back to the standard AWS chain
 /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, instance role...).
@@ -92,11 +92,21 @@ pub struct ProvisionArgs {
     /// Do not create the video buckets (<prefix>-input, -stage-1, -output).
     #[arg(long)]
     pub no_video_buckets: bool,
+    /// The face model of the EC2 workers (`--recognizer`, `--threshold`,
+    /// `--min-face`): the same flags as `facefleet up`, written into the
+    /// workers' environment file by the launch template's user data.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 impl ProvisionArgs {
-    /// The provisioning spec these flags describe.
-    pub fn spec(&self) -> ProvisionSpec {
+    /// The provisioning spec these flags describe. Refuses `--weights-dir`:
+    /// EC2 workers use the weights built into the AMI's `app-tier`.
+    pub fn spec(&self) -> anyhow::Result<ProvisionSpec> {
+        anyhow::ensure!(
+            self.model.weights_dir.is_none(),
+            "--weights-dir is not for provision: EC2 workers use the weights built into the AMI's app-tier"
+        );
         let mut spec = ProvisionSpec::new(&self.prefix);
         spec.app_tier_ami = self.ami.clone();
         spec.instance_type = self.instance_type.clone();
@@ -104,7 +114,9 @@ impl ProvisionArgs {
         spec.web_ingress_cidr = self.web_cidr.clone();
         spec.web_port = self.web_port;
         spec.video_buckets = !self.no_video_buckets;
-        spec
+        // Validated flags: a recognizer name and numbers, one line each.
+        spec.worker_env = to_env(&self.model)?;
+        Ok(spec)
     }
 }
 
@@ -130,7 +142,7 @@ pub struct TeardownArgs {
 /// Runs `provision` and prints its report.
 pub async fn run_provision(args: &ProvisionArgs) -> anyhow::Result<Report> {
     let clients = AwsClients::load(&args.aws.options()).await;
-    let report = provision(&clients, &args.spec()).await?;
+    let report = provision(&clients, &args.spec()?).await?;
     println!("{report}");
     Ok(report)
 }
@@ -148,4 +160,37 @@ pub async fn run_teardown(args: &TeardownArgs) -> anyhow::Result<Report> {
     let report = teardown(&clients, &spec, Duration::from_secs(args.wait_secs)).await?;
     println!("{report}");
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Provision {
+        #[command(flatten)]
+        args: ProvisionArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ProvisionArgs {
+        let mut argv = vec!["provision", "--prefix", "p"];
+        argv.extend_from_slice(flags);
+        Provision::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_model_flags_reach_the_ec2_workers_environment() {
+        let spec = parse(&["--recognizer", "dlib-resnet", "--threshold", "0.9", "--min-face", "40"]).spec().unwrap();
+        let get = |k: &str| spec.worker_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("FACEFLEET_RECOGNIZER"), Some("dlib-resnet"));
+        assert_eq!(get("FACEFLEET_THRESHOLD"), Some("0.9"));
+        assert_eq!(get("FACEFLEET_MIN_FACE"), Some("40"));
+        // Unset flags stay unset: the workers' own defaults.
+        let spec = parse(&[]).spec().unwrap();
+        assert_eq!(spec.worker_env, [("FACEFLEET_RECOGNIZER".to_string(), "mobilefacenet".to_string())]);
+        // A weights folder on this machine means nothing to an EC2 worker.
+        let e = parse(&["--weights-dir", "/w"]).spec().unwrap_err().to_string();
+        assert!(e.contains("--weights-dir"), "{e}");
+    }
 }

@@ -49,6 +49,11 @@ pub struct ProvisionSpec {
     /// Most app-tier instances running at once (written to the instances'
     /// environment for reference; the autoscaler enforces it).
     pub max_instances: usize,
+    /// More `(variable, value)` lines for the workers' environment file:
+    /// the deployment's model flags (`FACEFLEET_RECOGNIZER`, ...), so that
+    /// EC2 workers run the model the deployment was set up with. Values are
+    /// written as they are: one line each, no quotes or backslashes.
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl ProvisionSpec {
@@ -70,6 +75,7 @@ impl ProvisionSpec {
             web_ingress_cidr: "0.0.0.0/0".to_string(),
             web_port: 8000,
             max_instances: 15,
+            worker_env: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@ use facefleet_ports::Fleet;
 fn spec(case: &str) -> ProvisionSpec {
     let mut spec = ProvisionSpec::new(&common::unique_prefix(case));
     spec.app_tier_ami = Some("ami-12c6146b".to_string());
+    spec.worker_env = vec![("FACEFLEET_RECOGNIZER".to_string(), "dlib-resnet".to_string())];
     spec
 }
 
@@ -132,6 +133,8 @@ async fn provisioning_creates_everything_then_changes_nothing() {
     let ud = aws_smithy_types::base64::decode(data.user_data().unwrap()).unwrap();
     let ud = String::from_utf8(ud).unwrap();
     assert!(ud.contains(&format!("FACEFLEET_PREFIX={}", n.prefix)), "{ud}");
+    // The deployment's model flags, for the workers.
+    assert!(ud.contains("\nFACEFLEET_RECOGNIZER=dlib-resnet\n"), "{ud}");
     assert!(!ud.to_lowercase().contains("secret"), "no credentials in user data");
 
     // Second run: nothing changes.

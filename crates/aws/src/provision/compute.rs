@@ -184,8 +184,10 @@ pub(super) async fn ensure_security_groups(
 }
 
 /// The cloud-init user data of the workers: writes the deployment's values
-/// into the env file the baked systemd unit reads, then (re)starts it.
+/// (and [`ProvisionSpec::worker_env`]) into the env file the baked systemd
+/// unit reads, then (re)starts it.
 pub fn app_tier_user_data(spec: &ProvisionSpec, region: &str) -> String {
+    let extra: String = spec.worker_env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     format!(
         "#!/bin/bash\n\
          # Written by `facefleet provision`: the deployment's settings for the\n\
@@ -197,6 +199,7 @@ pub fn app_tier_user_data(spec: &ProvisionSpec, region: &str) -> String {
          FACEFLEET_PREFIX={prefix}\n\
          AWS_REGION={region}\n\
          RUST_LOG=info\n\
+         {extra}\
          ENV\n\
          systemctl restart facefleet-app-tier.service\n",
         prefix = spec.names.prefix,
@@ -452,4 +455,26 @@ pub(super) async fn teardown_compute(
         report.push("security-group", &group, Action::Deleted, "");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_writes_the_worker_env_inside_the_env_file() {
+        let mut spec = ProvisionSpec::new("p");
+        spec.worker_env = vec![("FACEFLEET_RECOGNIZER".into(), "dlib-resnet".into()), ("FACEFLEET_MIN_FACE".into(), "40".into())];
+        let ud = app_tier_user_data(&spec, "eu-west-3");
+        let file = ud.split("<<'ENV'\n").nth(1).and_then(|rest| rest.split("\nENV\n").next()).expect("an env file heredoc");
+        assert_eq!(
+            file.lines().collect::<Vec<_>>(),
+            ["FACEFLEET_BACKEND=aws", "FACEFLEET_PREFIX=p", "AWS_REGION=eu-west-3", "RUST_LOG=info", "FACEFLEET_RECOGNIZER=dlib-resnet", "FACEFLEET_MIN_FACE=40"],
+            "{ud}"
+        );
+        assert!(ud.ends_with("systemctl restart facefleet-app-tier.service\n"), "{ud}");
+        // Without model flags, the file is as before.
+        let plain = app_tier_user_data(&ProvisionSpec::new("p"), "eu-west-3");
+        assert!(plain.contains("RUST_LOG=info\nENV\n"), "{plain}");
+    }
 }
