@@ -99,12 +99,13 @@ pub fn invert(m: &Affine) -> Option<Affine> {
 pub fn warp_affine(img: &RgbImage, to_image: &Affine, width: u32, height: u32) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let src: &[u8] = img.as_raw();
+    // The pixel at byte `i` of the buffer.
+    let at = |i: usize| [src[i] as f64, src[i + 1] as f64, src[i + 2] as f64];
     let px = |x: i64, y: i64| -> [f64; 3] {
         if x < 0 || y < 0 || x >= w || y >= h {
             [0.0; 3]
         } else {
-            let i = ((y * w + x) * 3) as usize;
-            [src[i] as f64, src[i + 1] as f64, src[i + 2] as f64]
+            at(((y * w + x) * 3) as usize)
         }
     };
     let m = to_image;
@@ -126,8 +127,7 @@ pub fn warp_affine(img: &RgbImage, to_image: &Affine, width: u32, height: u32) -
             let (p00, p10, p01, p11) = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
                 let i = ((y0 * w + x0) * 3) as usize;
                 let j = i + (w * 3) as usize;
-                let f = |k: usize| [src[k] as f64, src[k + 1] as f64, src[k + 2] as f64];
-                (f(i), f(i + 3), f(j), f(j + 3))
+                (at(i), at(i + 3), at(j), at(j + 3))
             } else {
                 (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1))
             };

@@ -159,22 +159,19 @@ impl Int16Weights {
         assert_eq!(epilogue.bias.len(), self.cout, "int16 product: bias size");
         assert!(epilogue.alpha.is_none_or(|a| a.len() == self.cout), "int16 product: slopes size");
         assert!(epilogue.residual.is_none_or(|r| r.len() == self.cout * plane), "int16 product: residual size");
-        if !Self::runs_here(level, plane) {
-            return false;
-        }
         #[cfg(target_arch = "x86_64")]
         {
             match Self::kernel(level) {
                 // SAFETY: `kernel` checked the CPU's features for this
                 // kernel (AVX2 and FMA among them); the caller vouches for
                 // `out`.
-                Some(tiles) => x86::forward(self, x, plane, out, epilogue, tiles),
-                None => false,
+                Some(tiles) if plane >= MIN_PLANE => x86::forward(self, x, plane, out, epilogue, tiles),
+                _ => false,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = out;
+            let _ = (level, out);
             false
         }
     }

@@ -189,7 +189,7 @@ async fn run_worker_with(settings: &WorkerSettings, engine: Option<Arc<ModelEngi
         %instance,
         recognizer = %settings.model.recognizer,
         threshold = engine.threshold(),
-        min_face = settings.model.config().detect.min_face_size,
+        min_face = settings.model.min_face(),
         simd = %facefleet_model::simd::simd_level(),
         forked,
         connect_ms = format!("{connected_ms:.1}"),

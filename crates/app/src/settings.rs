@@ -124,11 +124,14 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model configuration.
     pub fn config(&self) -> ModelConfig {
-        let mut config = ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), ..ModelConfig::with_recognizer(self.recognizer) };
-        if let Some(pixels) = self.min_face {
-            config.detect.min_face_size = pixels;
-        }
-        config
+        let detect = facefleet_model::DetectParams { min_face_size: self.min_face(), ..Default::default() };
+        ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), detect, ..ModelConfig::with_recognizer(self.recognizer) }
+    }
+
+    /// The smallest face side searched for, in pixels: `--min-face`, else
+    /// the detector's default.
+    pub fn min_face(&self) -> f32 {
+        self.min_face.unwrap_or_else(|| facefleet_model::DetectParams::default().min_face_size)
     }
 
     /// The match threshold in use: `--threshold`, else the recognizer's
@@ -464,35 +467,32 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A visibility timeout: 1 to 43200 seconds.
-pub fn parse_visibility(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && (1.0..=43_200.0).contains(&v) {
+/// A number within `range` (so finite: NaN and infinities are outside any
+/// finite range); `unit` names what it counts in the "not a number" message,
+/// `why` is the message for a number outside the range.
+fn number_in<T: std::str::FromStr + PartialOrd>(s: &str, range: std::ops::RangeInclusive<T>, unit: &str, why: &str) -> Result<T, String> {
+    let v: T = s.trim().parse().map_err(|_| format!("`{s}` is not a {unit}"))?;
+    if range.contains(&v) {
         Ok(v)
     } else {
-        Err("must be between 1 and 43200 seconds".into())
+        Err(why.into())
     }
+}
+
+/// A visibility timeout: 1 to 43200 seconds.
+pub fn parse_visibility(s: &str) -> Result<f64, String> {
+    number_in(s, 1.0..=43_200.0, "number of seconds", "must be between 1 and 43200 seconds")
 }
 
 /// A similarity threshold in -1..=1.
 pub fn parse_threshold(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if v.is_finite() && (-1.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("must be a cosine similarity between -1 and 1".into())
-    }
+    number_in(s, -1.0..=1.0, "number", "must be a cosine similarity between -1 and 1")
 }
 
 /// A smallest face side: 8 to 640 pixels (the detector's own lower bound,
 /// and the longer side of its detection copy of a photo).
 pub fn parse_min_face(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of pixels"))?;
-    if v.is_finite() && (8.0..=640.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("must be between 8 and 640 pixels".into())
-    }
+    number_in(s, 8.0..=640.0, "number of pixels", "must be between 8 and 640 pixels")
 }
 
 /// A count of at least `MIN`.

@@ -111,7 +111,7 @@ fn stack_info(opts: &UpArgs, state: &WebState, video: (String, String)) -> Vec<(
         "{} (match threshold {:.2}, faces from {} px)",
         model.recognizer.name(),
         model.threshold(),
-        model.config().detect.min_face_size
+        model.min_face()
     );
     let fleet = format!("{:?} workers, 0..{}", opts.scaler.fleet, opts.scaler.max_instances).to_lowercase();
     let mut info = vec![

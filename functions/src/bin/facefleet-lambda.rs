@@ -75,9 +75,9 @@ struct DeployArgs {
     #[arg(long)]
     region: Option<String>,
     /// The face model of face-recognition (`--recognizer`, `--threshold`,
-    /// `--weights-dir`, a folder inside the function's package,
-    /// `--min-face`): the same
-    /// flags as `facefleet up`, passed to the function as its environment.
+    /// `--min-face`, `--weights-dir`, a folder inside the function's
+    /// package): the same flags as `facefleet up`, passed to the function as
+    /// its environment.
     #[command(flatten)]
     model: facefleet_app::ModelArgs,
 }
