@@ -5,7 +5,7 @@
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p facefleet-model --example recognize_bench -- \
 //!     [--runs N] [--recognizer mobilefacenet|dlib-resnet] [--levels avx512,avx2,baseline] \
-//!     [--min-face PIXELS] [IMAGE...]
+//!     [--min-face PIXELS] [--f32-convolutions] [IMAGE...]
 //! ```
 //! Without images it uses the first photo of the first 20 people of the
 //! shared lfw-dev set (250x250, one face each); the gallery is those 20
@@ -17,6 +17,8 @@
 //! Prints the median and minimum per stage over all images and runs, and
 //! the per-chip time of embedding 1, 4 and 10 aligned chips in one call.
 //! `--min-face` sets the detector's smallest face (default 20 pixels).
+//! `--f32-convolutions` runs MTCNN's convolutions in f32 where they would
+//! run in 16-bit integers (`DetectParams::f32_convolutions`).
 //!
 //! `--serve` is for side-by-side runs driven by another program
 //! (`scripts/bench/side_by_side.py`): after loading the model and enrolling
@@ -66,6 +68,7 @@ fn main() -> Result<()> {
     let mut levels: Vec<SimdLevel> = Vec::new();
     let mut serve_mode = false;
     let mut min_face: Option<f32> = None;
+    let mut f32_convolutions = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs needs a value")?.parse::<usize>()?.max(1),
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
             }
             "--serve" => serve_mode = true,
             "--min-face" => min_face = Some(args.next().context("--min-face needs a value")?.parse()?),
+            "--f32-convolutions" => f32_convolutions = true,
             _ => images.push(a.into()),
         }
     }
@@ -94,6 +98,7 @@ fn main() -> Result<()> {
     }
 
     let mut config = ModelConfig::with_recognizer(kind);
+    config.detect.f32_convolutions = f32_convolutions;
     if let Some(m) = min_face {
         config.detect.min_face_size = m;
     }

@@ -47,6 +47,45 @@ const ROWS: usize = 8;
 /// Pixels per vector (32-bit lanes of a 256-bit register).
 const LANES: usize = 8;
 
+/// The largest integer magnitude `q` for which a sum of `products`
+/// products of two integers in `[-q, q]` always fits in an `i32` (and in
+/// an `i16`): `sqrt(i32::MAX / products)`, at most `i16::MAX`.
+pub(crate) fn largest_int(products: usize) -> f32 {
+    ((i32::MAX as f64) / products.max(1) as f64).sqrt().floor().min(i16::MAX as f64) as f32
+}
+
+/// An integer multiply-add instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntKernel {
+    /// AVX-512 VNNI `vpdpwssd`.
+    Vnni,
+    /// AVX2 `vpmaddwd` then `vpaddd`.
+    Madd,
+}
+
+/// The integer kernel `level` runs on this CPU, if any: VNNI on the
+/// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
+/// FMA is as fast as `vpmaddwd`), `vpmaddwd` on the AVX2 level; none on
+/// other levels and architectures. Shared by MobileFaceNet's 1x1 layers
+/// and MTCNN's convolutions ([`crate::mtcnn`]).
+pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        match level {
+            SimdLevel::Avx512 if avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512vnni") => Some(IntKernel::Vnni),
+            SimdLevel::Avx2Fma if avx2 => Some(IntKernel::Madd),
+            _ => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        None
+    }
+}
+
 /// A 1x1 layer's weights as 16-bit integers, packed in blocks of `ROWS`
 /// output channels for both kernels.
 #[derive(Debug, Clone)]
@@ -81,8 +120,7 @@ impl Int16Weights {
             return None;
         }
         let pairs = cin.div_ceil(2);
-        // Sum of 2 * pairs products of magnitude <= q * q must fit in an i32.
-        let q = ((i32::MAX as f64) / (2 * pairs) as f64).sqrt().floor().min(i16::MAX as f64) as f32;
+        let q = largest_int(2 * pairs);
         let blocks = cout.div_ceil(ROWS);
         let mut packed = vec![0i32; blocks * pairs * ROWS];
         let mut scale = vec![0f32; cout];
@@ -104,21 +142,14 @@ impl Int16Weights {
         Some(Self { cout, cin, pairs, q, packed, scale })
     }
 
-    /// The integer kernel for `level` on this CPU, if any: VNNI on the
-    /// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
-    /// product is as fast as `vpmaddwd`), `vpmaddwd` on the AVX2 level.
+    /// The tiles of `level`'s integer kernel on this CPU (see
+    /// [`int_kernel`]).
     #[cfg(target_arch = "x86_64")]
     fn kernel(level: SimdLevel) -> Option<x86::Tiles> {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-        match level {
-            SimdLevel::Avx512
-                if avx2 && std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512vl") =>
-            {
-                Some(x86::vnni::tiles)
-            }
-            SimdLevel::Avx2Fma if avx2 => Some(x86::madd::tiles),
-            _ => None,
-        }
+        Some(match int_kernel(level)? {
+            IntKernel::Vnni => x86::vnni::tiles,
+            IntKernel::Madd => x86::madd::tiles,
+        })
     }
 
     /// Whether the integer product runs on `level` here for a sample of
@@ -468,6 +499,43 @@ mod x86 {
     }
 }
 
+/// Helpers shared by the integer kernels' tests (here and in
+/// [`crate::mtcnn`]).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// Deterministic, signed, uneven values in [-1, 1].
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) >> 8;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The levels with an integer kernel on this CPU (says so when none).
+    pub(crate) fn levels_here() -> Vec<SimdLevel> {
+        let levels: Vec<_> = SimdLevel::ALL.into_iter().filter(|l| l.is_supported() && int_kernel(*l).is_some()).collect();
+        if levels.is_empty() {
+            eprintln!("no integer kernel on this CPU (x86_64 with AVX2 and FMA): the integer kernels are not used here");
+        }
+        levels
+    }
+
+    /// [`levels_here`] when it holds two kernels to compare; empty (and
+    /// says so) otherwise.
+    pub(crate) fn levels_to_compare() -> Vec<SimdLevel> {
+        let levels = levels_here();
+        if levels.len() < 2 {
+            eprintln!("only {levels:?} has an integer kernel here: nothing to compare");
+            return Vec::new();
+        }
+        levels
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,24 +559,7 @@ mod tests {
         y
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        // Deterministic, signed, uneven magnitudes.
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// The levels with an integer kernel on this CPU.
-    fn levels_here() -> Vec<SimdLevel> {
-        let levels: Vec<_> = SimdLevel::ALL.into_iter().filter(|l| l.is_supported() && Int16Weights::runs_here(*l, MIN_PLANE)).collect();
-        if levels.is_empty() {
-            eprintln!("no integer kernel on this CPU (x86_64 with AVX2 and FMA): the integer product is not used here");
-        }
-        levels
-    }
+    use test_support::{levels_here, levels_to_compare, values};
 
     /// (cout, cin, plane): odd channels, tiles that do not divide the plane
     /// or the channels, MobileFaceNet's real shapes.
@@ -548,11 +599,7 @@ mod tests {
     fn both_kernels_give_the_same_values() {
         // Same rounding, same integer sums, same f32 steps after them: the
         // AVX2 kernel answers what the VNNI kernel answers, to the bit.
-        let levels = levels_here();
-        if levels.len() < 2 {
-            eprintln!("only {levels:?} has an integer kernel here: nothing to compare");
-            return;
-        }
+        let levels = levels_to_compare();
         for &(cout, cin, plane) in &SHAPES {
             let (w, x, bias, alpha, res) = (values(cout * cin, 6), values(cin * plane, 7), values(cout, 8), values(cout, 9), values(cout * plane, 10));
             let q = Int16Weights::new(&w, cout, cin).unwrap();

@@ -124,8 +124,9 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model configuration.
     pub fn config(&self) -> ModelConfig {
-        let detect = facefleet_model::DetectParams { min_face_size: self.min_face(), ..Default::default() };
-        ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), detect, ..ModelConfig::with_recognizer(self.recognizer) }
+        let mut config = ModelConfig { threshold: self.threshold, weights_dir: self.weights_dir.clone(), ..ModelConfig::with_recognizer(self.recognizer) };
+        config.detect.min_face_size = self.min_face();
+        config
     }
 
     /// The smallest face side searched for, in pixels: `--min-face`, else
@@ -577,6 +578,13 @@ mod tests {
         assert_eq!(ok.model.config().detect.min_face_size, facefleet_model::DetectParams::default().min_face_size);
         let larger = parse(&["--min-face", "40"]).unwrap();
         assert_eq!(larger.model.config().detect.min_face_size, 40.0);
+        // The detector's arithmetic follows the recognizer (integer
+        // convolutions for MobileFaceNet, f32 for the dlib ResNet), with
+        // --min-face on top.
+        assert!(!larger.model.config().detect.f32_convolutions);
+        let dlib = parse(&["--recognizer", "dlib-resnet", "--min-face", "40"]).unwrap().model.config();
+        assert!(dlib.detect.f32_convolutions);
+        assert_eq!(dlib.detect.min_face_size, 40.0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::int16_conv::Int16Conv;
 use super::winograd::Winograd;
 use crate::simd::{gemm_parallelism, madd, sgemm, simd_kernel, simd_level, Isa, SimdLevel};
 
@@ -160,6 +161,10 @@ pub struct Conv {
     /// The same weights, bias and slopes packed for [`conv_direct`] (CPU,
     /// when the layer has no Winograd form).
     packed: Option<Packed>,
+    /// The same again rounded to 16-bit integers, run instead of `packed`
+    /// where the level has an integer kernel (x86_64 CPU, see
+    /// [`super::int16_conv`]).
+    int16: Option<Int16Conv>,
     /// The Winograd form, used instead of `packed` for 3x3 kernels over
     /// at least [`WINOGRAD_MIN_CIN`] input channels (CPU).
     winograd: Option<Winograd>,
@@ -192,11 +197,18 @@ impl Conv {
             Some(_) => None,
             None => weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref())),
         };
-        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed, winograd })
+        let int16 = match (&packed, &weight.cpu) {
+            (Some(_), Some(wv)) if cfg!(target_arch = "x86_64") => Int16Conv::new(wv, k, cin, cout, &bias, slope.as_deref()),
+            _ => None,
+        };
+        Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed, int16, winograd })
     }
 
     /// Applies the layer to `x` (needs `x.h, x.w >= k` and `x.c == cin`).
-    pub fn forward(&self, x: &Act) -> Result<Act> {
+    /// With `integers`, a direct convolution runs in 16-bit integers where
+    /// the level has an integer kernel ([`super::int16_conv`]); otherwise,
+    /// and always without it, in f32.
+    pub fn forward(&self, x: &Act, integers: bool) -> Result<Act> {
         let k = self.k;
         if x.c != self.cin || x.h < k || x.w < k {
             candle_core::bail!("conv {k}x{k}/{}: bad input {}x{}x{}", self.cin, x.h, x.w, x.c);
@@ -212,8 +224,12 @@ impl Conv {
             // Not zeroed first: `conv_direct` writes every value, and up to
             // NC - 1 past them (its whole-block stores).
             let mut data = Vec::with_capacity(len + NC);
-            conv_direct(simd_level(), &geo, &x.data, p, &mut data.spare_capacity_mut()[..len + NC]);
-            // SAFETY: `conv_direct` initialised the first `len` values.
+            let (level, out) = (simd_level(), &mut data.spare_capacity_mut()[..len + NC]);
+            if !(integers && self.int16.as_ref().is_some_and(|q| q.forward(level, &geo, &x.data, out))) {
+                conv_direct(level, &geo, &x.data, p, out);
+            }
+            // SAFETY: `conv_direct` or the integer kernel initialised the
+            // first `len` values.
             unsafe { data.set_len(len) };
             return Ok(Act { n: x.n, h: oh, w: ow, c: self.cout, data });
         }
@@ -241,7 +257,7 @@ impl Conv {
 
 /// Output channels computed together by [`conv_direct`]: one AVX-512
 /// vector, two AVX2 vectors (zero-padded past the layer's channels).
-const NC: usize = 16;
+pub(super) const NC: usize = 16;
 /// Output pixels computed together by [`conv_direct`] (`TILE x NC`
 /// accumulators: 12 AVX2 or 6 AVX-512 registers).
 const TILE: usize = 6;
@@ -281,16 +297,17 @@ impl Packed {
 
 /// Sizes of one [`conv_direct`] call.
 #[derive(Debug, Clone, Copy)]
-struct ConvGeometry {
-    n: usize,
-    h: usize,
-    w: usize,
-    cin: usize,
-    k: usize,
-    oh: usize,
-    ow: usize,
-    cout: usize,
+pub(super) struct ConvGeometry {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub k: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub cout: usize,
 }
+
 
 simd_kernel! {
 /// A valid, stride-1 `k x k` convolution over NHWC activations, with bias
@@ -530,7 +547,7 @@ mod tests {
         let slope = vec![0.1, 0.2, 0.3, 0.4];
         let conv = Conv::from_parts(Tensor::from_vec(wv.clone(), (cout, cin, k, k), &dev)?, bias.clone(), Some(slope.clone()))?;
         for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
-        let y = crate::simd::with_level(level, || conv.forward(&Act { n: 1, h, w, c: cin, data: xv.clone() }))?;
+        let y = crate::simd::with_level(level, || conv.forward(&Act { n: 1, h, w, c: cin, data: xv.clone() }, false))?;
         assert_eq!((y.h, y.w, y.c), (3, 4, 4));
         for oy in 0..3 {
             for ox in 0..4 {
@@ -578,14 +595,18 @@ mod tests {
             let mut conv = Conv::from_parts(Tensor::from_vec(wv, (cout, cin, k, k), &dev)?, bias, Some(slope))?;
             let x = Act { n, h, w, c: cin, data: xv };
             let (packed, winograd) = (conv.packed.take(), conv.winograd.take());
-            let want = conv.forward(&x)?; // im2col + matmul
+            let want = conv.forward(&x, false)?; // im2col + matmul
             (conv.packed, conv.winograd) = (packed, winograd);
             for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
-                let got = crate::simd::with_level(level, || conv.forward(&x))?;
-                assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
                 let scale = want.data.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (a, b) in got.data.iter().zip(&want.data) {
-                    assert!((a - b).abs() < 1e-5 * scale, "{level} {:?}: {a} vs {b}", (n, h, w, cin, cout, k));
+                // f32, then the integer kernel where the level has one (its
+                // own bound is tested in `int16_conv`).
+                for (integers, tolerance) in [(false, 1e-5), (true, 2e-3)] {
+                    let got = crate::simd::with_level(level, || conv.forward(&x, integers))?;
+                    assert_eq!((got.n, got.h, got.w, got.c), (want.n, want.h, want.w, want.c));
+                    for (a, b) in got.data.iter().zip(&want.data) {
+                        assert!((a - b).abs() < tolerance * scale, "{level} {:?} integers {integers}: {a} vs {b}", (n, h, w, cin, cout, k));
+                    }
                 }
             }
         }

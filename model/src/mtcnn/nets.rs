@@ -59,13 +59,13 @@ impl PNet {
 
     /// `x`: one normalised image (NHWC, `n == 1`, h, w >= 12). Returns the
     /// `(1, h', w', 6)` map: channels 0..2 face/non-face logits (not
-    /// softmaxed), 2..6 box regression.
-    pub fn forward(&self, x: &Act) -> Result<Act> {
-        let x = self.conv1.forward(x)?;
+    /// softmaxed), 2..6 box regression. `integers`: see [`Conv::forward`].
+    pub fn forward(&self, x: &Act, integers: bool) -> Result<Act> {
+        let x = self.conv1.forward(x, integers)?;
         let x = max_pool_ceil(&x, 2, 2);
-        let x = self.conv2.forward(&x)?;
-        let x = self.conv3.forward(&x)?;
-        self.conv4.forward(&x)
+        let x = self.conv2.forward(&x, integers)?;
+        let x = self.conv3.forward(&x, integers)?;
+        self.conv4.forward(&x, integers)
     }
 }
 
@@ -93,13 +93,14 @@ impl RNet {
         })
     }
 
-    /// `x`: `n` normalised 24x24 crops (NHWC).
-    pub fn forward(&self, x: &Act) -> Result<Vec<RnetOut>> {
-        let x = self.conv1.forward(x)?;
+    /// `x`: `n` normalised 24x24 crops (NHWC). `integers`: see
+    /// [`Conv::forward`].
+    pub fn forward(&self, x: &Act, integers: bool) -> Result<Vec<RnetOut>> {
+        let x = self.conv1.forward(x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
-        let x = self.conv2.forward(&x)?;
+        let x = self.conv2.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
-        let x = self.conv3.forward(&x)?;
+        let x = self.conv3.forward(&x, integers)?;
         let n = x.n;
         let x = self.dense4.forward(x.data, n)?;
         let logits = self.dense5_1.forward(x.clone(), n)?;
@@ -141,15 +142,16 @@ impl ONet {
         })
     }
 
-    /// `x`: `n` normalised 48x48 crops (NHWC).
-    pub fn forward(&self, x: &Act) -> Result<Vec<OnetOut>> {
-        let x = self.conv1.forward(x)?;
+    /// `x`: `n` normalised 48x48 crops (NHWC). `integers`: see
+    /// [`Conv::forward`].
+    pub fn forward(&self, x: &Act, integers: bool) -> Result<Vec<OnetOut>> {
+        let x = self.conv1.forward(x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
-        let x = self.conv2.forward(&x)?;
+        let x = self.conv2.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
-        let x = self.conv3.forward(&x)?;
+        let x = self.conv3.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 2, 2);
-        let x = self.conv4.forward(&x)?;
+        let x = self.conv4.forward(&x, integers)?;
         let n = x.n;
         let x = self.dense5.forward(x.data, n)?;
         let logits = self.dense6_1.forward(x.clone(), n)?;
