@@ -18,7 +18,8 @@
 //! the per-chip time of embedding 1, 4 and 10 aligned chips in one call.
 //! `--min-face` sets the detector's smallest face (default 20 pixels).
 //! `--f32-convolutions` runs MTCNN's convolutions in f32 where they would
-//! run in 16-bit integers (`DetectParams::f32_convolutions`).
+//! run in 16-bit integers (`DetectParams::f32_convolutions`; the dlib
+//! ResNet's configuration keeps f32 anyway).
 //!
 //! `--serve` is for side-by-side runs driven by another program
 //! (`scripts/bench/side_by_side.py`): after loading the model and enrolling
@@ -98,7 +99,8 @@ fn main() -> Result<()> {
     }
 
     let mut config = ModelConfig::with_recognizer(kind);
-    config.detect.f32_convolutions = f32_convolutions;
+    // The dlib ResNet already keeps f32 (`ModelConfig::with_recognizer`).
+    config.detect.f32_convolutions |= f32_convolutions;
     if let Some(m) = min_face {
         config.detect.min_face_size = m;
     }

@@ -40,6 +40,7 @@ use crate::simd::SimdLevel;
 #[derive(Debug, Clone)]
 pub(super) struct Int16Conv {
     k: usize,
+    cout: usize,
     /// Values of one kernel row: `k * cin`.
     seg: usize,
     /// Pairs per kernel row: `ceil(seg / 2)`.
@@ -136,7 +137,7 @@ impl Int16Conv {
             p.resize(blocks * NC, fill);
             p
         };
-        Some(Self { k, seg, pairs, q, w: packed, scale, bias: pad(bias, 0.0), slope: pad(slope.unwrap_or(&[]), 1.0) })
+        Some(Self { k, cout, seg, pairs, q, w: packed, scale, bias: pad(bias, 0.0), slope: pad(slope.unwrap_or(&[]), 1.0) })
     }
 
     /// The convolution of `x` (NHWC, sizes `g`) into `out`, as
@@ -145,7 +146,7 @@ impl Int16Conv {
     /// writing nothing, when no integer kernel runs on `level` here or `x`
     /// holds a value that is not finite.
     pub(super) fn forward(&self, level: SimdLevel, g: &ConvGeometry, x: &[f32], out: &mut [MaybeUninit<f32>]) -> bool {
-        assert_eq!((g.k, g.k * g.cin), (self.k, self.seg), "int16 conv: geometry");
+        assert_eq!((g.k, g.k * g.cin, g.cout), (self.k, self.seg, self.cout), "int16 conv: geometry");
         assert_eq!(x.len(), g.n * g.h * g.w * g.cin, "int16 conv: input size");
         assert_eq!(out.len(), g.n * g.oh * g.ow * g.cout + NC, "int16 conv: output size");
         assert!(g.oh + g.k - 1 <= g.h && g.ow + g.k - 1 <= g.w, "int16 conv: output larger than the input allows");
@@ -211,7 +212,8 @@ mod x86 {
         if !max.is_finite() || _mm256_movemask_ps(nan) != 0 || chunks.remainder().iter().any(|v| v.is_nan()) {
             return None;
         }
-        let (scale, inv) = if max == 0.0 { (1.0, 0.0) } else { (max / q, q / max) };
+        // All zeros, or so small that `q / max` is not finite: zeros.
+        let (scale, inv) = if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) };
         dst.clear();
         dst.resize(x.len() + SLACK, 0);
         let (invv, qmax, qmin) = (_mm256_set1_ps(inv), _mm256_set1_epi32(q as i32), _mm256_set1_epi32(-(q as i32)));
@@ -462,7 +464,6 @@ mod tests {
         for &(n, h, w, cin, cout, k) in &SHAPES {
             let g = geometry(n, h, w, cin, cout, k);
             let (wv, x, bias, slope) = (values(k * k * cin * cout, 5), values(n * h * w * cin, 6), values(cout, 7), values(cout, 8));
-            // Slopes of zero turn negative values into -0.0, which must keep its sign.
             let flat = vec![0.0; cout];
             for slope in [None, Some(&slope[..]), Some(&flat[..])] {
                 let conv = Int16Conv::new(&wv, k, cin, cout, &bias, slope).unwrap();
@@ -501,6 +502,30 @@ mod tests {
                         assert!((a - b).abs() <= 1e-2 * b.abs().max(1.0), "{level} cin {cin} k {k} pixel {p} channel {c}: {a} vs {b}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sum_pushed_over_by_rounding_is_rounded_coarser() {
+        // One weight of 1 and 26 of 0.5 (a 3x3 layer over 3 channels): the
+        // ratio of the sum of magnitudes to the largest is 14, so inputs get
+        // up to 12,385 steps and so do the weights; but each 0.5 rounds up
+        // to 6,193, and the integer sum, 173,403 steps, times 12,385 would
+        // pass `i32::MAX`. The channel must take a step fewer.
+        let (k, cin) = (3, 3);
+        let mut w = vec![0.5f32; k * k * cin];
+        w[13] = 1.0;
+        let conv = Int16Conv::new(&w, k, cin, 1, &[0.0], None).unwrap();
+        let qw = (w[13] / conv.scale[0]).round() as i64;
+        let sum: i64 = w.iter().map(|v| (v * qw as f32 / w[13]).round() as i64).sum();
+        assert!(sum * conv.q as i64 <= i32::MAX as i64, "steps {qw}, sum {sum}, input steps {}", conv.q);
+        let g = geometry(1, 3, 3, cin, 1, k);
+        for level in levels_here() {
+            for x in [vec![4.0f32; 27], vec![-4.0f32; 27]] {
+                let got = run(&conv, level, &g, &x).unwrap()[0];
+                let want = x[0] * 14.0;
+                assert!((got - want).abs() <= 1e-3 * want.abs(), "{level}: {got} vs {want}");
             }
         }
     }
