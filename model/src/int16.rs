@@ -47,11 +47,12 @@ const ROWS: usize = 8;
 /// Pixels per vector (32-bit lanes of a 256-bit register).
 const LANES: usize = 8;
 
-/// The largest integer magnitude `q` for which a sum of `products`
-/// products of two integers in `[-q, q]` always fits in an `i32` (and in
-/// an `i16`): `sqrt(i32::MAX / products)`, at most `i16::MAX`.
-pub(crate) fn largest_int(products: usize) -> f32 {
-    ((i32::MAX as f64) / products.max(1) as f64).sqrt().floor().min(i16::MAX as f64) as f32
+/// The largest integer magnitude `q` for which a sum of `terms` products
+/// of two integers in `[-q, q]` always fits in an `i32` (and `q` in an
+/// `i16`): `sqrt(i32::MAX / terms)`, at most `i16::MAX`. `terms` need not
+/// be whole: [`crate::mtcnn`] passes a weight sum over its largest weight.
+pub(crate) fn largest_int(terms: f64) -> f32 {
+    (i32::MAX as f64 / terms.max(1.0)).sqrt().floor().min(i16::MAX as f64) as f32
 }
 
 /// An integer multiply-add instruction set.
@@ -120,7 +121,7 @@ impl Int16Weights {
             return None;
         }
         let pairs = cin.div_ceil(2);
-        let q = largest_int(2 * pairs);
+        let q = largest_int((2 * pairs) as f64);
         let blocks = cout.div_ceil(ROWS);
         let mut packed = vec![0i32; blocks * pairs * ROWS];
         let mut scale = vec![0f32; cout];
@@ -215,7 +216,7 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
@@ -224,13 +225,14 @@ mod x86 {
     /// multiples of `LANES`) of every output channel.
     pub(super) type Tiles = unsafe fn(&Int16Weights, &[i32], usize, f32, *mut f32, &Epilogue, usize, usize);
 
-    /// Rounds `x` into `[padded / LANES][pairs][LANES]` words: blocks of
-    /// `LANES` pixels, each with all its channel pairs (channels `2j`, `2j + 1`
-    /// in the low and high halves; zeros past `plane` and past `cin`), so
-    /// that a tile reads its inputs in order. Returns the input scale, or
-    /// `None` when a value is not finite.
+    /// The value one integer step of `x` stands for when its largest
+    /// magnitude is rounded to `q`, and its inverse: `(scale, inv)`.
+    /// `(1, 0)` (all zeros) when every value is zero or so small that the
+    /// inverse is not finite; `None` when a value is not finite. Both
+    /// integer layers (here and in [`crate::mtcnn`]) round their input with
+    /// it.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
+    pub(crate) unsafe fn input_step(x: &[f32], q: f32) -> Option<(f32, f32)> {
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
         let (mut maxv, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut chunks = x.chunks_exact(LANES);
@@ -245,8 +247,17 @@ mod x86 {
         if !max.is_finite() || _mm256_movemask_ps(nan) != 0 || chunks.remainder().iter().any(|v| v.is_nan()) {
             return None;
         }
-        let scale = if max == 0.0 { 1.0 } else { max / w.q };
-        let inv = if max == 0.0 { 0.0 } else { w.q / max };
+        Some(if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) })
+    }
+
+    /// Rounds `x` into `[padded / LANES][pairs][LANES]` words: blocks of
+    /// `LANES` pixels, each with all its channel pairs (channels `2j`, `2j + 1`
+    /// in the low and high halves; zeros past `plane` and past `cin`), so
+    /// that a tile reads its inputs in order. Returns the input scale, or
+    /// `None` when a value is not finite.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
+        let (scale, inv) = input_step(x, w.q)?;
         // Every word is written below (the padding with zeros).
         dst.resize(w.pairs * padded, 0);
         let (invv, lo_mask) = (_mm256_set1_ps(inv), _mm256_set1_epi32(0xffff));

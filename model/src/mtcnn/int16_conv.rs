@@ -33,7 +33,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use super::layers::{ConvGeometry, NC};
-use crate::int16::{int_kernel, IntKernel};
+use crate::int16::{int_kernel, largest_int, IntKernel};
 use crate::simd::SimdLevel;
 
 /// A convolution's weights, bias and PReLU slopes for the integer kernels.
@@ -60,13 +60,6 @@ pub(super) struct Int16Conv {
     slope: Vec<f32>,
 }
 
-/// `sqrt(i32::MAX / ratio)`, at most `i16::MAX`: the largest integer for
-/// the inputs of a layer whose weights' integer magnitudes sum to at most
-/// `ratio` times their largest.
-fn largest_sum_root(ratio: f64) -> f32 {
-    (i32::MAX as f64 / ratio.max(1.0)).sqrt().floor().min(i16::MAX as f64) as f32
-}
-
 thread_local! {
     /// The rounded input of the current call, reused between calls.
     static ROUNDED_INPUT: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
@@ -91,23 +84,24 @@ impl Int16Conv {
         // `sqrt(i32::MAX / r)` (the largest `r` sets the input's), instead
         // of `sqrt(i32::MAX / terms)` when every weight is assumed largest.
         let column = |c: usize| (0..kk).map(move |j| w[j * cout + c]);
-        let ratio = |c: usize| {
-            let max = column(c).fold(0f32, |m, v| m.max(v.abs()));
-            if max == 0.0 { 0.0 } else { column(c).map(|v| (v.abs() / max) as f64).sum::<f64>() }
-        };
-        let worst = (0..cout).map(ratio).fold(1f64, f64::max);
-        let q = largest_sum_root(worst);
+        // Per channel: its largest weight magnitude and that ratio `r`.
+        let sizes: Vec<(f32, f64)> = (0..cout)
+            .map(|c| {
+                let max = column(c).fold(0f32, |m, v| m.max(v.abs()));
+                (max, if max == 0.0 { 0.0 } else { column(c).map(|v| (v.abs() / max) as f64).sum() })
+            })
+            .collect();
+        let q = largest_int(sizes.iter().fold(1f64, |m, &(_, r)| m.max(r)));
         let mut packed = vec![0i32; blocks * k * pairs * NC];
         let mut scale = vec![0f32; blocks * NC];
-        for (c, step) in scale.iter_mut().enumerate().take(cout) {
-            let max = column(c).fold(0f32, |m, v| m.max(v.abs()));
+        for (c, (step, &(max, ratio))) in scale.iter_mut().zip(&sizes).enumerate() {
             if max == 0.0 {
                 continue;
             }
             // This channel's own largest integer: as large as its sum allows
             // against inputs up to `q`, less for every rounding that pushes
             // the sum over.
-            let mut qw = (i32::MAX as f64 / (q as f64 * ratio(c))).floor().min(i16::MAX as f64) as f32;
+            let mut qw = (i32::MAX as f64 / (q as f64 * ratio)).floor().min(i16::MAX as f64) as f32;
             let ints = loop {
                 if qw < 1.0 {
                     // Too many terms for 16-bit integers (far beyond MTCNN's).
@@ -187,6 +181,7 @@ impl Int16Conv {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
+    use crate::int16::x86::input_step;
     use std::arch::x86_64::*;
 
     /// Rounded values past the input: the last pixel's odd row pairs its
@@ -198,22 +193,7 @@ mod x86 {
     /// integer step stands for, or `None` when a value is not finite.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn round_input(x: &[f32], q: f32, dst: &mut Vec<i16>) -> Option<f32> {
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let (mut maxv, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut chunks = x.chunks_exact(8);
-        for c in &mut chunks {
-            let v = _mm256_loadu_ps(c.as_ptr());
-            maxv = _mm256_max_ps(maxv, _mm256_and_ps(v, abs_mask));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-        }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), maxv);
-        let max = lanes.iter().chain(chunks.remainder()).fold(0f32, |m, v| m.max(v.abs()));
-        if !max.is_finite() || _mm256_movemask_ps(nan) != 0 || chunks.remainder().iter().any(|v| v.is_nan()) {
-            return None;
-        }
-        // All zeros, or so small that `q / max` is not finite: zeros.
-        let (scale, inv) = if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) };
+        let (scale, inv) = input_step(x, q)?;
         dst.clear();
         dst.resize(x.len() + SLACK, 0);
         let (invv, qmax, qmin) = (_mm256_set1_ps(inv), _mm256_set1_epi32(q as i32), _mm256_set1_epi32(-(q as i32)));
