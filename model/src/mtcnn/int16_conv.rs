@@ -530,6 +530,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn inputs_too_small_for_a_finite_step_round_to_zeros() {
+        if levels_here().is_empty() {
+            return;
+        }
+        // `q / max` overflows f32: without the guard, the vector lanes
+        // turned zeros and positive values into `-q`.
+        for tiny in [1e-38f32, 1e-44, -3e-39] {
+            let x: Vec<f32> = (0..37).map(|i| [0.0, tiny, -tiny][i % 3]).collect();
+            let mut xq = Vec::new();
+            // SAFETY: the CPU has AVX2 and FMA (`levels_here`).
+            let scale = unsafe { x86::round_input(&x, 12_385.0, &mut xq) };
+            assert_eq!(scale, Some(1.0), "{tiny}");
+            assert!(xq.iter().all(|&v| v == 0), "{tiny}: {xq:?}");
+        }
         assert!(int_kernel(SimdLevel::Baseline).is_none());
         assert!(int_kernel(SimdLevel::Neon).is_none());
     }
