@@ -530,6 +530,8 @@ mod tests {
                 }
             }
         }
+        assert!(int_kernel(SimdLevel::Baseline).is_none());
+        assert!(int_kernel(SimdLevel::Neon).is_none());
     }
 
     #[test]
@@ -548,7 +550,5 @@ mod tests {
             assert_eq!(scale, Some(1.0), "{tiny}");
             assert!(xq.iter().all(|&v| v == 0), "{tiny}: {xq:?}");
         }
-        assert!(int_kernel(SimdLevel::Baseline).is_none());
-        assert!(int_kernel(SimdLevel::Neon).is_none());
     }
 }
