@@ -42,18 +42,10 @@ fn random_unit(seed: u64, dim: usize) -> Embedding {
     )
 }
 
-/// The CPU model from /proc/cpuinfo (Linux), else "unknown CPU".
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn bench(c: &mut Criterion) {
     eprintln!(
         "CPU: {} ({:?}); SIMD path: {}; RAYON_NUM_THREADS={}",
-        cpu_model(),
+        simd::cpu_model(),
         simd::cpu_features(),
         simd::simd_summary(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into())

@@ -149,7 +149,8 @@ fn main() -> Result<()> {
     ];
     jobs.retain(|(name, _)| name.contains(&filter));
     println!(
-        "RAYON_NUM_THREADS={}, {runs} runs, levels {:?}",
+        "CPU: {}; RAYON_NUM_THREADS={}, {runs} runs, levels {:?}",
+        simd::cpu_model(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into()),
         levels.iter().map(|l| l.name()).collect::<Vec<_>>()
     );

@@ -41,7 +41,7 @@ fn main() -> Result<()> {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
     let mtcnn = Mtcnn::load(vb, &device)?;
     let params = DetectParams::default();
-    println!("threads: RAYON_NUM_THREADS={}", std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into()));
+    println!("CPU: {}; threads: RAYON_NUM_THREADS={}", facefleet_model::simd::cpu_model(), std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into()));
     for (index, path) in images.into_iter().enumerate() {
         let img = image::open(&path).with_context(|| path.clone())?.to_rgb8();
         if let Some(dir) = &dump {

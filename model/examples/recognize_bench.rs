@@ -49,18 +49,6 @@ const STAGES: [&str; 10] = [
     "recognize (decode..match)",
 ];
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut runs = 20usize;
@@ -206,7 +194,7 @@ fn main() -> Result<()> {
         "recognizer {kind}, {} photo(s) x {runs} runs, RAYON_NUM_THREADS={}, CPU: {} ({} cores; features {:?})",
         photos.len(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "(unset)".into()),
-        cpu_model(),
+        simd::cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         simd::cpu_features(),
     );

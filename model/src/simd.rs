@@ -305,6 +305,17 @@ pub fn candle_gemm_path() -> &'static str {
     BASELINE
 }
 
+/// The CPU's model name as Linux reports it (`model name` in
+/// `/proc/cpuinfo`), for labelling benchmark numbers; `"unknown <arch> CPU"`
+/// where there is none (other systems, most aarch64 kernels).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
+}
+
 /// The SIMD features of this CPU that matter to the model, as detected at
 /// run time, in a fixed order: on x86_64 any of `avx512f`, `avx512vl`,
 /// `avx2`, `fma`, `sse4.2`; on aarch64 `neon`. Empty on other

@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mean = fold_acc.iter().sum::<f64>() / 10.0;
     let positives = pairs.iter().filter(|p| p.1).count();
-    println!("cpu: {}  simd: {}", cpu_name(), facefleet_model::simd::simd_path());
+    println!("cpu: {}  simd: {}", facefleet_model::simd::cpu_model(), facefleet_model::simd::simd_path());
     println!("people: {n}  photos without a face: {no_face}  embedding time: {embed_s:.1} s");
     println!("pairs: {} ({} same, {} different)", pairs.len(), positives, pairs.len() - positives);
     println!("accuracy at the calibrated threshold {t0:.2}: {at_default:.2} %");
@@ -93,9 +93,3 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
