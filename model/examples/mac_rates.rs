@@ -161,88 +161,47 @@ mod x86 {
         n * (STEPS * ROWS * 2 * per_instruction) as u64
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f32_avx2(n: u64) -> u64 {
-        let t = tiles(
-            n,
-            _mm256_setzero_ps(),
-            |p| _mm256_loadu_ps(p as *const f32),
-            |p| _mm256_broadcast_ss(&*(p as *const f32)),
-            |a, w, x| _mm256_fmadd_ps(w, x, a),
-            |a| _mm256_cvtss_f32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 8)
+    /// `pub unsafe fn $name(n) -> u64`: `n` tiles of `$step` on the
+    /// `$features` CPU features, returning the multiply-adds done
+    /// (`$per` per instruction).
+    macro_rules! rate {
+        ($name:ident, $features:literal, $per:expr, $zero:expr, $load:expr, $bcast:expr, $step:expr, $first:expr) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(n: u64) -> u64 {
+                std::hint::black_box(tiles(n, $zero, $load, $bcast, $step, $first));
+                macs(n, $per)
+            }
+        };
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn int16_avx2(n: u64) -> u64 {
-        let t = tiles(
-            n,
-            _mm256_setzero_si256(),
-            |p| _mm256_loadu_si256(p as *const __m256i),
-            |p| _mm256_set1_epi32(*p),
-            |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(w, x)),
-            |a| _mm256_cvtsi256_si32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 16)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn int8_avx2(n: u64) -> u64 {
-        let ones = _mm256_set1_epi16(1);
-        let t = tiles(
-            n,
-            _mm256_setzero_si256(),
-            |p| _mm256_loadu_si256(p as *const __m256i),
-            |p| _mm256_set1_epi32(*p),
-            |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones)),
-            |a| _mm256_cvtsi256_si32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 32)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn f32_avx512(n: u64) -> u64 {
-        let t = tiles(
-            n,
-            _mm512_setzero_ps(),
-            |p| _mm512_loadu_ps(p as *const f32),
-            |p| _mm512_set1_ps(*(p as *const f32)),
-            |a, w, x| _mm512_fmadd_ps(w, x, a),
-            |a| _mm512_cvtss_f32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 16)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn int16_vnni(n: u64) -> u64 {
-        let t = tiles(
-            n,
-            _mm512_setzero_si512(),
-            |p| _mm512_loadu_si512(p as *const __m512i),
-            |p| _mm512_set1_epi32(*p),
-            |a, w, x| _mm512_dpwssd_epi32(a, w, x),
-            |a| _mm512_cvtsi512_si32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 32)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn int8_vnni(n: u64) -> u64 {
-        let t = tiles(
-            n,
-            _mm512_setzero_si512(),
-            |p| _mm512_loadu_si512(p as *const __m512i),
-            |p| _mm512_set1_epi32(*p),
-            |a, w, x| _mm512_dpbusd_epi32(a, x, w),
-            |a| _mm512_cvtsi512_si32(a) as i64,
-        );
-        std::hint::black_box(t);
-        macs(n, 64)
-    }
+    rate!(f32_avx2, "avx2,fma", 8, _mm256_setzero_ps(),
+        |p| _mm256_loadu_ps(p as *const f32),
+        |p| _mm256_broadcast_ss(&*(p as *const f32)),
+        |a, w, x| _mm256_fmadd_ps(w, x, a),
+        |a| _mm256_cvtss_f32(a) as i64);
+    rate!(int16_avx2, "avx2,fma", 16, _mm256_setzero_si256(),
+        |p| _mm256_loadu_si256(p as *const __m256i),
+        |p| _mm256_set1_epi32(*p),
+        |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(w, x)),
+        |a| _mm256_cvtsi256_si32(a) as i64);
+    rate!(int8_avx2, "avx2,fma", 32, _mm256_setzero_si256(),
+        |p| _mm256_loadu_si256(p as *const __m256i),
+        |p| _mm256_set1_epi32(*p),
+        |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1))),
+        |a| _mm256_cvtsi256_si32(a) as i64);
+    rate!(f32_avx512, "avx512f", 16, _mm512_setzero_ps(),
+        |p| _mm512_loadu_ps(p as *const f32),
+        |p| _mm512_set1_ps(*(p as *const f32)),
+        |a, w, x| _mm512_fmadd_ps(w, x, a),
+        |a| _mm512_cvtss_f32(a) as i64);
+    rate!(int16_vnni, "avx512f,avx512bw,avx512vnni", 32, _mm512_setzero_si512(),
+        |p| _mm512_loadu_si512(p as *const __m512i),
+        |p| _mm512_set1_epi32(*p),
+        |a, w, x| _mm512_dpwssd_epi32(a, w, x),
+        |a| _mm512_cvtsi512_si32(a) as i64);
+    rate!(int8_vnni, "avx512f,avx512bw,avx512vnni", 64, _mm512_setzero_si512(),
+        |p| _mm512_loadu_si512(p as *const __m512i),
+        |p| _mm512_set1_epi32(*p),
+        |a, w, x| _mm512_dpbusd_epi32(a, x, w),
+        |a| _mm512_cvtsi512_si32(a) as i64);
 }

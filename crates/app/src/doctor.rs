@@ -179,13 +179,17 @@ fn render(checks: &[Check]) -> String {
     s
 }
 
-/// The SIMD path of the model's kernels.
+/// The SIMD path of the model's kernels, and the CPU they run on.
 fn cpu_check() -> Check {
     let path = facefleet_model::simd::simd_path();
     let features = facefleet_model::simd::cpu_features();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let features = if features.is_empty() { "no SIMD features detected".to_string() } else { features.join(" ") };
-    let detail = format!("{path} kernels ({features}), {} available", if cpus == 1 { "1 CPU".to_string() } else { format!("{cpus} CPUs") });
+    let detail = format!(
+        "{path} kernels on {} ({features}), {} available",
+        facefleet_model::simd::cpu_model(),
+        if cpus == 1 { "1 CPU".to_string() } else { format!("{cpus} CPUs") }
+    );
     if path == facefleet_model::simd::BASELINE {
         Check::warn("cpu", detail)
             .note("no AVX2+FMA, AVX-512 or NEON: the model works but is several times slower")
