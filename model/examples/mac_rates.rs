@@ -61,8 +61,9 @@ fn run(seconds: f64) -> Result<()> {
         return Ok(());
     }
     let vnni = has!("avx512f") && has!("avx512bw") && has!("avx512vnni");
-    // SAFETY (every `unsafe` below): AVX2 and FMA were checked above, the
-    // AVX-512 rows only run when `vnni` holds.
+    // SAFETY (every `unsafe` below): AVX2 and FMA were checked above; the
+    // AVX-512 f32 row runs only with AVX-512 F, the VNNI rows only when
+    // `vnni` holds.
     let mut rows: Vec<(&str, Kernel)> = vec![
         ("AVX2 f32 FMA", Box::new(|n| unsafe { x86::f32_avx2(n) })),
         ("AVX2 int16 vpmaddwd + vpaddd", Box::new(|n| unsafe { x86::int16_avx2(n) })),
@@ -122,20 +123,29 @@ mod x86 {
     const ROWS: usize = 4;
 
     /// Inputs: `[STEPS][2 vectors][16 words]` (room for 512-bit vectors);
-    /// weights: `[STEPS][ROWS]` words. Small values, so no sum wraps.
-    fn operands() -> (Vec<i32>, Vec<i32>) {
+    /// weights: `[STEPS][ROWS]` words. For the integer rows, small values,
+    /// so that no sum wraps.
+    fn int_operands() -> (Vec<i32>, Vec<i32>) {
         let x = (0..STEPS * 32).map(|i| (i as i32 * 7) & 0x1f1f_1f1f).collect();
         let w = (0..STEPS * ROWS).map(|i| (i as i32 * 3) & 0x1f1f_1f1f).collect();
         (x, w)
     }
 
-    /// `n` tiles of 4 channels by 2 vectors over `STEPS` steps: `load(p)`
+    /// [`int_operands`] for the f32 rows: the bits of ordinary values near
+    /// 1 (no denormals, which some cores handle slowly).
+    fn f32_operands() -> (Vec<i32>, Vec<i32>) {
+        let bits = |n: usize, k: usize| (0..n).map(|i| (1.0f32 + (i % k) as f32 / 1024.0).to_bits() as i32).collect();
+        (bits(STEPS * 32, 7), bits(STEPS * ROWS, 3))
+    }
+
+    /// `n` tiles of 4 channels by 2 vectors over `STEPS` steps on the
+    /// operands `(x, w)`: `load(p)`
     /// reads a vector of inputs at word `p`, `bcast(p)` broadcasts weight
     /// word `p`, `step(acc, w, x)` multiplies and adds. Returns the sum of
     /// all lanes' first words (so that nothing is optimised away).
     #[inline(always)]
-    unsafe fn tiles<V: Copy>(n: u64, zero: V, load: impl Fn(*const i32) -> V, bcast: impl Fn(*const i32) -> V, step: impl Fn(V, V, V) -> V, first: impl Fn(V) -> i64) -> i64 {
-        let (x, w) = operands();
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles<V: Copy>(n: u64, (x, w): (Vec<i32>, Vec<i32>), zero: V, load: impl Fn(*const i32) -> V, bcast: impl Fn(*const i32) -> V, step: impl Fn(V, V, V) -> V, first: impl Fn(V) -> i64) -> i64 {
         let mut total = 0i64;
         for _ in 0..n {
             let mut acc = [[zero; 2]; ROWS];
@@ -165,41 +175,41 @@ mod x86 {
     /// `$features` CPU features, returning the multiply-adds done
     /// (`$per` per instruction).
     macro_rules! rate {
-        ($name:ident, $features:literal, $per:expr, $zero:expr, $load:expr, $bcast:expr, $step:expr, $first:expr) => {
+        ($name:ident, $features:literal, $per:expr, $ops:expr, $zero:expr, $load:expr, $bcast:expr, $step:expr, $first:expr) => {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(n: u64) -> u64 {
-                std::hint::black_box(tiles(n, $zero, $load, $bcast, $step, $first));
+                std::hint::black_box(tiles(n, $ops, $zero, $load, $bcast, $step, $first));
                 macs(n, $per)
             }
         };
     }
 
-    rate!(f32_avx2, "avx2,fma", 8, _mm256_setzero_ps(),
+    rate!(f32_avx2, "avx2,fma", 8, f32_operands(), _mm256_setzero_ps(),
         |p| _mm256_loadu_ps(p as *const f32),
         |p| _mm256_broadcast_ss(&*(p as *const f32)),
         |a, w, x| _mm256_fmadd_ps(w, x, a),
         |a| _mm256_cvtss_f32(a) as i64);
-    rate!(int16_avx2, "avx2,fma", 16, _mm256_setzero_si256(),
+    rate!(int16_avx2, "avx2,fma", 16, int_operands(), _mm256_setzero_si256(),
         |p| _mm256_loadu_si256(p as *const __m256i),
         |p| _mm256_set1_epi32(*p),
         |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(w, x)),
         |a| _mm256_cvtsi256_si32(a) as i64);
-    rate!(int8_avx2, "avx2,fma", 32, _mm256_setzero_si256(),
+    rate!(int8_avx2, "avx2,fma", 32, int_operands(), _mm256_setzero_si256(),
         |p| _mm256_loadu_si256(p as *const __m256i),
         |p| _mm256_set1_epi32(*p),
         |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1))),
         |a| _mm256_cvtsi256_si32(a) as i64);
-    rate!(f32_avx512, "avx512f", 16, _mm512_setzero_ps(),
+    rate!(f32_avx512, "avx512f", 16, f32_operands(), _mm512_setzero_ps(),
         |p| _mm512_loadu_ps(p as *const f32),
         |p| _mm512_set1_ps(*(p as *const f32)),
         |a, w, x| _mm512_fmadd_ps(w, x, a),
         |a| _mm512_cvtss_f32(a) as i64);
-    rate!(int16_vnni, "avx512f,avx512bw,avx512vnni", 32, _mm512_setzero_si512(),
+    rate!(int16_vnni, "avx512f,avx512bw,avx512vnni", 32, int_operands(), _mm512_setzero_si512(),
         |p| _mm512_loadu_si512(p as *const __m512i),
         |p| _mm512_set1_epi32(*p),
         |a, w, x| _mm512_dpwssd_epi32(a, w, x),
         |a| _mm512_cvtsi512_si32(a) as i64);
-    rate!(int8_vnni, "avx512f,avx512bw,avx512vnni", 64, _mm512_setzero_si512(),
+    rate!(int8_vnni, "avx512f,avx512bw,avx512vnni", 64, int_operands(), _mm512_setzero_si512(),
         |p| _mm512_loadu_si512(p as *const __m512i),
         |p| _mm512_set1_epi32(*p),
         |a, w, x| _mm512_dpbusd_epi32(a, x, w),
