@@ -237,19 +237,6 @@ mod x86 {
         }
     }
 
-    /// Offsets in the input of the first value of output pixels
-    /// `q..q + R` (numbered across images, rows, columns), as
-    /// `conv_direct` computes them.
-    #[inline(always)]
-    fn bases<const R: usize>(g: &ConvGeometry, q: usize) -> [usize; R] {
-        let mut bases = [0; R];
-        for (r, base) in bases.iter_mut().enumerate() {
-            let (img, rem) = ((q + r) / (g.oh * g.ow), (q + r) % (g.oh * g.ow));
-            *base = ((img * g.h + rem / g.ow) * g.w + rem % g.ow) * g.cin;
-        }
-        bases
-    }
-
     /// The 32-bit word of rounded inputs `at`, `at + 1`, in every lane.
     #[inline(always)]
     unsafe fn pair_at(xq: *const i16, at: usize) -> i32 {
@@ -275,7 +262,7 @@ mod x86 {
     /// [`madd`]'s tile: `R` pixels from `q` on, channel block `b`.
     #[inline(always)]
     unsafe fn madd_tile<const R: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize) {
-        let bases = bases::<R>(g, q);
+        let bases = g.tile_bases::<R>(q);
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
         let wb = c.w.as_ptr().add(b * c.k * c.pairs * NC);
         for ky in 0..c.k {
@@ -290,16 +277,17 @@ mod x86 {
                 }
             }
         }
+        // The block's scales, biases and slopes, once per tile (the stores
+        // below may alias them as far as the compiler knows).
         let (s, zero) = (_mm256_set1_ps(input_scale), _mm256_setzero_ps());
+        let per_half = |v: &[f32]| -> [__m256; 2] { std::array::from_fn(|h| _mm256_loadu_ps(v.as_ptr().add(b * NC + h * 8))) };
+        let (scale, bias, slope) = (per_half(&c.scale).map(|v| _mm256_mul_ps(s, v)), per_half(&c.bias), per_half(&c.slope));
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add((q + r) * g.cout + b * NC);
             for (h, &sum) in a.iter().enumerate() {
-                let ch = b * NC + h * 8;
-                let scale = _mm256_mul_ps(s, _mm256_loadu_ps(c.scale.as_ptr().add(ch)));
-                let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, _mm256_loadu_ps(c.bias.as_ptr().add(ch)));
+                let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale[h], bias[h]);
                 // `max(t, 0) + min(t, 0) * slope`, as conv_direct.
-                let slope = _mm256_loadu_ps(c.slope.as_ptr().add(ch));
-                let v = _mm256_add_ps(_mm256_max_ps(t, zero), _mm256_mul_ps(_mm256_min_ps(t, zero), slope));
+                let v = _mm256_add_ps(_mm256_max_ps(t, zero), _mm256_mul_ps(_mm256_min_ps(t, zero), slope[h]));
                 _mm256_storeu_ps(dst.add(h * 8), v);
             }
         }
@@ -325,7 +313,7 @@ mod x86 {
     /// [`vnni`]'s tile: `R` pixels from `q` on, channel block `b`.
     #[inline(always)]
     unsafe fn vnni_tile<const R: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize) {
-        let bases = bases::<R>(g, q);
+        let bases = g.tile_bases::<R>(q);
         let mut acc = [_mm512_setzero_si512(); R];
         let wb = c.w.as_ptr().add(b * c.k * c.pairs * NC);
         for ky in 0..c.k {

@@ -308,6 +308,32 @@ pub(super) struct ConvGeometry {
     pub cout: usize,
 }
 
+impl ConvGeometry {
+    /// Offsets in the input of the first value of output pixels
+    /// `q..q + R` (numbered across images, rows, columns): one division
+    /// for the tile, then steps along the rows and across images. Shared
+    /// by [`conv_direct`] and the integer kernels.
+    #[inline(always)]
+    pub(super) fn tile_bases<const R: usize>(&self, q: usize) -> [usize; R] {
+        let plane = self.oh * self.ow;
+        let (mut img, rem) = (q / plane, q % plane);
+        let (mut y, mut x) = (rem / self.ow, rem % self.ow);
+        std::array::from_fn(|_| {
+            let base = ((img * self.h + y) * self.w + x) * self.cin;
+            x += 1;
+            if x == self.ow {
+                x = 0;
+                y += 1;
+                if y == self.oh {
+                    y = 0;
+                    img += 1;
+                }
+            }
+            base
+        })
+    }
+}
+
 
 simd_kernel! {
 /// A valid, stride-1 `k x k` convolution over NHWC activations, with bias
@@ -329,26 +355,22 @@ simd_kernel! {
 fn conv_direct(g: &ConvGeometry, x: &[f32], p: &Packed, out: &mut [MaybeUninit<f32>]) {
     let pixels = g.n * g.oh * g.ow;
     assert_eq!(out.len(), pixels * g.cout + NC, "conv_direct: output size");
-    let base = |q: usize| {
-        let (img, rem) = (q / (g.oh * g.ow), q % (g.oh * g.ow));
-        ((img * g.h + rem / g.ow) * g.w + rem % g.ow) * g.cin
-    };
     for b in (0..g.cout.div_ceil(NC)).rev() {
         let wb = &p.w[b * p.kk * NC..(b + 1) * p.kk * NC];
         let epi = (&p.bias[b * NC..(b + 1) * NC], &p.slope[b * NC..(b + 1) * NC]);
         let mut q = 0;
         while q + TILE <= pixels {
-            conv_tile::<S, TILE>(g, x, wb, std::array::from_fn(|r| base(q + r)), epi, &mut out[q * g.cout + b * NC..]);
+            conv_tile::<S, TILE>(g, x, wb, g.tile_bases(q), epi, &mut out[q * g.cout + b * NC..]);
             q += TILE;
         }
         if q < pixels {
             if pixels >= TILE {
                 // Last partial tile: redo the last TILE pixels (same values).
                 let q = pixels - TILE;
-                conv_tile::<S, TILE>(g, x, wb, std::array::from_fn(|r| base(q + r)), epi, &mut out[q * g.cout + b * NC..]);
+                conv_tile::<S, TILE>(g, x, wb, g.tile_bases(q), epi, &mut out[q * g.cout + b * NC..]);
             } else {
                 for q in q..pixels {
-                    conv_tile::<S, 1>(g, x, wb, [base(q)], epi, &mut out[q * g.cout + b * NC..]);
+                    conv_tile::<S, 1>(g, x, wb, g.tile_bases(q), epi, &mut out[q * g.cout + b * NC..]);
                 }
             }
         }
@@ -568,6 +590,24 @@ mod tests {
         }
         }
         Ok(())
+    }
+
+    /// A tile's input offsets, stepped along rows and across images, are
+    /// those of each pixel computed on its own, for tiles starting anywhere
+    /// (across row and image ends too).
+    #[test]
+    fn tile_bases_step_across_rows_and_images() {
+        let g = ConvGeometry { n: 3, h: 5, w: 6, cin: 4, k: 2, oh: 4, ow: 5, cout: 8 };
+        let one = |q: usize| {
+            let (img, rem) = (q / (g.oh * g.ow), q % (g.oh * g.ow));
+            ((img * g.h + rem / g.ow) * g.w + rem % g.ow) * g.cin
+        };
+        let pixels = g.n * g.oh * g.ow;
+        for q in 0..=pixels - 7 {
+            let want: [usize; 7] = std::array::from_fn(|r| one(q + r));
+            assert_eq!(g.tile_bases::<7>(q), want, "tile from pixel {q}");
+        }
+        assert_eq!(g.tile_bases::<1>(pixels - 1), [one(pixels - 1)]);
     }
 
     /// The layer (direct convolution, or Winograd from 32 input channels)
