@@ -385,11 +385,11 @@ mod tests {
     }
 
     /// (n, h, w, cin, cout, k): MTCNN's own layers (P-Net's first three on
-    /// a small level, R-Net's, O-Net's first and last), odd rows (3 x 3
+    /// a small level, R-Net's, O-Net's), odd rows (3 x 3
     /// values per row), fewer pixels than a tile, channels that do not fill
     /// a block (6, 10, 17, 28: the last block's whole stores spill over),
     /// several images, a 1x1 kernel.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize); 12] = [
+    const SHAPES: [(usize, usize, usize, usize, usize, usize); 14] = [
         (1, 20, 23, 3, 10, 3),
         (1, 9, 10, 10, 16, 3),
         (1, 7, 8, 16, 32, 3),
@@ -398,6 +398,8 @@ mod tests {
         (5, 11, 11, 28, 48, 3),
         (5, 4, 4, 48, 64, 2),
         (2, 48, 48, 3, 32, 3),
+        (2, 23, 23, 32, 64, 3),
+        (3, 10, 10, 64, 64, 3),
         (3, 4, 4, 64, 128, 2),
         (1, 3, 3, 4, 17, 3),
         (1, 3, 4, 3, 6, 3),

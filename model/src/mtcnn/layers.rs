@@ -1,8 +1,10 @@
 //! The few layer kinds MTCNN needs, on NHWC activations held in plain
 //! vectors: valid convolutions with bias and PReLU fused in (on CPU a direct
-//! kernel, [`conv_direct`], or the Winograd form of [`super::winograd`] for
-//! 3x3 kernels over many channels; elsewhere im2col and one candle matmul);
-//! ceil-mode max pooling; dense layers.
+//! kernel: in 16-bit integers where the level has one,
+//! [`super::int16_conv`], otherwise in f32, [`conv_direct`], or the
+//! Winograd form of [`super::winograd`] for 3x3 kernels over many channels;
+//! elsewhere im2col and one candle matmul); ceil-mode max pooling; dense
+//! layers.
 //!
 //! candle's own CPU `conv2d` spends most of its time re-laying out the input
 //! for these small-channel layers (measured: ~4x slower end to end), hence
@@ -162,17 +164,18 @@ pub struct Conv {
     /// when the layer has no Winograd form).
     packed: Option<Packed>,
     /// The same again rounded to 16-bit integers, run instead of `packed`
-    /// where the level has an integer kernel (x86_64 CPU, see
+    /// or `winograd` where the level has an integer kernel (x86_64 CPU, see
     /// [`super::int16_conv`]).
     int16: Option<Int16Conv>,
     /// The Winograd form, used instead of `packed` for 3x3 kernels over
-    /// at least [`WINOGRAD_MIN_CIN`] input channels (CPU).
+    /// at least [`WINOGRAD_MIN_CIN`] input channels (CPU, f32).
     winograd: Option<Winograd>,
 }
 
-/// Fewest input channels for which a 3x3 layer runs in its Winograd form:
-/// below it the 16 products are too short to repay the transforms
-/// (measured on MTCNN: see the [`super::winograd`] module docs).
+/// Fewest input channels for which a 3x3 layer runs in its Winograd form
+/// in f32: below it the 16 products are too short to repay the transforms
+/// (measured on MTCNN: see the [`super::winograd`] module docs). Where an
+/// integer kernel runs, the direct integer convolution is faster still.
 const WINOGRAD_MIN_CIN: usize = 32;
 
 impl Conv {
@@ -197,17 +200,18 @@ impl Conv {
             Some(_) => None,
             None => weight.cpu.as_ref().map(|wv| Packed::new(wv, k * k * cin, cout, &bias, slope.as_deref())),
         };
-        let int16 = match (&packed, &weight.cpu) {
-            (Some(_), Some(wv)) if cfg!(target_arch = "x86_64") => Int16Conv::new(wv, k, cin, cout, &bias, slope.as_deref()),
+        let int16 = match &weight.cpu {
+            Some(wv) if cfg!(target_arch = "x86_64") => Int16Conv::new(wv, k, cin, cout, &bias, slope.as_deref()),
             _ => None,
         };
         Ok(Self { k, cin, cout, weight, epilogue: Epilogue::new(bias, slope), packed, int16, winograd })
     }
 
     /// Applies the layer to `x` (needs `x.h, x.w >= k` and `x.c == cin`).
-    /// With `integers`, a direct convolution runs in 16-bit integers where
-    /// the level has an integer kernel ([`super::int16_conv`]); otherwise,
-    /// and always without it, in f32.
+    /// With `integers`, the layer runs as a direct convolution in 16-bit
+    /// integers where the level has an integer kernel
+    /// ([`super::int16_conv`]); otherwise, and always without it, in f32
+    /// (direct, or in Winograd form).
     pub fn forward(&self, x: &Act, integers: bool) -> Result<Act> {
         let k = self.k;
         if x.c != self.cin || x.h < k || x.w < k {
@@ -215,23 +219,34 @@ impl Conv {
         }
         let (oh, ow) = (x.h - k + 1, x.w - k + 1);
         let rows = x.n * oh * ow;
+        let level = simd_level();
+        let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
+        // Both direct kernels write every value of `out` (and up to NC - 1
+        // past them, their whole-block stores), so it is not zeroed first.
+        let direct = |run: &dyn Fn(&mut [MaybeUninit<f32>]) -> bool| {
+            let len = rows * self.cout;
+            let mut data = Vec::with_capacity(len + NC);
+            run(&mut data.spare_capacity_mut()[..len + NC]).then(|| {
+                // SAFETY: `run` answered true: it initialised the first
+                // `len` values.
+                unsafe { data.set_len(len) };
+                Act { n: x.n, h: oh, w: ow, c: self.cout, data }
+            })
+        };
+        if let Some(q) = self.int16.as_ref().filter(|_| integers) {
+            if let Some(y) = direct(&|out| q.forward(level, &geo, &x.data, out)) {
+                return Ok(y);
+            }
+        }
         if let Some(wg) = &self.winograd {
-            return Ok(wg.forward(simd_level(), x));
+            return Ok(wg.forward(level, x));
         }
         if let Some(p) = &self.packed {
-            let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
-            let len = rows * self.cout;
-            // Not zeroed first: `conv_direct` writes every value, and up to
-            // NC - 1 past them (its whole-block stores).
-            let mut data = Vec::with_capacity(len + NC);
-            let (level, out) = (simd_level(), &mut data.spare_capacity_mut()[..len + NC]);
-            if !(integers && self.int16.as_ref().is_some_and(|q| q.forward(level, &geo, &x.data, out))) {
+            let y = direct(&|out| {
                 conv_direct(level, &geo, &x.data, p, out);
-            }
-            // SAFETY: `conv_direct` or the integer kernel initialised the
-            // first `len` values.
-            unsafe { data.set_len(len) };
-            return Ok(Act { n: x.n, h: oh, w: ow, c: self.cout, data });
+                true
+            });
+            return Ok(y.expect("conv_direct writes every value"));
         }
         let cols = if k == 1 {
             x.data.clone()
@@ -610,11 +625,11 @@ mod tests {
         assert_eq!(g.tile_bases::<1>(pixels - 1), [one(pixels - 1)]);
     }
 
-    /// The layer (direct convolution, or Winograd from 32 input channels)
-    /// against im2col + matrix product, on every level, over shapes with
-    /// partial tiles and channel blocks (6, 10, 17, 28 channels: the last
-    /// block's whole stores spill into the next pixel), several images and a
-    /// 1x1 kernel.
+    /// The layer in f32 (direct convolution, or Winograd from 32 input
+    /// channels) and in integers against im2col + matrix product, on every
+    /// level, over shapes with partial tiles and channel blocks (6, 10, 17,
+    /// 28 channels: the last block's whole stores spill into the next
+    /// pixel), several images and a 1x1 kernel.
     #[test]
     fn direct_conv_matches_im2col_on_every_level() -> Result<()> {
         let dev = Device::Cpu;
