@@ -28,13 +28,16 @@ use crate::{BoundingBox, Face};
 /// ([`Integral`], 12 bytes per pixel); larger ones (only with a raised
 /// `max_side`) resample from the image directly.
 const INTEGRAL_MAX_PIXELS: usize = 4 << 20;
-/// Crops R-Net and O-Net take in one pass: the pass's activations stay in
-/// the core's caches. R-Net's first layer writes 54 KB per crop; all of a
-/// typical photo's 58 crops at once spilled out of them, and R-Net took
-/// about 16 % longer (AVX2, model README). With the integer convolutions a
-/// crop's values depend on the other crops of its pass (one input scale
-/// per layer and pass), never on those of another.
-const CROPS_PER_PASS: usize = 16;
+/// Crops R-Net takes in one pass, so that the pass's activations stay in
+/// the core's caches: its first layer writes 54 KB per crop, about 0.9 MB
+/// for 16. All of a typical photo's 58 crops at once spilled out of them,
+/// and R-Net took about 16 % longer (AVX2, model README). With the integer
+/// convolutions a crop's values depend on the other crops of its pass (one
+/// input scale per layer and pass), never on those of another.
+const RNET_CROPS_PER_PASS: usize = 16;
+/// Crops O-Net takes in one pass (see [`RNET_CROPS_PER_PASS`]): its first
+/// layer writes 271 KB per crop, about 1.1 MB for 4.
+const ONET_CROPS_PER_PASS: usize = 4;
 
 /// Time spent in each MTCNN stage, summed over the calls of
 /// [`Mtcnn::detect_timed`] that were given it (for profiling).
@@ -253,19 +256,20 @@ impl Mtcnn {
 
     /// Crops every candidate (skipping those facenet-pytorch cannot crop),
     /// area-resamples it to `size x size`, and runs `net` on the crops,
-    /// [`CROPS_PER_PASS`] at a time. Returns the cropped candidates, in
-    /// order, with `net`'s output for each.
+    /// `per_pass` at a time. Returns the cropped candidates, in order, with
+    /// `net`'s output for each.
     fn through_crops<A: AreaSource, O>(
         img: &A,
         cands: Vec<Candidate>,
         size: usize,
+        per_pass: usize,
         mut net: impl FnMut(&Act) -> Result<Vec<O>>,
     ) -> Result<(Vec<Candidate>, Vec<O>)> {
         let kept: Vec<(Candidate, Region)> =
             cands.into_iter().filter_map(|c| crop_region(&c, img.width(), img.height()).map(|r| (c, r))).collect();
         let mut outs = Vec::with_capacity(kept.len());
-        let mut data = Vec::with_capacity(CROPS_PER_PASS.min(kept.len()) * 3 * size * size);
-        for pass in kept.chunks(CROPS_PER_PASS) {
+        let mut data = Vec::with_capacity(per_pass.min(kept.len()) * 3 * size * size);
+        for pass in kept.chunks(per_pass) {
             data.clear();
             for &(_, r) in pass {
                 img.resample_normalized_hwc(r, size, size, &mut data);
@@ -279,7 +283,7 @@ impl Mtcnn {
 
     fn stage_rnet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Candidate>> {
         let integers = !params.f32_convolutions;
-        let (cands, out) = Self::through_crops(img, cands, 24, |batch| self.rnet.forward(batch, integers))?;
+        let (cands, out) = Self::through_crops(img, cands, 24, RNET_CROPS_PER_PASS, |batch| self.rnet.forward(batch, integers))?;
         let passed: Vec<Candidate> = cands
             .iter()
             .zip(&out)
@@ -296,7 +300,7 @@ impl Mtcnn {
 
     fn stage_onet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Face>> {
         let integers = !params.f32_convolutions;
-        let (cands, out) = Self::through_crops(img, cands, 48, |batch| self.onet.forward(batch, integers))?;
+        let (cands, out) = Self::through_crops(img, cands, 48, ONET_CROPS_PER_PASS, |batch| self.onet.forward(batch, integers))?;
         let mut passed = Vec::new();
         let mut marks = Vec::new();
         for (c, o) in cands.iter().zip(&out) {
