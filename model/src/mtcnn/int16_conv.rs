@@ -243,44 +243,63 @@ mod x86 {
         (xq.add(at) as *const i32).read_unaligned()
     }
 
-    /// AVX2: tiles of 6 pixels, each pixel's 16 channels in two registers.
+    /// AVX2: tiles of 6 pixels, each pixel's 16 channels in two registers;
+    /// for a layer of at most 8 channels (P-Net's head), tiles of 12 pixels
+    /// with one register each, whose stores of 8 values spill over as the
+    /// blocks of 16 do (see `conv_direct`).
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; `xq` is `x` rounded by
     /// [`round_input`] and `out` holds the values `conv_direct` writes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn madd(c: &Int16Conv, g: &ConvGeometry, xq: &[i16], input_scale: f32, out: *mut f32) {
-        const R: usize = 6;
         let xq = xq.as_ptr();
-        each_tile::<R>(
-            g,
-            |b, q| madd_tile::<R>(c, g, xq, input_scale, out, b, q),
-            |b, q| madd_tile::<1>(c, g, xq, input_scale, out, b, q),
-        );
+        if c.cout <= 8 {
+            each_tile::<12>(
+                g,
+                |b, q| madd_tile::<12, 1>(c, g, xq, input_scale, out, b, q),
+                |b, q| madd_tile::<1, 1>(c, g, xq, input_scale, out, b, q),
+            );
+        } else {
+            each_tile::<6>(
+                g,
+                |b, q| madd_tile::<6, 2>(c, g, xq, input_scale, out, b, q),
+                |b, q| madd_tile::<1, 2>(c, g, xq, input_scale, out, b, q),
+            );
+        }
     }
 
-    /// [`madd`]'s tile: `R` pixels from `q` on, channel block `b`.
+    /// [`madd`]'s tile: `R` pixels from `q` on, the first `H` halves (8
+    /// channels each) of channel block `b`.
     #[inline(always)]
-    unsafe fn madd_tile<const R: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize) {
+    unsafe fn madd_tile<const R: usize, const H: usize>(
+        c: &Int16Conv,
+        g: &ConvGeometry,
+        xq: *const i16,
+        input_scale: f32,
+        out: *mut f32,
+        b: usize,
+        q: usize,
+    ) {
         let bases = g.tile_bases::<R>(q);
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let mut acc = [[_mm256_setzero_si256(); H]; R];
         let wb = c.w.as_ptr().add(b * c.k * c.pairs * NC);
         for ky in 0..c.k {
             let (wk, xk) = (wb.add(ky * c.pairs * NC), xq.add(ky * g.w * g.cin));
             for m in 0..c.pairs {
-                let w0 = _mm256_loadu_si256(wk.add(m * NC) as *const __m256i);
-                let w1 = _mm256_loadu_si256(wk.add(m * NC + 8) as *const __m256i);
+                let wv: [__m256i; H] = std::array::from_fn(|h| _mm256_loadu_si256(wk.add(m * NC + h * 8) as *const __m256i));
                 for (a, &base) in acc.iter_mut().zip(&bases) {
                     let xv = _mm256_set1_epi32(pair_at(xk, base + 2 * m));
-                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(xv, w0));
-                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(xv, w1));
+                    for (a, &w) in a.iter_mut().zip(&wv) {
+                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, w));
+                    }
                 }
             }
         }
         // The block's scales, biases and slopes, once per tile (the stores
         // below may alias them as far as the compiler knows).
         let (s, zero) = (_mm256_set1_ps(input_scale), _mm256_setzero_ps());
-        let per_half = |v: &[f32]| -> [__m256; 2] { std::array::from_fn(|h| _mm256_loadu_ps(v.as_ptr().add(b * NC + h * 8))) };
+        let per_half = |v: &[f32]| -> [__m256; H] { std::array::from_fn(|h| _mm256_loadu_ps(v.as_ptr().add(b * NC + h * 8))) };
         let (scale, bias, slope) = (per_half(&c.scale).map(|v| _mm256_mul_ps(s, v)), per_half(&c.bias), per_half(&c.slope));
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add((q + r) * g.cout + b * NC);
