@@ -69,6 +69,9 @@ fn run(seconds: f64) -> Result<()> {
         ("AVX2 int16 vpmaddwd + vpaddd", Box::new(|n| unsafe { x86::int16_avx2(n) })),
         ("AVX2 int8 vpmaddubsw + vpmaddwd + vpaddd", Box::new(|n| unsafe { x86::int8_avx2(n) })),
     ];
+    if has!("avxvnni") {
+        rows.push(("AVX-VNNI int16 vpdpwssd (256 bits)", Box::new(|n| unsafe { x86::int16_avxvnni(n) })));
+    }
     if has!("avx512f") {
         rows.push(("AVX-512 f32 FMA", Box::new(|n| unsafe { x86::f32_avx512(n) })));
     }
@@ -198,6 +201,11 @@ mod x86 {
         |p| _mm256_loadu_si256(p as *const __m256i),
         |p| _mm256_set1_epi32(*p),
         |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1))),
+        |a| _mm256_cvtsi256_si32(a) as i64);
+    rate!(int16_avxvnni, "avx2,fma,avxvnni", 16, int_operands(), _mm256_setzero_si256(),
+        |p| _mm256_loadu_si256(p as *const __m256i),
+        |p| _mm256_set1_epi32(*p),
+        |a, w, x| _mm256_dpwssd_avx_epi32(a, w, x),
         |a| _mm256_cvtsi256_si32(a) as i64);
     rate!(f32_avx512, "avx512f", 16, f32_operands(), _mm512_setzero_ps(),
         |p| _mm512_loadu_ps(p as *const f32),

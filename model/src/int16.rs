@@ -12,6 +12,11 @@
 //!   spills its sums and is no faster than f32. On the AVX-512 level without
 //!   VNNI, `vpmaddwd` would be no faster than AVX-512's f32 FMA, which keeps
 //!   that path.
+//! - **AVX-VNNI** (`vpdpwssd` on 256 bits, the AVX2+AVX-VNNI level): one
+//!   instruction, no register for the product, so a tile is 6 channels by 16
+//!   pixels, 12 sums, enough to cover the instruction's latency (4 by 16
+//!   leaves it waiting: about 1.1x `vpmaddwd` + `vpaddd` against 1.4x, see
+//!   the `mac_rates` example). Its 6 channels straddle the blocks of 8.
 //!
 //! [`Int16Weights`] holds a layer's weights rounded to integers with one
 //! scale per output channel; [`Int16Weights::forward_into`] rounds the input
@@ -60,14 +65,16 @@ pub(crate) fn largest_int(terms: f64) -> f32 {
 pub(crate) enum IntKernel {
     /// AVX-512 VNNI `vpdpwssd`.
     Vnni,
+    /// AVX-VNNI `vpdpwssd` on 256 bits.
+    AvxVnni,
     /// AVX2 `vpmaddwd` then `vpaddd`.
     Madd,
 }
 
 /// The integer kernel `level` runs on this CPU, if any: VNNI on the
 /// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
-/// FMA is as fast as `vpmaddwd`), `vpmaddwd` on the AVX2 level; none on
-/// other levels and architectures. Shared by MobileFaceNet's 1x1 layers
+/// FMA is as fast as `vpmaddwd`), AVX-VNNI on the AVX2+AVX-VNNI level,
+/// `vpmaddwd` on the AVX2 level; none on other levels and architectures. Shared by MobileFaceNet's 1x1 layers
 /// and MTCNN's convolutions ([`crate::mtcnn`]).
 pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
     #[cfg(target_arch = "x86_64")]
@@ -76,6 +83,7 @@ pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
         let avx2 = has!("avx2") && has!("fma");
         match level {
             SimdLevel::Avx512 if avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512vnni") => Some(IntKernel::Vnni),
+            SimdLevel::Avx2Vnni if avx2 && has!("avxvnni") => Some(IntKernel::AvxVnni),
             SimdLevel::Avx2Fma if avx2 => Some(IntKernel::Madd),
             _ => None,
         }
@@ -149,6 +157,7 @@ impl Int16Weights {
     fn kernel(level: SimdLevel) -> Option<x86::Tiles> {
         Some(match int_kernel(level)? {
             IntKernel::Vnni => x86::vnni::tiles,
+            IntKernel::AvxVnni => x86::avxvnni::tiles,
             IntKernel::Madd => x86::madd::tiles,
         })
     }
@@ -443,6 +452,122 @@ pub(crate) mod x86 {
         }
     }
 
+    /// `acc + ` the products of `a`'s and `b`'s 16-bit pairs, summed per
+    /// 32-bit lane: AVX-VNNI's `vpdpwssd` on 256 bits, written out because
+    /// LLVM splits the intrinsic back into `vpmaddwd` and `vpaddd` where it
+    /// judges that shortens a chain of sums (most of MTCNN's tile, which
+    /// then ran no faster than AVX2's).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-VNNI.
+    #[inline]
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(crate) unsafe fn dpwssd_avx(mut acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        std::arch::asm!("{{vex}} vpdpwssd {acc}, {a}, {b}", acc = inout(ymm_reg) acc, a = in(ymm_reg) a, b = in(ymm_reg) b, options(pure, nomem, nostack, preserves_flags));
+        acc
+    }
+
+    /// Finishes and stores 8 values for the 256-bit kernels: `t` (`sum *
+    /// scale + bias`) through the PReLU of slope `al` if any, plus the
+    /// residual if any, to `out[at..]`, of which the first `inside` (1 to
+    /// `LANES`) lie in the plane (a partial vector goes through a buffer).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `out` and the residual hold `at +
+    /// inside` values.
+    #[inline(always)]
+    unsafe fn put(out: *mut f32, e: &Epilogue, mut t: __m256, al: Option<__m256>, at: usize, inside: usize) {
+        if let Some(al) = al {
+            // PReLU: `t < 0 ? slope * t : t`.
+            t = _mm256_blendv_ps(t, _mm256_mul_ps(t, al), _mm256_cmp_ps::<_CMP_LT_OQ>(t, _mm256_setzero_ps()));
+        }
+        if inside == LANES {
+            if let Some(res) = e.residual {
+                t = _mm256_add_ps(t, _mm256_loadu_ps(res.as_ptr().add(at)));
+            }
+            _mm256_storeu_ps(out.add(at), t);
+        } else {
+            let mut lanes = [0f32; LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), t);
+            for (l, &v) in lanes.iter().enumerate().take(inside) {
+                // No `+ 0.0` without a residual: it would turn a -0.0 into +0.0.
+                *out.add(at + l) = match e.residual {
+                    Some(res) => v + *res.get_unchecked(at + l),
+                    None => v,
+                };
+            }
+        }
+    }
+
+    /// AVX-VNNI: `vpdpwssd` on 256 bits, tiles of 6 channels by up to 2
+    /// vectors of pixels (12 sums; the instruction needs no register for
+    /// the product). The 6 channels are read through one pointer each, as
+    /// they straddle the packed blocks of `ROWS`; a layer's last 6 channels
+    /// are one tile even where that repeats some (same values). Same sums
+    /// and f32 steps as the other kernels, so the same values.
+    pub(super) mod avxvnni {
+        use super::*;
+
+        /// Output channels per tile.
+        const CHANNELS: usize = 6;
+
+        /// The sums of one tile: [`CHANNELS`] output channels whose weights
+        /// start at `rows` (each channel's word of pair `j` at `j * ROWS`),
+        /// by `NV * LANES` pixels; `x` as for [`tile`].
+        #[inline(always)]
+        unsafe fn tile<const NV: usize>(rows: [*const i32; CHANNELS], x: *const i32, stride: usize, pairs: usize) -> [[__m256i; NV]; CHANNELS] {
+            let mut acc = [[_mm256_setzero_si256(); NV]; CHANNELS];
+            for j in 0..pairs {
+                let xs: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(x.add(v * stride + j * LANES) as *const __m256i));
+                for (row, &wr) in acc.iter_mut().zip(&rows) {
+                    let wv = _mm256_set1_epi32(*wr.add(j * ROWS));
+                    for (a, xv) in row.iter_mut().zip(&xs) {
+                        *a = dpwssd_avx(*a, wv, *xv);
+                    }
+                }
+            }
+            acc
+        }
+
+        /// Every tile of the pixel range `[p0, p1)` (both multiples of
+        /// `LANES`).
+        ///
+        /// # Safety
+        /// The CPU must have AVX2, FMA and AVX-VNNI; `out` as for
+        /// [`Int16Weights::forward_into`].
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        #[allow(clippy::too_many_arguments)]
+        pub(in super::super) unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
+            if w.cout < CHANNELS {
+                return super::madd::tiles(w, xp, plane, input_scale, out, e, p0, p1);
+            }
+            let put = |t: __m256, al: Option<__m256>, at: usize, inside: usize| put(out, e, t, al, at, inside);
+            // First channels of the tiles: steps of CHANNELS, the last tile
+            // ending at the last channel.
+            let firsts = (0..w.cout - CHANNELS).step_by(CHANNELS).chain([w.cout - CHANNELS]);
+            let rows = |c0: usize| -> [*const i32; CHANNELS] {
+                std::array::from_fn(|r| {
+                    let c = c0 + r;
+                    w.packed.as_ptr().add(c / ROWS * w.pairs * ROWS + c % ROWS)
+                })
+            };
+            let mut p = p0;
+            macro_rules! run {
+                ($nv:literal) => {
+                    while p + $nv * LANES <= p1 {
+                        for c0 in firsts.clone() {
+                            let acc = tile::<$nv>(rows(c0), xp.as_ptr().add(p * w.pairs), w.pairs * LANES, w.pairs);
+                            finish(&acc, w, c0, p, plane, input_scale, e, put);
+                        }
+                        p += $nv * LANES;
+                    }
+                };
+            }
+            run!(2);
+            run!(1);
+        }
+    }
+
     /// AVX2: `vpmaddwd` (the same pairs of 16-bit multiplies, summed into
     /// 32 bits) and a separate `vpaddd`. With 16 registers a tile is half a
     /// block, `HALF` channels, by up to 2 vectors of pixels: 8 sums, the
@@ -464,29 +589,7 @@ pub(crate) mod x86 {
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         pub(in super::super) unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
-            let zero = _mm256_setzero_ps();
-            let put = |mut t: __m256, al: Option<__m256>, at: usize, inside: usize| {
-                if let Some(al) = al {
-                    // PReLU: `t < 0 ? slope * t : t`.
-                    t = _mm256_blendv_ps(t, _mm256_mul_ps(t, al), _mm256_cmp_ps::<_CMP_LT_OQ>(t, zero));
-                }
-                if inside == LANES {
-                    if let Some(res) = e.residual {
-                        t = _mm256_add_ps(t, _mm256_loadu_ps(res.as_ptr().add(at)));
-                    }
-                    _mm256_storeu_ps(out.add(at), t);
-                } else {
-                    let mut lanes = [0f32; LANES];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), t);
-                    for (l, &v) in lanes.iter().enumerate().take(inside) {
-                        // No `+ 0.0` without a residual: it would turn a -0.0 into +0.0.
-                        *out.add(at + l) = match e.residual {
-                            Some(res) => v + *res.get_unchecked(at + l),
-                            None => v,
-                        };
-                    }
-                }
-            };
+            let put = |t: __m256, al: Option<__m256>, at: usize, inside: usize| put(out, e, t, al, at, inside);
             let halves = w.cout.div_ceil(HALF);
             let mut p = p0;
             macro_rules! run {

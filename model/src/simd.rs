@@ -8,14 +8,19 @@
 //! | [`SimdLevel`] | CPU features needed | [`simd_path`] |
 //! |---|---|---|
 //! | [`SimdLevel::Avx512`] | x86_64 avx512f, avx512vl, avx2, fma | `"AVX-512"` |
+//! | [`SimdLevel::Avx2Vnni`] | x86_64 avx2, fma, avxvnni | `"AVX2+AVX-VNNI"` |
 //! | [`SimdLevel::Avx2Fma`] | x86_64 avx2, fma | `"AVX2+FMA"` |
 //! | [`SimdLevel::Neon`] | aarch64 neon | `"NEON"` |
 //! | [`SimdLevel::Baseline`] | none (the build's baseline, SSE2 on x86_64) | `"baseline (no SIMD dispatch)"` |
 //!
 //! # Forcing a path
 //!
-//! Set [`SIMD_ENV`] (`FACEFLEET_SIMD`) to `avx512`, `avx2`, `neon` or
-//! `baseline` (`auto` or unset: the best the CPU has). It is read once, the
+//! Set [`SIMD_ENV`] (`FACEFLEET_SIMD`) to `avx512`, `avxvnni`, `avx2`,
+//! `neon` or `baseline` (`auto` or unset: the best the CPU has).
+//! `AVX2+AVX-VNNI` runs the AVX2 code, except for the 16-bit integer
+//! products ([`crate::int16`]), which take AVX-VNNI's `vpdpwssd` on 256
+//! bits (Intel cores since Alder Lake, including those without AVX-512;
+//! AMD Zen 5); `avx2` forces plain AVX2 on such a CPU too. It is read once, the
 //! first time a kernel (or [`simd_level`]) asks. A level the CPU lacks is
 //! never run: the best supported level not above it is taken instead, and
 //! [`simd_summary`] says so. [`with_level`] forces a level for the calling
@@ -45,12 +50,14 @@
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-/// Environment variable that forces the SIMD level: `avx512`, `avx2`,
-/// `neon`, `baseline` or `auto`.
+/// Environment variable that forces the SIMD level: `avx512`, `avxvnni`,
+/// `avx2`, `neon`, `baseline` or `auto`.
 pub const SIMD_ENV: &str = "FACEFLEET_SIMD";
 
 /// [`simd_path`] on the AVX-512 level.
 pub const AVX512: &str = "AVX-512";
+/// [`simd_path`] on the AVX2+AVX-VNNI level.
+pub const AVX2_VNNI: &str = "AVX2+AVX-VNNI";
 /// [`simd_path`] on the AVX2+FMA level.
 pub const AVX2_FMA: &str = "AVX2+FMA";
 /// [`simd_path`] on aarch64 (NEON).
@@ -60,13 +67,16 @@ pub const NEON: &str = "NEON";
 pub const BASELINE: &str = "baseline (no SIMD dispatch)";
 
 /// Every name [`simd_path`] can return, fastest first.
-pub const PATHS: [&str; 4] = [AVX512, AVX2_FMA, NEON, BASELINE];
+pub const PATHS: [&str; 5] = [AVX512, AVX2_VNNI, AVX2_FMA, NEON, BASELINE];
 
 /// A SIMD level the model's kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimdLevel {
     /// x86_64 with avx512f, avx512vl, avx2 and fma: 16 f32 lanes.
     Avx512,
+    /// x86_64 with avx2, fma and avxvnni: [`SimdLevel::Avx2Fma`]'s code,
+    /// with AVX-VNNI's `vpdpwssd` for the 16-bit integer products.
+    Avx2Vnni,
     /// x86_64 with avx2 and fma: 8 f32 lanes.
     Avx2Fma,
     /// aarch64 NEON: 4 f32 lanes.
@@ -77,12 +87,13 @@ pub enum SimdLevel {
 
 impl SimdLevel {
     /// All levels, fastest first.
-    pub const ALL: [SimdLevel; 4] = [SimdLevel::Avx512, SimdLevel::Avx2Fma, SimdLevel::Neon, SimdLevel::Baseline];
+    pub const ALL: [SimdLevel; 5] = [SimdLevel::Avx512, SimdLevel::Avx2Vnni, SimdLevel::Avx2Fma, SimdLevel::Neon, SimdLevel::Baseline];
 
     /// The name [`simd_path`] reports for this level.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Avx512 => AVX512,
+            SimdLevel::Avx2Vnni => AVX2_VNNI,
             SimdLevel::Avx2Fma => AVX2_FMA,
             SimdLevel::Neon => NEON,
             SimdLevel::Baseline => BASELINE,
@@ -98,6 +109,8 @@ impl SimdLevel {
                 std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Vnni => SimdLevel::Avx2Fma.is_supported() && std::arch::is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => {
                 SimdLevel::Avx2Fma.is_supported()
                     && std::arch::is_x86_feature_detected!("avx512f")
@@ -111,12 +124,13 @@ impl SimdLevel {
     }
 
     /// Rank used to clamp a forced level to the CPU: baseline 0, AVX2 and
-    /// NEON 1, AVX-512 2.
+    /// NEON 1, AVX2+AVX-VNNI 2, AVX-512 3.
     fn rank(self) -> u8 {
         match self {
             SimdLevel::Baseline => 0,
             SimdLevel::Avx2Fma | SimdLevel::Neon => 1,
-            SimdLevel::Avx512 => 2,
+            SimdLevel::Avx2Vnni => 2,
+            SimdLevel::Avx512 => 3,
         }
     }
 
@@ -134,19 +148,21 @@ impl SimdLevel {
     }
 
     /// Parses a [`SIMD_ENV`] value (case-insensitive): `avx512` / `avx-512`,
-    /// `avx2` / `avx2+fma`, `neon`, `baseline` / `scalar` / `none`. `auto`
-    /// and the empty string give `Ok(None)` (detect).
+    /// `avxvnni` / `avx-vnni` / `avx2+avx-vnni`, `avx2` / `avx2+fma`,
+    /// `neon`, `baseline` / `scalar` / `none`. `auto` and the empty string
+    /// give `Ok(None)` (detect).
     pub fn parse(s: &str) -> Result<Option<SimdLevel>, String> {
         let v = s.trim().to_ascii_lowercase();
         Ok(Some(match v.as_str() {
             "" | "auto" | "detect" => return Ok(None),
             "avx512" | "avx-512" | "avx512f" | "x86-v4" => SimdLevel::Avx512,
+            "avxvnni" | "avx-vnni" | "avx2+avx-vnni" | "avx2+vnni" | "avx2vnni" => SimdLevel::Avx2Vnni,
             "avx2" | "avx2+fma" | "avx2fma" | "fma" | "x86-v3" => SimdLevel::Avx2Fma,
             "neon" => SimdLevel::Neon,
             "baseline" | "scalar" | "none" | "generic" => SimdLevel::Baseline,
             _ => {
                 return Err(format!(
-                    "unknown {SIMD_ENV} value {s:?} (expected avx512, avx2, neon, baseline or auto)"
+                    "unknown {SIMD_ENV} value {s:?} (expected avx512, avxvnni, avx2, neon, baseline or auto)"
                 ))
             }
         }))
@@ -248,7 +264,8 @@ pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> R {
 }
 
 /// The SIMD path the model's kernels take on this thread, as a name: one of
-/// [`AVX512`] (`"AVX-512"`), [`AVX2_FMA`] (`"AVX2+FMA"`), [`NEON`]
+/// [`AVX512`] (`"AVX-512"`), [`AVX2_VNNI`] (`"AVX2+AVX-VNNI"`), [`AVX2_FMA`]
+/// (`"AVX2+FMA"`), [`NEON`]
 /// (`"NEON"`) or [`BASELINE`] (`"baseline (no SIMD dispatch)"`). Reports a
 /// level forced by [`SIMD_ENV`] or [`with_level`].
 pub fn simd_path() -> &'static str {
@@ -318,7 +335,7 @@ pub fn cpu_model() -> String {
 
 /// The SIMD features of this CPU that matter to the model, as detected at
 /// run time, in a fixed order: on x86_64 any of `avx512f`, `avx512vl`,
-/// `avx2`, `fma`, `sse4.2`; on aarch64 `neon`. Empty on other
+/// `avx512vnni`, `avx2`, `fma`, `avxvnni`, `sse4.2`; on aarch64 `neon`. Empty on other
 /// architectures or a CPU with none of them.
 pub fn cpu_features() -> Vec<&'static str> {
     #[allow(unused_mut)]
@@ -329,8 +346,10 @@ pub fn cpu_features() -> Vec<&'static str> {
         let all = [
             ("avx512f", has!("avx512f")),
             ("avx512vl", has!("avx512vl")),
+            ("avx512vnni", has!("avx512vnni")),
             ("avx2", has!("avx2")),
             ("fma", has!("fma")),
+            ("avxvnni", has!("avxvnni")),
             ("sse4.2", has!("sse4.2")),
         ];
         found.extend(all.into_iter().filter(|(_, on)| *on).map(|(name, _)| name));
@@ -358,7 +377,8 @@ pub fn cpu_features() -> Vec<&'static str> {
 /// ```
 ///
 /// The body is an `#[inline(always)]` function inlined into
-/// `#[target_feature]` copies (AVX-512, AVX2+FMA on x86_64; NEON on aarch64),
+/// `#[target_feature]` copies (AVX-512, AVX2+FMA on x86_64, the latter also
+/// for AVX2+AVX-VNNI; NEON on aarch64),
 /// so everything it calls inline is compiled for that level. Arguments are
 /// plain `name: Type` pairs; no generics. Inside the body, the type `S`
 /// ([`Isa`]) describes the level being compiled: use [`madd::<S>`](madd)
@@ -404,7 +424,7 @@ macro_rules! simd_kernel {
                 #[cfg(target_arch = "x86_64")]
                 $crate::simd::SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                $crate::simd::SimdLevel::Avx2Fma => unsafe { avx2($($arg),*) },
+                $crate::simd::SimdLevel::Avx2Fma | $crate::simd::SimdLevel::Avx2Vnni => unsafe { avx2($($arg),*) },
                 #[cfg(target_arch = "aarch64")]
                 $crate::simd::SimdLevel::Neon => unsafe { neon($($arg),*) },
                 _ => body::<$crate::simd::IsaBaseline>($($arg),*),
@@ -424,7 +444,8 @@ pub trait Isa {
 
 /// [`SimdLevel::Avx512`] for [`simd_kernel!`] bodies.
 pub struct IsaAvx512;
-/// [`SimdLevel::Avx2Fma`] for [`simd_kernel!`] bodies.
+/// [`SimdLevel::Avx2Fma`] and [`SimdLevel::Avx2Vnni`] for [`simd_kernel!`]
+/// bodies.
 pub struct IsaAvx2;
 /// [`SimdLevel::Neon`] for [`simd_kernel!`] bodies.
 pub struct IsaNeon;
@@ -567,7 +588,7 @@ unsafe fn sgemm_raw(
         }
         match level {
             SimdLevel::Avx512 => run!(gemm_common::simd::V4, gemm_f32::microkernel::avx512f::f32, 16),
-            SimdLevel::Avx2Fma => run!(gemm_common::simd::V3, gemm_f32::microkernel::fma::f32, 8),
+            SimdLevel::Avx2Fma | SimdLevel::Avx2Vnni => run!(gemm_common::simd::V3, gemm_f32::microkernel::fma::f32, 8),
             SimdLevel::Baseline => run!(gemm_common::simd::Scalar, gemm_f32::microkernel::scalar::f32, 1),
             SimdLevel::Neon => {}
         }
@@ -595,6 +616,8 @@ mod tests {
         let has = |n: &str| f.contains(&n);
         let expected = if has("avx512f") && has("avx512vl") && has("avx2") && has("fma") {
             SimdLevel::Avx512
+        } else if has("avx2") && has("fma") && has("avxvnni") {
+            SimdLevel::Avx2Vnni
         } else if has("avx2") && has("fma") {
             SimdLevel::Avx2Fma
         } else if has("neon") {
@@ -611,12 +634,16 @@ mod tests {
         assert_eq!(SimdLevel::parse("avx-512"), Ok(Some(SimdLevel::Avx512)));
         assert_eq!(SimdLevel::parse(" baseline "), Ok(Some(SimdLevel::Baseline)));
         assert_eq!(SimdLevel::parse("neon"), Ok(Some(SimdLevel::Neon)));
+        assert_eq!(SimdLevel::parse("AVX-VNNI"), Ok(Some(SimdLevel::Avx2Vnni)));
+        assert_eq!(SimdLevel::parse("avxvnni"), Ok(Some(SimdLevel::Avx2Vnni)));
         assert_eq!(SimdLevel::parse("auto"), Ok(None));
         assert_eq!(SimdLevel::parse(""), Ok(None));
         assert!(SimdLevel::parse("sse9").is_err());
         assert_eq!(SimdLevel::parse_runnable("auto"), Ok(detected_level()));
         assert_eq!(SimdLevel::parse_runnable("baseline"), Ok(SimdLevel::Baseline));
-        for (name, l) in [("avx512", SimdLevel::Avx512), ("avx2", SimdLevel::Avx2Fma), ("neon", SimdLevel::Neon)] {
+        for (name, l) in
+            [("avx512", SimdLevel::Avx512), ("avxvnni", SimdLevel::Avx2Vnni), ("avx2", SimdLevel::Avx2Fma), ("neon", SimdLevel::Neon)]
+        {
             assert_eq!(SimdLevel::parse_runnable(name).ok(), l.is_supported().then_some(l), "{name}");
         }
         assert!(SimdLevel::parse_runnable("sse9").is_err());
@@ -681,6 +708,7 @@ mod tests {
         let runner: Vec<&str> = runner.split_whitespace().collect();
         let levels = [
             ("avx2", SimdLevel::Avx2Fma),
+            ("avxvnni", SimdLevel::Avx2Vnni),
             ("baseline", SimdLevel::Baseline),
             ("avx512", SimdLevel::Avx512),
             ("neon", SimdLevel::Neon),
@@ -719,6 +747,7 @@ mod tests {
         assert_eq!(candle_gemm_path(), NEON);
         // The x86 levels are clamped to NEON (AVX2's rank), never run.
         assert_eq!(SimdLevel::Avx512.clamp_to_cpu(), SimdLevel::Neon);
+        assert_eq!(SimdLevel::Avx2Vnni.clamp_to_cpu(), SimdLevel::Neon);
         assert_eq!(SimdLevel::Avx2Fma.clamp_to_cpu(), SimdLevel::Neon);
     }
 

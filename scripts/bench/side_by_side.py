@@ -55,7 +55,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--levels", default="avx512,avx2", help="facefleet SIMD levels, comma separated (auto = the CPU's best)")
+    ap.add_argument("--levels", default="avx512,avx2", help="facefleet SIMD levels, comma separated: avx512, avxvnni, avx2, neon, baseline (auto = the CPU's best)")
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared/datasets/lfw-dev"))
     ap.add_argument("--bench", default=str(ROOT / "target/release/examples/recognize_bench"))
     ap.add_argument("--min-faces", default="20",

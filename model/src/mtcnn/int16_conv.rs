@@ -8,6 +8,8 @@
 //!   instruction's latency).
 //! - **AVX2** (`vpmaddwd`, `vpaddd`): two registers per pixel; tiles of 6
 //!   pixels, 12 sums, as `conv_direct`'s f32 tiles.
+//! - **AVX-VNNI** (`vpdpwssd` on 256 bits): the AVX2 tiles, one instruction
+//!   per product and sum instead of two.
 //!
 //! A pixel's inputs for one kernel row are `k * cin` contiguous values in
 //! NHWC, so consecutive pairs of them are one 32-bit word of the rounded
@@ -161,6 +163,7 @@ impl Int16Conv {
                         let out = out.as_mut_ptr() as *mut f32;
                         match kernel {
                             IntKernel::Vnni => x86::vnni(self, g, &xq, input_scale, out),
+                            IntKernel::AvxVnni => x86::avxvnni(self, g, &xq, input_scale, out),
                             IntKernel::Madd => x86::madd(self, g, &xq, input_scale, out),
                         }
                         true
@@ -181,7 +184,7 @@ impl Int16Conv {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
-    use crate::int16::x86::input_step;
+    use crate::int16::x86::{dpwssd_avx, input_step};
     use std::arch::x86_64::*;
 
     /// Rounded values past the input: the last pixel's odd row pairs its
@@ -243,36 +246,60 @@ mod x86 {
         (xq.add(at) as *const i32).read_unaligned()
     }
 
-    /// AVX2: tiles of 6 pixels, each pixel's 16 channels in two registers;
-    /// for a layer of at most 8 channels (P-Net's head), tiles of 12 pixels
-    /// with one register each, whose stores of 8 values spill over as the
-    /// blocks of 16 do (see `conv_direct`).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; `xq` is `x` rounded by
-    /// [`round_input`] and `out` holds the values `conv_direct` writes.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn madd(c: &Int16Conv, g: &ConvGeometry, xq: &[i16], input_scale: f32, out: *mut f32) {
-        let xq = xq.as_ptr();
-        if c.cout <= 8 {
-            each_tile::<12>(
-                g,
-                |b, q| madd_tile::<12, 1>(c, g, xq, input_scale, out, b, q),
-                |b, q| madd_tile::<1, 1>(c, g, xq, input_scale, out, b, q),
-            );
-        } else {
-            each_tile::<6>(
-                g,
-                |b, q| madd_tile::<6, 2>(c, g, xq, input_scale, out, b, q),
-                |b, q| madd_tile::<1, 2>(c, g, xq, input_scale, out, b, q),
-            );
-        }
+    /// `pub(super) unsafe fn $name(c, g, xq, input_scale, out)`: the AVX2
+    /// tiles on the `$features` CPU features, `$vnni` as [`madd_tile`]'s.
+    /// (A macro, not a generic function: the tiles' closures must be
+    /// compiled with the features, so they are written in the function
+    /// that has them.)
+    macro_rules! madd_kernel {
+        ($(#[$attr:meta])* $name:ident, $features:literal, $vnni:literal) => {
+            $(#[$attr])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(c: &Int16Conv, g: &ConvGeometry, xq: &[i16], input_scale: f32, out: *mut f32) {
+                let xq = xq.as_ptr();
+                if c.cout <= 8 {
+                    each_tile::<12>(
+                        g,
+                        |b, q| madd_tile::<12, 1, $vnni>(c, g, xq, input_scale, out, b, q),
+                        |b, q| madd_tile::<1, 1, $vnni>(c, g, xq, input_scale, out, b, q),
+                    );
+                } else {
+                    each_tile::<6>(
+                        g,
+                        |b, q| madd_tile::<6, 2, $vnni>(c, g, xq, input_scale, out, b, q),
+                        |b, q| madd_tile::<1, 2, $vnni>(c, g, xq, input_scale, out, b, q),
+                    );
+                }
+            }
+        };
     }
 
+    madd_kernel!(
+        /// AVX2: tiles of 6 pixels, each pixel's 16 channels in two registers;
+        /// for a layer of at most 8 channels (P-Net's head), tiles of 12 pixels
+        /// with one register each, whose stores of 8 values spill over as the
+        /// blocks of 16 do (see `conv_direct`).
+        ///
+        /// # Safety
+        /// The CPU must have AVX2 and FMA; `xq` is `x` rounded by
+        /// [`round_input`] and `out` holds the values `conv_direct` writes.
+        madd, "avx2,fma", false
+    );
+
+    madd_kernel!(
+        /// AVX-VNNI: [`madd`]'s tiles with `vpdpwssd` on 256 bits.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2, FMA and AVX-VNNI; the rest as for [`madd`].
+        avxvnni, "avx2,fma,avxvnni", true
+    );
+
     /// [`madd`]'s tile: `R` pixels from `q` on, the first `H` halves (8
-    /// channels each) of channel block `b`.
+    /// channels each) of channel block `b`; with `VNNI`, AVX-VNNI's
+    /// `vpdpwssd` instead of `vpmaddwd` and `vpaddd` (the caller has the
+    /// feature).
     #[inline(always)]
-    unsafe fn madd_tile<const R: usize, const H: usize>(
+    unsafe fn madd_tile<const R: usize, const H: usize, const VNNI: bool>(
         c: &Int16Conv,
         g: &ConvGeometry,
         xq: *const i16,
@@ -291,7 +318,7 @@ mod x86 {
                 for (a, &base) in acc.iter_mut().zip(&bases) {
                     let xv = _mm256_set1_epi32(pair_at(xk, base + 2 * m));
                     for (a, &w) in a.iter_mut().zip(&wv) {
-                        *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, w));
+                        *a = if VNNI { dpwssd_avx(*a, xv, w) } else { _mm256_add_epi32(*a, _mm256_madd_epi16(xv, w)) };
                     }
                 }
             }
