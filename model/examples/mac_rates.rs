@@ -15,13 +15,16 @@
 //! - `int16 vpmaddwd + vpaddd`: the AVX2 integer kernel (16 per pair);
 //! - `int8 vpmaddubsw + vpmaddwd + vpaddd`: 8-bit inputs, which the model
 //!   does not use (32 per triple; see the model README for why);
+//! - `AVX-VNNI int16 vpdpwssd (256 bits)`: the AVX2+AVX-VNNI level's
+//!   instruction (16 per instruction), where the CPU has AVX-VNNI;
 //! - `int16 vpdpwssd` / `int8 vpdpbusd`: AVX-512 VNNI on 512 bits (32 and 64
 //!   per instruction; the model's VNNI kernel uses the first).
 //!
 //! One tile shape for every row keeps them comparable; it suits the AVX2
 //! rows (16 registers). On 512 bits, 8 sums barely cover two FMA ports'
 //! latency, so the AVX-512 rows are a floor (the model's VNNI kernel keeps
-//! 24 sums).
+//! 24 sums); so is the AVX-VNNI row, whose 8 sums leave the instruction
+//! waiting (the model's AVX-VNNI tile keeps 12).
 //!
 //! Each row is the best of 5 timed runs (a peak rate, not a typical one),
 //! in billions of multiply-adds per second, and as a share of the AVX2 f32
