@@ -84,6 +84,9 @@ fn net_job(kind: RecognizerKind) -> Job {
 }
 
 fn main() -> Result<()> {
+    // The allocator settings `FaceModel::load` makes, so that the kernels'
+    // buffers are kept between runs as in the recognize path.
+    facefleet_model::memory::keep_working_memory();
     let mut args = std::env::args().skip(1);
     let mut runs = 50usize;
     let mut levels: Vec<SimdLevel> = Vec::new();

@@ -16,6 +16,9 @@ use candle_nn::VarBuilder;
 use facefleet_model::{DetectParams, Mtcnn};
 
 fn main() -> Result<()> {
+    // The allocator settings `FaceModel::load` makes, so that the kernels'
+    // buffers are kept between runs as in the recognize path.
+    facefleet_model::memory::keep_working_memory();
     let mut args = std::env::args().skip(1).peekable();
     let mut runs = 50usize;
     let mut images = Vec::new();

@@ -81,8 +81,11 @@ impl std::fmt::Debug for FaceModel {
 
 impl FaceModel {
     /// Loads the detector and `config.recognizer` from the embedded weights,
-    /// or from [`ModelConfig::effective_weights_dir`].
+    /// or from [`ModelConfig::effective_weights_dir`]. Also sets how the
+    /// process's allocator keeps the calls' working memory, once
+    /// ([`crate::memory::keep_working_memory`]).
     pub fn load(config: &ModelConfig) -> Result<Self> {
+        crate::memory::keep_working_memory();
         let device = device();
         let dir = config.effective_weights_dir();
         let dir = dir.as_deref();

@@ -14,9 +14,10 @@
 //!   that path.
 //! - **AVX-VNNI** (`vpdpwssd` on 256 bits, the AVX2+AVX-VNNI level): one
 //!   instruction, no register for the product, so a tile is 6 channels by 16
-//!   pixels, 12 sums, enough to cover the instruction's latency (4 by 16
-//!   leaves it waiting: about 1.1x `vpmaddwd` + `vpaddd` against 1.4x, see
-//!   the `mac_rates` example). Its 6 channels straddle the blocks of 8.
+//!   pixels, 12 sums, enough to cover the instruction's latency: with the
+//!   AVX2 tile's 8 sums it waits (1.12–1.15x `vpmaddwd` + `vpaddd`, the
+//!   `mac_rates` example), with 12 it ran 1.39x (an Intel Xeon). Its 6
+//!   channels straddle the blocks of 8.
 //!
 //! [`Int16Weights`] holds a layer's weights rounded to integers with one
 //! scale per output channel; [`Int16Weights::forward_into`] rounds the input
@@ -74,8 +75,9 @@ pub(crate) enum IntKernel {
 /// The integer kernel `level` runs on this CPU, if any: VNNI on the
 /// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
 /// FMA is as fast as `vpmaddwd`), AVX-VNNI on the AVX2+AVX-VNNI level,
-/// `vpmaddwd` on the AVX2 level; none on other levels and architectures. Shared by MobileFaceNet's 1x1 layers
-/// and MTCNN's convolutions ([`crate::mtcnn`]).
+/// `vpmaddwd` on the AVX2 level; none on other levels and architectures.
+/// Shared by MobileFaceNet's 1x1 layers and MTCNN's convolutions
+/// ([`crate::mtcnn`]).
 pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -711,8 +713,8 @@ mod tests {
 
     #[test]
     fn both_kernels_give_the_same_values() {
-        // Same rounding, same integer sums, same f32 steps after them: the
-        // AVX2 kernel answers what the VNNI kernel answers, to the bit.
+        // Same rounding, same integer sums, same f32 steps after them: every
+        // kernel (AVX-512 VNNI, AVX-VNNI, AVX2) answers the same, to the bit.
         let levels = levels_to_compare();
         for &(cout, cin, plane) in &SHAPES {
             let (w, x, bias, alpha, res) = (values(cout * cin, 6), values(cin * plane, 7), values(cout, 8), values(cout, 9), values(cout * plane, 10));

@@ -36,6 +36,7 @@ pub mod dlib_resnet;
 pub mod eval;
 mod int16;
 pub mod local;
+pub mod memory;
 pub mod mobilefacenet;
 pub mod mtcnn;
 pub mod pointwise;

@@ -474,8 +474,8 @@ mod tests {
 
     #[test]
     fn both_kernels_give_the_same_values() {
-        // Same rounding, same integer sums, same f32 steps after them: the
-        // AVX2 kernel answers what the VNNI kernel answers, to the bit.
+        // Same rounding, same integer sums, same f32 steps after them: every
+        // kernel (AVX-512 VNNI, AVX-VNNI, AVX2) answers the same, to the bit.
         let levels = levels_to_compare();
         for &(n, h, w, cin, cout, k) in &SHAPES {
             let g = geometry(n, h, w, cin, cout, k);
