@@ -233,20 +233,19 @@ impl Conv {
                 Act { n: x.n, h: oh, w: ow, c: self.cout, data }
             })
         };
-        if let Some(q) = self.int16.as_ref().filter(|_| integers) {
-            if let Some(y) = direct(&|out| q.forward(level, &geo, &x.data, out)) {
-                return Ok(y);
-            }
+        let int16 = self.int16.as_ref().filter(|_| integers);
+        if let Some(y) = int16.and_then(|q| direct(&|out| q.forward(level, &geo, &x.data, out))) {
+            return Ok(y);
         }
         if let Some(wg) = &self.winograd {
             return Ok(wg.forward(level, x));
         }
-        if let Some(p) = &self.packed {
-            let y = direct(&|out| {
-                conv_direct(level, &geo, &x.data, p, out);
-                true
-            });
-            return Ok(y.expect("conv_direct writes every value"));
+        let f32_direct = |p: &Packed| direct(&|out| {
+            conv_direct(level, &geo, &x.data, p, out);
+            true
+        });
+        if let Some(y) = self.packed.as_ref().and_then(f32_direct) {
+            return Ok(y);
         }
         let cols = if k == 1 {
             x.data.clone()
