@@ -7,6 +7,8 @@
 //! back to candle's grouped convolution on other devices, so the `cuda`
 //! feature keeps working.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -29,6 +31,8 @@ pub struct Padding2d {
 impl Padding2d {
     /// No padding ("VALID").
     pub const VALID: Padding2d = Padding2d { top: 0, bottom: 0, left: 0, right: 0 };
+    /// One row or column on every side (a 3x3 "SAME" layer of stride 1).
+    pub const ONE: Padding2d = Padding2d { top: 1, bottom: 1, left: 1, right: 1 };
 
     /// TensorFlow "SAME" padding for a square `kernel` with `stride` over an
     /// `h` x `w` input: total padding `max((ceil(n/s) - 1) * s + k - n, 0)`,
@@ -248,9 +252,12 @@ impl CustomOp3 for DepthwiseOp {
             oh,
             ow,
         };
-        let mut out = vec![0f32; n * c * oh * ow];
+        let len = n * c * oh * ow;
+        // Not zeroed (that pass cost as much as a tenth of the layer): each
+        // plane's kernel writes all of its values.
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let level = simd_level();
-        let run = |(padded, row): &mut (Vec<f32>, Vec<f32>), (plane, o): (usize, &mut [f32])| {
+        let run = |(padded, row): &mut (Vec<f32>, Vec<f32>), (plane, o): (usize, &mut [MaybeUninit<f32>])| {
             let ch = plane % c;
             let alpha = if rows == 2 {
                 Some(params[c + ch])
@@ -263,18 +270,24 @@ impl CustomOp3 for DepthwiseOp {
             );
             depthwise_plane(level, &geo, inp, k, params[ch], alpha, padded, row, o);
         };
+        // Scratch for one layer call: `dw3_stride2` relies on its buffer
+        // never having held another geometry's planes.
         let buffers = || (Vec::new(), Vec::new());
         if rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(oh * ow)
+            out.spare_capacity_mut()[..len]
+                .par_chunks_mut(oh * ow)
                 .enumerate()
                 .for_each_init(buffers, run);
         } else {
             // One thread: stay on the caller's thread (no hand-off to the pool).
             let mut b = buffers();
-            out.chunks_mut(oh * ow)
+            out.spare_capacity_mut()[..len]
+                .chunks_mut(oh * ow)
                 .enumerate()
                 .for_each(|item| run(&mut b, item));
         }
+        // SAFETY: each plane's kernel initialised all of its `oh * ow` values.
+        unsafe { out.set_len(len) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
@@ -302,7 +315,8 @@ simd_kernel! {
 /// (`oh x ow`), adding `bias` and applying the PReLU slope `alpha`.
 ///
 /// 3x3 kernels with stride 1 or 2 (all of MobileFaceNet's but the last)
-/// take [`dw3_stride1`] / [`dw3_stride2`]: one flat pass over the plane
+/// take [`dw3_same`] (stride 1 with one row and column of padding on every
+/// side), [`dw3_stride1`] or [`dw3_stride2`]: one flat pass over the plane
 /// with the nine taps multiplied and added in registers, stored once. A
 /// kernel as large as its unpadded input (the global depthwise layer) is a
 /// dot product. Anything else takes [`dw_generic`].
@@ -314,11 +328,13 @@ fn depthwise_plane(
     alpha: Option<f32>,
     padded: &mut Vec<f32>,
     wide: &mut Vec<f32>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let epi = Prelu { bias, slope: alpha.unwrap_or(1.0) };
     if geo.kh == geo.h && geo.kw == geo.w && geo.pad == Padding2d::VALID {
-        out[0] = epi.apply(dot::<S>(inp, k));
+        out[0].write(epi.apply(dot::<S>(inp, k)));
+    } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 1 && geo.pad == Padding2d::ONE {
+        dw3_same::<S>(geo, inp, k, epi, padded, out);
     } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 1 {
         dw3_stride1::<S>(geo, inp, k, epi, padded, wide, out);
     } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 2 {
@@ -365,27 +381,42 @@ fn dot<S: Isa>(a: &[f32], b: &[f32]) -> f32 {
 /// with FMAs where the level has them, and out-of-order execution overlaps
 /// its iterations.
 #[inline(always)]
-fn taps9<S: Isa>(k: &[f32], taps: [&[f32]; 9], epi: Prelu, out: &mut [f32]) {
+fn taps9<S: Isa>(k: &[f32], taps: [&[f32]; 9], epi: Prelu, out: &mut [MaybeUninit<f32>]) {
     let n = out.len();
     let [t0, t1, t2, t3, t4, t5, t6, t7, t8] = taps;
     let (t0, t1, t2, t3, t4, t5, t6, t7, t8) =
         (&t0[..n], &t1[..n], &t2[..n], &t3[..n], &t4[..n], &t5[..n], &t6[..n], &t7[..n], &t8[..n]);
-    let k: [f32; 9] = k[..9].try_into().unwrap();
+    let k: &[f32; 9] = k[..9].try_into().unwrap();
     for i in 0..n {
-        // Three independent chains, joined at the end (shorter latency).
-        let a = madd::<S>(k[2], t2[i], madd::<S>(k[1], t1[i], k[0] * t0[i]));
-        let b = madd::<S>(k[5], t5[i], madd::<S>(k[4], t4[i], k[3] * t3[i]));
-        let c = madd::<S>(k[8], t8[i], madd::<S>(k[7], t7[i], k[6] * t6[i]));
-        out[i] = epi.apply(a + b + c);
+        out[i].write(epi.apply(nine::<S>(k, [t0[i], t1[i], t2[i], t3[i], t4[i], t5[i], t6[i], t7[i], t8[i]])));
     }
+}
+
+/// `sum(k[t] * x[t])` over nine taps as three independent chains, joined at
+/// the end (shorter latency); every path computes a tap's sum this way, so
+/// they give the same values.
+#[inline(always)]
+fn nine<S: Isa>(k: &[f32; 9], x: [f32; 9]) -> f32 {
+    let a = madd::<S>(k[2], x[2], madd::<S>(k[1], x[1], k[0] * x[0]));
+    let b = madd::<S>(k[5], x[5], madd::<S>(k[4], x[4], k[3] * x[3]));
+    let c = madd::<S>(k[8], x[8], madd::<S>(k[7], x[7], k[6] * x[6]));
+    a + b + c
+}
+
+/// `v` as values a kernel may overwrite: the output type of [`taps9`].
+#[inline(always)]
+fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: the same layout; only initialised values are written through
+    // the result (`taps9` writes `f32`s), so `v` stays initialised.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// Copies the valid `ow` columns of each `stride`-long row of `wide` into
 /// `out` (`ow` per row).
 #[inline(always)]
-fn compact(wide: &[f32], stride: usize, ow: usize, out: &mut [f32]) {
+fn compact(wide: &[f32], stride: usize, ow: usize, out: &mut [MaybeUninit<f32>]) {
     for (o, w) in out.chunks_exact_mut(ow).zip(wide.chunks(stride)) {
-        o.copy_from_slice(&w[..ow]);
+        o.write_copy_of_slice(&w[..ow]);
     }
 }
 
@@ -407,6 +438,44 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
     row[left + n..].fill(0.0);
 }
 
+/// 3x3, stride 1, one row and column of zeros on every side (TF "SAME"):
+/// the output has the input's size, so output `i`'s taps are input values
+/// `i + (ky - 1) * w + kx - 1`. With the plane copied between a row (and
+/// one value) of zeros before and after it, one flat [`taps9`] loop writes
+/// `out` directly, with no per-row copies. Only the first and last columns
+/// then read a neighbouring row's last or first value where the padding has
+/// a zero; they are computed again from the plane.
+#[inline(always)]
+fn dw3_same<S: Isa>(geo: &PlaneGeometry, inp: &[f32], k: &[f32], epi: Prelu, buf: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]) {
+    let (h, w) = (geo.h, geo.w);
+    let len = h * w + 2 * (w + 1);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let buf = &mut buf[..len];
+    buf[..w + 1].fill(0.0);
+    buf[w + 1..w + 1 + h * w].copy_from_slice(inp);
+    buf[w + 1 + h * w..].fill(0.0);
+    let t = |ky: usize, kx: usize| &buf[ky * w + kx..];
+    let taps = [t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2)];
+    taps9::<S>(k, taps, epi, &mut out[..h * w]);
+    let k: &[f32; 9] = k[..9].try_into().unwrap();
+    for y in 0..h {
+        for x in [0, w - 1] {
+            // Input (y + ky - 1, x + kx - 1), zero outside the plane.
+            let at = |j: usize| {
+                let (iy, ix) = ((y + j / 3).wrapping_sub(1), (x + j % 3).wrapping_sub(1));
+                if iy < h && ix < w {
+                    inp[iy * w + ix]
+                } else {
+                    0.0
+                }
+            };
+            out[y * w + x].write(epi.apply(nine::<S>(k, std::array::from_fn(at))));
+        }
+    }
+}
+
 /// 3x3, stride 1: pads the plane (rows of `wp`), then computes the "wide"
 /// grid of `oh` rows x `wp` columns in one flat [`taps9`] loop (tap `(ky,
 /// kx)` of grid cell `i` is padded value `i + ky * wp + kx`; the last two
@@ -419,7 +488,7 @@ fn dw3_stride1<S: Isa>(
     epi: Prelu,
     buf: &mut Vec<f32>,
     wide: &mut Vec<f32>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let wp = geo.wp;
     let len = geo.hp * wp + 2; // the last cell's last tap reads 2 past the plane
@@ -437,7 +506,7 @@ fn dw3_stride1<S: Isa>(
     }
     let t = |ky: usize, kx: usize| &pad[ky * wp + kx..];
     let taps = [t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2)];
-    taps9::<S>(k, taps, epi, &mut wide[..n]);
+    taps9::<S>(k, taps, epi, as_uninit(&mut wide[..n]));
     compact(&wide[..n], wp, geo.ow, out);
 }
 
@@ -454,16 +523,19 @@ fn dw3_stride2<S: Isa>(
     epi: Prelu,
     buf: &mut Vec<f32>,
     wide: &mut Vec<f32>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let half = geo.ow + 1;
     let rows = geo.oh + 1;
     let plane = rows * half + 1;
-    if buf.len() < 4 * plane {
+    // Zeroed once per layer: a layer's planes all write the same cells (the
+    // input's), so the padding keeps its zeros from one plane to the next.
+    // (The buffers live for one layer call: see `DepthwiseOp::cpu_fwd`.)
+    if buf.len() != 4 * plane {
+        buf.clear();
         buf.resize(4 * plane, 0.0);
     }
-    let all = &mut buf[..4 * plane];
-    all.fill(0.0);
+    let all = &mut buf[..];
     let p = geo.pad;
     {
         let (ee, rest) = all.split_at_mut(plane);
@@ -499,7 +571,7 @@ fn dw3_stride2<S: Isa>(
         wide.resize(n, 0.0);
     }
     let taps = [ee, eo, &ee[1..], oe, oo, &oe[1..], &ee[half..], &eo[half..], &ee[half + 1..]];
-    taps9::<S>(k, taps, epi, &mut wide[..n]);
+    taps9::<S>(k, taps, epi, as_uninit(&mut wide[..n]));
     compact(&wide[..n], half, geo.ow, out);
 }
 
@@ -516,7 +588,7 @@ fn dw_generic<S: Isa>(
     epi: Prelu,
     padded: &mut Vec<f32>,
     wide: &mut Vec<f32>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (s, wp, ow) = (geo.stride, geo.wp, geo.ow);
     // Rows read past the last one by the wide grid's tail: keep them zero.
@@ -540,7 +612,7 @@ fn dw_generic<S: Isa>(
         }
         for (o, w) in out.chunks_exact_mut(ow).zip(wide.chunks_exact(wp)) {
             for (dst, v) in o.iter_mut().zip(w) {
-                *dst = epi.apply(*v);
+                dst.write(epi.apply(*v));
             }
         }
         return;
@@ -560,7 +632,7 @@ fn dw_generic<S: Isa>(
             }
         }
         for (dst, v) in o.iter_mut().zip(wide.iter().step_by(s)) {
-            *dst = epi.apply(*v);
+            dst.write(epi.apply(*v));
         }
     }
 }
@@ -618,6 +690,9 @@ mod tests {
             (2, 2, 5, 6, 3, 2, true, true),
             // MobileFaceNet's shapes: stride 2 with TF padding, odd sizes, the 7x7 global layer.
             (1, 3, 56, 56, 3, 2, true, true),
+            (1, 3, 56, 56, 3, 1, true, true),
+            (1, 3, 14, 14, 3, 1, true, false),
+            (2, 2, 2, 5, 3, 1, true, true),
             (1, 3, 7, 7, 3, 2, true, true),
             (1, 3, 13, 9, 3, 2, true, true),
             (1, 4, 7, 7, 7, 1, false, false),
