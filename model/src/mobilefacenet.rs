@@ -96,13 +96,19 @@ fn im2col(x: &Tensor, k: usize, stride: usize, pad: Padding2d) -> Result<Tensor>
             for kx in 0..k {
                 let row = (plane * k + ky) * k + kx;
                 let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                // Output columns whose input column `ox * stride + kx - left`
+                // lies in the row: `[first, end)`.
+                let first = pad.left.saturating_sub(kx).div_ceil(stride).min(ow);
+                let end = (w + pad.left).saturating_sub(kx).div_ceil(stride).clamp(first, ow);
+                if first == end {
+                    continue;
+                }
                 for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
                     let Some(iy) = (oy * stride + ky).checked_sub(pad.top).filter(|&iy| iy < h) else { continue };
                     let line = &src[iy * w..(iy + 1) * w];
-                    for (ox, v) in d.iter_mut().enumerate() {
-                        if let Some(ix) = (ox * stride + kx).checked_sub(pad.left).filter(|&ix| ix < w) {
-                            *v = line[ix];
-                        }
+                    let start = first * stride + kx - pad.left;
+                    for (v, x) in d[first..end].iter_mut().zip(line[start..].iter().step_by(stride)) {
+                        *v = *x;
                     }
                 }
             }
@@ -208,4 +214,35 @@ impl Module for MobileFaceNet {
 /// `(x - 127.5) / 128`.
 pub fn chips_to_tensor(chips: &[image::RgbImage], device: &candle_core::Device) -> Result<Tensor> {
     crate::recognizer::chips_to_nchw(chips, INPUT_SIZE as u32, |v, _c| (v - 127.5) / 128.0, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `im2col` columns times the flattened weight equal candle's
+    /// convolution of the padded input, for both strides, odd and even
+    /// sizes, and symmetric, asymmetric and no padding.
+    #[test]
+    fn im2col_matches_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(h, w, k, stride) in &[(9, 8, 3, 1), (9, 8, 3, 2), (112, 112, 3, 2), (7, 7, 3, 2), (6, 11, 5, 3), (4, 4, 1, 1)] {
+            let pads = [Padding2d::tf_same(h, w, k, stride), Padding2d::VALID, Padding2d { top: 2, bottom: 0, left: 1, right: 2 }];
+            for pad in pads {
+                let x = Tensor::randn(0f32, 1., (2, 3, h, w), &dev)?;
+                let wt = Tensor::randn(0f32, 1., (4, 3, k, k), &dev)?;
+                let want = pad.apply(&x)?.conv2d(&wt, 0, stride, 1, 1)?;
+                let (_, _, oh, ow) = want.dims4()?;
+                let cols = im2col(&x, k, stride, pad)?;
+                let flat = wt.reshape((4, 3 * k * k))?;
+                for i in 0..2 {
+                    let got = flat.matmul(&cols.get(i)?.reshape((3 * k * k, oh * ow))?)?.reshape((4, oh, ow))?;
+                    let diff = (got - want.get(i)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                    assert!(diff < 1e-4, "{:?}: max diff {diff}", (h, w, k, stride, pad));
+                }
+            }
+        }
+        Ok(())
+    }
 }
