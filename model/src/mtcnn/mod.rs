@@ -257,7 +257,7 @@ impl Mtcnn {
     /// Crops every candidate (skipping those facenet-pytorch cannot crop),
     /// area-resamples it to `size x size`, and runs `net` on the crops,
     /// `per_pass` at a time. Returns the cropped candidates, in order, with
-    /// `net`'s output for each.
+    /// `net`'s outputs for all of them, in order (`net` returns its pass's).
     fn through_crops<A: AreaSource, O>(
         img: &A,
         cands: Vec<Candidate>,
@@ -283,7 +283,8 @@ impl Mtcnn {
 
     fn stage_rnet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Candidate>> {
         let integers = !params.f32_convolutions;
-        let (cands, out) = Self::through_crops(img, cands, 24, RNET_CROPS_PER_PASS, |batch| self.rnet.forward(batch, integers))?;
+        let (cands, features) = Self::through_crops(img, cands, 24, RNET_CROPS_PER_PASS, |batch| self.rnet.features(batch, integers))?;
+        let out = self.rnet.head(features, cands.len())?;
         let passed: Vec<Candidate> = cands
             .iter()
             .zip(&out)
@@ -300,7 +301,8 @@ impl Mtcnn {
 
     fn stage_onet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Face>> {
         let integers = !params.f32_convolutions;
-        let (cands, out) = Self::through_crops(img, cands, 48, ONET_CROPS_PER_PASS, |batch| self.onet.forward(batch, integers))?;
+        let (cands, features) = Self::through_crops(img, cands, 48, ONET_CROPS_PER_PASS, |batch| self.onet.features(batch, integers))?;
+        let out = self.onet.head(features, cands.len())?;
         let mut passed = Vec::new();
         let mut marks = Vec::new();
         for (c, o) in cands.iter().zip(&out) {

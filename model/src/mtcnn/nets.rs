@@ -93,16 +93,26 @@ impl RNet {
         })
     }
 
-    /// `x`: `n` normalised 24x24 crops (NHWC). `integers`: see
+    /// Values per crop of [`RNet::features`].
+    pub const FEATURES: usize = 3 * 3 * 64;
+
+    /// The convolutional part: `x`, `n` normalised 24x24 crops (NHWC), to
+    /// [`RNet::FEATURES`] values per crop, in order. `integers`: see
     /// [`Conv::forward`].
-    pub fn forward(&self, x: &Act, integers: bool) -> Result<Vec<RnetOut>> {
+    pub fn features(&self, x: &Act, integers: bool) -> Result<Vec<f32>> {
         let x = self.conv1.forward(x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
         let x = self.conv2.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
-        let x = self.conv3.forward(&x, integers)?;
-        let n = x.n;
-        let x = self.dense4.forward(x.data, n)?;
+        Ok(self.conv3.forward(&x, integers)?.data)
+    }
+
+    /// The dense part, on the [`RNet::features`] of `n` crops (taken in
+    /// one product however many passes made them: its weights are read
+    /// once).
+    pub fn head(&self, features: Vec<f32>, n: usize) -> Result<Vec<RnetOut>> {
+        assert_eq!(features.len(), n * Self::FEATURES, "RNet: features of {n} crops");
+        let x = self.dense4.forward(features, n)?;
         let logits = self.dense5_1.forward(x.clone(), n)?;
         let reg = self.dense5_2.forward(x, n)?;
         Ok((0..n)
@@ -142,18 +152,28 @@ impl ONet {
         })
     }
 
-    /// `x`: `n` normalised 48x48 crops (NHWC). `integers`: see
+    /// Values per crop of [`ONet::features`].
+    pub const FEATURES: usize = 3 * 3 * 128;
+
+    /// The convolutional part: `x`, `n` normalised 48x48 crops (NHWC), to
+    /// [`ONet::FEATURES`] values per crop, in order. `integers`: see
     /// [`Conv::forward`].
-    pub fn forward(&self, x: &Act, integers: bool) -> Result<Vec<OnetOut>> {
+    pub fn features(&self, x: &Act, integers: bool) -> Result<Vec<f32>> {
         let x = self.conv1.forward(x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
         let x = self.conv2.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 3, 2);
         let x = self.conv3.forward(&x, integers)?;
         let x = max_pool_ceil(&x, 2, 2);
-        let x = self.conv4.forward(&x, integers)?;
-        let n = x.n;
-        let x = self.dense5.forward(x.data, n)?;
+        Ok(self.conv4.forward(&x, integers)?.data)
+    }
+
+    /// The dense part, on the [`ONet::features`] of `n` crops (taken in
+    /// one product however many passes made them: dense5's 1.2 MB of
+    /// weights are read once, not once per pass).
+    pub fn head(&self, features: Vec<f32>, n: usize) -> Result<Vec<OnetOut>> {
+        assert_eq!(features.len(), n * Self::FEATURES, "ONet: features of {n} crops");
+        let x = self.dense5.forward(features, n)?;
         let logits = self.dense6_1.forward(x.clone(), n)?;
         let reg = self.dense6_2.forward(x.clone(), n)?;
         let pts = self.dense6_3.forward(x, n)?;
