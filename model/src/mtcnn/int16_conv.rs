@@ -217,26 +217,26 @@ mod x86 {
         Some(scale)
     }
 
-    /// Calls `tile(block, first pixel)` for every tile of `R` output pixels
-    /// of every block of channels, the last block first and pixels in
-    /// order (see `conv_direct` for why), and `one(block, pixel)` for the
-    /// pixels of an output smaller than a tile. A last partial tile is
-    /// redone as the last `R` pixels.
+    /// Calls `tile(block, first pixel, its pixels' input offsets)` for
+    /// every tile of `R` output pixels of every block of channels, the last
+    /// block first and pixels in order (see `conv_direct` for why), and
+    /// `one(block, pixel, offset)` for the pixels of an output smaller than
+    /// a tile. A last partial tile is redone as the last `R` pixels.
     #[inline(always)]
-    fn each_tile<const R: usize>(g: &ConvGeometry, mut tile: impl FnMut(usize, usize), mut one: impl FnMut(usize, usize)) {
+    fn each_tile<const R: usize>(g: &ConvGeometry, mut tile: impl FnMut(usize, usize, [usize; R]), mut one: impl FnMut(usize, usize, [usize; 1])) {
         let pixels = g.n * g.oh * g.ow;
         for b in (0..g.cout.div_ceil(NC)).rev() {
             if pixels < R {
-                (0..pixels).for_each(|q| one(b, q));
+                (0..pixels).for_each(|q| one(b, q, g.tile_bases(q)));
                 continue;
             }
-            let mut q = 0;
+            let (mut q, mut walk) = (0, g.walk_from(0));
             while q + R <= pixels {
-                tile(b, q);
+                tile(b, q, g.next_bases(&mut walk));
                 q += R;
             }
             if q < pixels {
-                tile(b, pixels - R);
+                tile(b, pixels - R, g.tile_bases(pixels - R));
             }
         }
     }
@@ -261,14 +261,14 @@ mod x86 {
                 if c.cout <= 8 {
                     each_tile::<12>(
                         g,
-                        |b, q| madd_tile::<12, 1, $vnni>(c, g, xq, input_scale, out, b, q),
-                        |b, q| madd_tile::<1, 1, $vnni>(c, g, xq, input_scale, out, b, q),
+                        |b, q, bases| madd_tile::<12, 1, $vnni>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<1, 1, $vnni>(c, g, xq, input_scale, out, b, q, bases),
                     );
                 } else {
                     each_tile::<6>(
                         g,
-                        |b, q| madd_tile::<6, 2, $vnni>(c, g, xq, input_scale, out, b, q),
-                        |b, q| madd_tile::<1, 2, $vnni>(c, g, xq, input_scale, out, b, q),
+                        |b, q, bases| madd_tile::<6, 2, $vnni>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<1, 2, $vnni>(c, g, xq, input_scale, out, b, q, bases),
                     );
                 }
             }
@@ -295,11 +295,12 @@ mod x86 {
         avxvnni, "avx2,fma,avxvnni", true
     );
 
-    /// [`madd`]'s tile: `R` pixels from `q` on, the first `H` halves (8
-    /// channels each) of channel block `b`; with `VNNI`, AVX-VNNI's
-    /// `vpdpwssd` instead of `vpmaddwd` and `vpaddd` (the caller has the
-    /// feature).
+    /// [`madd`]'s tile: `R` pixels from `q` on (inputs from `bases`), the
+    /// first `H` halves (8 channels each) of channel block `b`; with `VNNI`,
+    /// AVX-VNNI's `vpdpwssd` instead of `vpmaddwd` and `vpaddd` (the caller
+    /// has the feature).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn madd_tile<const R: usize, const H: usize, const VNNI: bool>(
         c: &Int16Conv,
         g: &ConvGeometry,
@@ -308,8 +309,8 @@ mod x86 {
         out: *mut f32,
         b: usize,
         q: usize,
+        bases: [usize; R],
     ) {
-        let bases = g.tile_bases::<R>(q);
         let mut acc = [[_mm256_setzero_si256(); H]; R];
         let wb = c.w.as_ptr().add(b * c.k * c.pairs * NC);
         for ky in 0..c.k {
@@ -352,15 +353,16 @@ mod x86 {
         let xq = xq.as_ptr();
         each_tile::<R>(
             g,
-            |b, q| vnni_tile::<R>(c, g, xq, input_scale, out, b, q),
-            |b, q| vnni_tile::<1>(c, g, xq, input_scale, out, b, q),
+            |b, q, bases| vnni_tile::<R>(c, g, xq, input_scale, out, b, q, bases),
+            |b, q, bases| vnni_tile::<1>(c, g, xq, input_scale, out, b, q, bases),
         );
     }
 
-    /// [`vnni`]'s tile: `R` pixels from `q` on, channel block `b`.
+    /// [`vnni`]'s tile: `R` pixels from `q` on (inputs from `bases`),
+    /// channel block `b`.
     #[inline(always)]
-    unsafe fn vnni_tile<const R: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize) {
-        let bases = g.tile_bases::<R>(q);
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn vnni_tile<const R: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize, bases: [usize; R]) {
         let mut acc = [_mm512_setzero_si512(); R];
         let wb = c.w.as_ptr().add(b * c.k * c.pairs * NC);
         for ky in 0..c.k {

@@ -322,29 +322,55 @@ pub(super) struct ConvGeometry {
     pub cout: usize,
 }
 
+/// A position among a layer's output pixels (image, row, column), for
+/// stepping from one pixel to the next without a division.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct PixelWalk {
+    img: usize,
+    y: usize,
+    x: usize,
+}
+
 impl ConvGeometry {
-    /// Offsets in the input of the first value of output pixels
-    /// `q..q + R` (numbered across images, rows, columns): one division
-    /// for the tile, then steps along the rows and across images. Shared
-    /// by [`conv_direct`] and the integer kernels.
+    /// The walk from output pixel `q` (numbered across images, rows,
+    /// columns): two divisions.
     #[inline(always)]
-    pub(super) fn tile_bases<const R: usize>(&self, q: usize) -> [usize; R] {
+    pub(super) fn walk_from(&self, q: usize) -> PixelWalk {
         let plane = self.oh * self.ow;
-        let (mut img, rem) = (q / plane, q % plane);
-        let (mut y, mut x) = (rem / self.ow, rem % self.ow);
-        std::array::from_fn(|_| {
-            let base = ((img * self.h + y) * self.w + x) * self.cin;
-            x += 1;
-            if x == self.ow {
-                x = 0;
-                y += 1;
-                if y == self.oh {
-                    y = 0;
-                    img += 1;
+        let (img, rem) = (q / plane, q % plane);
+        PixelWalk { img, y: rem / self.ow, x: rem % self.ow }
+    }
+
+    /// Offsets in the input of the first value of the next `R` output
+    /// pixels of `walk`, which then stands after them: steps along the
+    /// rows and across images, no division. A layer's tiles, in order,
+    /// take their offsets from one walk (the divisions of
+    /// [`ConvGeometry::tile_bases`] for every tile cost a tenth of a
+    /// 3-channel layer).
+    #[inline(always)]
+    pub(super) fn next_bases<const R: usize>(&self, walk: &mut PixelWalk) -> [usize; R] {
+        let mut bases = [0; R];
+        for base in &mut bases {
+            *base = ((walk.img * self.h + walk.y) * self.w + walk.x) * self.cin;
+            walk.x += 1;
+            if walk.x == self.ow {
+                walk.x = 0;
+                walk.y += 1;
+                if walk.y == self.oh {
+                    walk.y = 0;
+                    walk.img += 1;
                 }
             }
-            base
-        })
+        }
+        bases
+    }
+
+    /// Offsets in the input of the first value of output pixels
+    /// `q..q + R`: [`ConvGeometry::next_bases`] from pixel `q`. Shared by
+    /// [`conv_direct`] and the integer kernels.
+    #[inline(always)]
+    pub(super) fn tile_bases<const R: usize>(&self, q: usize) -> [usize; R] {
+        self.next_bases(&mut self.walk_from(q))
     }
 }
 
@@ -372,9 +398,9 @@ fn conv_direct(g: &ConvGeometry, x: &[f32], p: &Packed, out: &mut [MaybeUninit<f
     for b in (0..g.cout.div_ceil(NC)).rev() {
         let wb = &p.w[b * p.kk * NC..(b + 1) * p.kk * NC];
         let epi = (&p.bias[b * NC..(b + 1) * NC], &p.slope[b * NC..(b + 1) * NC]);
-        let mut q = 0;
+        let (mut q, mut walk) = (0, g.walk_from(0));
         while q + TILE <= pixels {
-            conv_tile::<S, TILE>(g, x, wb, g.tile_bases(q), epi, &mut out[q * g.cout + b * NC..]);
+            conv_tile::<S, TILE>(g, x, wb, g.next_bases(&mut walk), epi, &mut out[q * g.cout + b * NC..]);
             q += TILE;
         }
         if q < pixels {
@@ -520,22 +546,47 @@ fn window_max<T>(src: &[f32], stride: usize, count: usize, out: &mut [T], put: i
     }
 }
 
+/// Output columns per block of a [`Dense`] layer's packed weights.
+const DENSE_COLS: usize = 16;
+/// Rows (crops) that share each weight of a block as it is read.
+const DENSE_ROWS: usize = 4;
+
 /// A dense layer (PyTorch `Linear`) with an optional PReLU after it.
 #[derive(Debug, Clone)]
 pub struct Dense {
     /// `(in, out)`.
     weight: Weight,
+    /// On CPU, the weights in blocks of [`DENSE_COLS`] columns,
+    /// `[block][in][DENSE_COLS]`, zero past the last column: what
+    /// [`dense_rows`] reads.
+    packed: Option<Vec<f32>>,
     epilogue: Epilogue,
 }
 
 impl Dense {
+    fn new(weight: Weight, epilogue: Epilogue) -> Result<Self> {
+        let (k, cols) = weight.tensor.dims2()?;
+        let packed = weight.cpu.as_ref().map(|w| {
+            let mut p = vec![0f32; cols.div_ceil(DENSE_COLS) * k * DENSE_COLS];
+            for (b, block) in p.chunks_exact_mut(k * DENSE_COLS).enumerate() {
+                for (i, row) in block.chunks_exact_mut(DENSE_COLS).enumerate() {
+                    for (c, v) in row.iter_mut().enumerate().take(cols.saturating_sub(b * DENSE_COLS)) {
+                        *v = w[i * cols + b * DENSE_COLS + c];
+                    }
+                }
+            }
+            p
+        });
+        Ok(Self { weight, packed, epilogue })
+    }
+
     /// Loads `<dense>.weight` `(out, in)`, `<dense>.bias` and, if `prelu` is
     /// given, `<prelu>.weight`.
     pub fn load(dense: VarBuilder, prelu: Option<VarBuilder>, fan_in: usize, fan_out: usize) -> Result<Self> {
         let w = dense.get((fan_out, fan_in), "weight")?;
         let bias = dense.get(fan_out, "bias")?.to_vec1::<f32>()?;
         let slope = prelu.map(|vb| load_slope(vb, fan_out)).transpose()?;
-        Ok(Self { weight: Weight::new(w.t()?.contiguous()?)?, epilogue: Epilogue::new(bias, slope) })
+        Self::new(Weight::new(w.t()?.contiguous()?)?, Epilogue::new(bias, slope))
     }
 
     /// Like [`Dense::load`] for the first dense layer after the last
@@ -548,17 +599,65 @@ impl Dense {
         (h, w, c): (usize, usize, usize),
         fan_out: usize,
     ) -> Result<Self> {
-        let mut layer = Self::load(dense, prelu, h * w * c, fan_out)?;
+        let layer = Self::load(dense, prelu, h * w * c, fan_out)?;
         // weight is (in = w*h*c in (W, H, C) order, out): reorder rows to (H, W, C).
         let reordered = layer.weight.tensor.reshape((w, h, c, fan_out))?.permute((1, 0, 2, 3))?.contiguous()?;
-        layer.weight = Weight::new(reordered.reshape((h * w * c, fan_out))?)?;
-        Ok(layer)
+        Self::new(Weight::new(reordered.reshape((h * w * c, fan_out))?)?, layer.epilogue)
     }
 
     /// Applies the layer to `n` rows of `x` (each `in` long).
     pub fn forward(&self, x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
-        matmul(x, n, &self.weight, &self.epilogue)
+        let Some(packed) = &self.packed else {
+            return matmul(x, n, &self.weight, &self.epilogue);
+        };
+        let (k, cols) = self.weight.tensor.dims2()?;
+        if x.len() != n * k {
+            candle_core::bail!("dense: {} values for {n} rows of {k}", x.len());
+        }
+        let level = simd_level();
+        let mut out = vec![0f32; n * cols];
+        dense_rows(level, &x, n, k, packed, cols, &mut out);
+        self.epilogue.apply_in_place(level, &mut out);
+        Ok(out)
     }
+}
+
+simd_kernel! {
+/// `out = x @ w` for a [`Dense`] layer on CPU: `x` is `rows x k`, `packed`
+/// the `(k, cols)` weights as [`Dense::packed`], `out` `rows x cols`. The
+/// weights are read once per [`DENSE_ROWS`] rows, straight from the packed
+/// blocks (a general matrix product would pack O-Net's 1.2 MB of them again
+/// on every call, for the few crops a photo has). Each value is one
+/// multiply-add chain in `k` order, on every level.
+fn dense_rows(x: &[f32], rows: usize, k: usize, packed: &[f32], cols: usize, out: &mut [f32]) {
+    if rows == 0 {
+        return;
+    }
+    for (b, block) in packed.chunks_exact(k * DENSE_COLS).enumerate() {
+        let (c0, last) = (b * DENSE_COLS, rows - 1);
+        let width = DENSE_COLS.min(cols - c0);
+        for r0 in (0..rows).step_by(DENSE_ROWS) {
+            // Rows past the last repeat it (computed, not stored).
+            let xr: [&[f32]; DENSE_ROWS] = std::array::from_fn(|r| {
+                let row = (r0 + r).min(last);
+                &x[row * k..(row + 1) * k]
+            });
+            let mut acc = [[0f32; DENSE_COLS]; DENSE_ROWS];
+            for i in 0..k {
+                let wv: &[f32; DENSE_COLS] = block[i * DENSE_COLS..(i + 1) * DENSE_COLS].try_into().unwrap();
+                for (a, xs) in acc.iter_mut().zip(&xr) {
+                    let xv = xs[i];
+                    for (a, w) in a.iter_mut().zip(wv) {
+                        *a = madd::<S>(xv, *w, *a);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(rows - r0) {
+                out[(r0 + r) * cols + c0..][..width].copy_from_slice(&a[..width]);
+            }
+        }
+    }
+}
 }
 
 /// Probability of class 1 of a two-way softmax over logits `(a, b)`.
@@ -622,6 +721,12 @@ mod tests {
             assert_eq!(g.tile_bases::<7>(q), want, "tile from pixel {q}");
         }
         assert_eq!(g.tile_bases::<1>(pixels - 1), [one(pixels - 1)]);
+        // One walk through tiles of 7, as the kernels take them.
+        let mut walk = g.walk_from(0);
+        for q in (0..=pixels - 7).step_by(7) {
+            let want: [usize; 7] = std::array::from_fn(|r| one(q + r));
+            assert_eq!(g.next_bases::<7>(&mut walk), want, "walked tile from pixel {q}");
+        }
     }
 
     /// The layer in f32 (direct convolution, or Winograd from 32 input
@@ -739,6 +844,43 @@ mod tests {
         let mut x = vec![0f32; fan_in];
         x[(w + 2) * c + 1] = 1.0;
         assert_eq!(dense.forward(x, 1)?, vec![11.0]);
+        Ok(())
+    }
+
+    /// The packed kernel against the plain sums, for row counts around its
+    /// groups of rows, column counts around its blocks, with and without a
+    /// PReLU, on every level.
+    #[test]
+    fn dense_matches_plain_sums() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(rows, k, cols, prelu) in &[(1, 1, 1, false), (3, 7, 2, true), (4, 33, 16, false), (5, 20, 17, true), (9, 64, 40, true), (58, 576, 128, true)] {
+            let wv: Vec<f32> = (0..cols * k).map(|i| ((i * 7 % 23) as f32 - 11.0) / 13.0).collect();
+            let x: Vec<f32> = (0..rows * k).map(|i| ((i * 5 % 19) as f32 - 9.0) / 7.0).collect();
+            let bias: Vec<f32> = (0..cols).map(|c| c as f32 / 10.0 - 0.5).collect();
+            let slope: Vec<f32> = (0..cols).map(|c| 0.05 * (c % 5) as f32).collect();
+            let mut tensors = vec![
+                ("d.weight".to_string(), Tensor::from_vec(wv.clone(), (cols, k), &dev)?),
+                ("d.bias".to_string(), Tensor::from_vec(bias.clone(), cols, &dev)?),
+            ];
+            if prelu {
+                tensors.push(("p.weight".to_string(), Tensor::from_vec(slope.clone(), cols, &dev)?));
+            }
+            let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), candle_core::DType::F32, &dev);
+            let dense = Dense::load(vb.pp("d"), prelu.then(|| vb.pp("p")), k, cols)?;
+            for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+                let got = crate::simd::with_level(level, || dense.forward(x.clone(), rows))?;
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let mut v = bias[c] as f64 + (0..k).map(|i| x[r * k + i] as f64 * wv[c * k + i] as f64).sum::<f64>();
+                        if prelu && v < 0.0 {
+                            v *= slope[c] as f64;
+                        }
+                        let g = got[r * cols + c] as f64;
+                        assert!((g - v).abs() < 1e-4 * (1.0 + v.abs()), "{level} {rows}x{k}x{cols} at ({r}, {c}): {g} vs {v}");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
