@@ -361,9 +361,10 @@ impl Prelu {
     }
 }
 
-/// `sum(a[i] * b[i])` with [`BLOCK`] partial sums (vectorised).
+/// `sum(a[i] * b[i])` with [`BLOCK`] partial sums (vectorised), in the
+/// same order on every level.
 #[inline(always)]
-fn dot<S: Isa>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<S: Isa>(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; BLOCK];
     let (ac, bc) = (a.chunks_exact(BLOCK), b.chunks_exact(BLOCK));
     let tail = ac.remainder().iter().zip(bc.remainder()).fold(0.0, |s, (x, y)| madd::<S>(*x, *y, s));

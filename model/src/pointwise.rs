@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use crate::depthwise::contiguous_f32 as slice;
+use crate::depthwise::{contiguous_f32 as slice, dot};
 use crate::int16::{Epilogue, Int16Weights};
 use crate::simd::{gemm_parallelism, sgemm_into, simd_kernel, simd_level};
 
@@ -142,6 +142,20 @@ fn epilogue(
 }
 }
 
+simd_kernel! {
+/// `out[i][o] = w[o] . x[i]` for the `cin`-long rows `w[o]` of the
+/// weights and `x[i]` of the samples: each weight row is read once, for
+/// every sample in turn. The same sums on every level ([`dot`]'s order).
+fn matvec_rows(w: &[f32], x: &[f32], cin: usize, out: &mut [f32]) {
+    let cout = w.len() / cin;
+    for (o, row) in w.chunks_exact(cin).enumerate() {
+        for (i, sample) in x.chunks_exact(cin).enumerate() {
+            out[i * cout + o] = dot::<S>(row, sample);
+        }
+    }
+}
+}
+
 struct PointwiseOp<'a> {
     bias: &'a [f32],
     alpha: Option<&'a [f32]>,
@@ -173,6 +187,18 @@ impl PointwiseOp<'_> {
             }
         }
         let level = simd_level();
+        if plane == 1 {
+            // One pixel per sample (MobileFaceNet's last two layers): a
+            // matrix-vector product per sample, each weight row read once
+            // for all samples. A general product packed the weights (1 MB
+            // for 512 x 512) again for every sample.
+            let mut out = vec![0f32; n * cout];
+            matvec_rows(level, w, x, cin, &mut out);
+            for (i, dst) in out.chunks_exact_mut(cout).enumerate() {
+                epilogue(level, dst, 1, self.bias, self.alpha, residual.map(|(r, _)| &r[i * cout..(i + 1) * cout]));
+            }
+            return Ok((CpuStorage::F32(out), shape));
+        }
         let parallelism = gemm_parallelism();
         let size = cout * plane;
         // Not zeroed: the matrix product writes every value first.
@@ -252,6 +278,9 @@ mod tests {
             (3, 16, 16, 4, 4, false, true),
             (2, 5, 3, 1, 1, true, true),
             (1, 64, 128, 9, 7, true, false),
+            // One pixel: the matrix-vector path, with and without a tail.
+            (3, 512, 40, 1, 1, false, true),
+            (2, 37, 9, 1, 1, true, false),
         ] {
             let x = Tensor::randn(0f32, 1., (n, cin, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1., (cout, cin, 1, 1), &dev)?;
