@@ -1,10 +1,12 @@
 //! Times the model's kernels on each SIMD level, interleaved (so that a busy
 //! machine slows the levels alike): the whole MobileFaceNet on one chip, the
 //! matrix products of MobileFaceNet and of MTCNN's dense layers at their
-//! real shapes ([`sgemm`]; the `gemm pnet/rnet/onet ... (conv...)` lines are
-//! the im2col products MTCNN's convolutions used before their direct kernel,
-//! kept for comparison), the depthwise convolutions and the fused 1x1
-//! convolutions.
+//! real shapes ([`sgemm`], kept for comparison: the `gemm pnet/rnet/onet ...
+//! (conv...)` lines are the im2col products MTCNN's convolutions used before
+//! their direct kernel, the `(dense...)` and `(head logits/embed)` lines the
+//! general products those layers used before their own kernels, which the
+//! `net` line and `recognize_bench` include), the depthwise convolutions and
+//! the fused 1x1 convolutions.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p facefleet-model --example kernel_bench -- \
