@@ -187,7 +187,7 @@ impl PointwiseOp<'_> {
             }
         }
         let level = simd_level();
-        if plane == 1 {
+        if plane == 1 && cin > 0 {
             // One pixel per sample (MobileFaceNet's last two layers): a
             // matrix-vector product per sample, each weight row read once
             // for all samples. A general product packed the weights (1 MB

@@ -630,7 +630,8 @@ simd_kernel! {
 /// on every call, for the few crops a photo has). Each value is one
 /// multiply-add chain in `k` order, on every level.
 fn dense_rows(x: &[f32], rows: usize, k: usize, packed: &[f32], cols: usize, out: &mut [f32]) {
-    if rows == 0 {
+    if rows == 0 || k == 0 {
+        // No sums to take: `out` keeps its zeros.
         return;
     }
     for (b, block) in packed.chunks_exact(k * DENSE_COLS).enumerate() {
