@@ -97,51 +97,127 @@ pub fn invert(m: &Affine) -> Option<Affine> {
 /// face chip) read the pixels straight from the buffer; the arithmetic is the
 /// same for every sample (see `tests::warp_reference`).
 pub fn warp_affine(img: &RgbImage, to_image: &Affine, width: u32, height: u32) -> RgbImage {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::simd::SimdLevel;
+        if matches!(crate::simd::simd_level(), SimdLevel::Avx512 | SimdLevel::Avx2Vnni | SimdLevel::Avx2Fma) {
+            // SAFETY: those levels are handed out only on CPUs with AVX2.
+            return unsafe { x86::warp_affine_avx2(img, to_image, width, height) };
+        }
+    }
+    warp_rows(img, to_image, width, height, bilinear)
+}
+
+/// The bilinear sample at fractions `(ax, ay)` between pixel `(x0, y0)`
+/// (bytes `src[i..]`) and its right and lower neighbours (rows `row` bytes
+/// apart), all four inside the image, per channel rounded half-up into
+/// `dst`.
+#[inline(always)]
+fn bilinear(src: &[u8], i: usize, row: usize, ax: f64, ay: f64, dst: &mut [u8]) {
+    let (top, bottom) = (&src[i..i + 6], &src[i + row..i + row + 6]);
+    let get = |p: &[u8], o: usize| [p[o] as f64, p[o + 1] as f64, p[o + 2] as f64];
+    blend([get(top, 0), get(top, 3), get(bottom, 0), get(bottom, 3)], ax, ay, dst);
+}
+
+/// Mixes the four neighbours `[top left, top right, bottom left, bottom
+/// right]` at fractions `(ax, ay)`, per channel rounded half-up into `dst`.
+#[inline(always)]
+fn blend([p00, p10, p01, p11]: [[f64; 3]; 4], ax: f64, ay: f64, dst: &mut [u8]) {
+    for c in 0..3 {
+        let top = p00[c] + (p10[c] - p00[c]) * ax;
+        let bot = p01[c] + (p11[c] - p01[c]) * ax;
+        let v = top + (bot - top) * ay;
+        // Rounded half-up: v is within 0..=255, so the saturating
+        // cast of v + 0.5 is its floor, clamped.
+        dst[c] = (v + 0.5) as u8;
+    }
+}
+
+/// [`warp_affine`]'s loop over the chip, with `inside` computing the
+/// samples whose four neighbours all lie in the image (nearly all of a face
+/// chip); the others read black outside the image and mix with the same
+/// arithmetic ([`blend`]). `inside` must give what [`bilinear`] gives.
+#[inline(always)]
+fn warp_rows(
+    img: &RgbImage,
+    m: &Affine,
+    width: u32,
+    height: u32,
+    inside: impl Fn(&[u8], usize, usize, f64, f64, &mut [u8]),
+) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let src: &[u8] = img.as_raw();
-    // The pixel at byte `i` of the buffer.
-    let at = |i: usize| [src[i] as f64, src[i + 1] as f64, src[i + 2] as f64];
     let px = |x: i64, y: i64| -> [f64; 3] {
         if x < 0 || y < 0 || x >= w || y >= h {
             [0.0; 3]
         } else {
-            at(((y * w + x) * 3) as usize)
+            let i = ((y * w + x) * 3) as usize;
+            [src[i] as f64, src[i + 1] as f64, src[i + 2] as f64]
         }
     };
-    let m = to_image;
-    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
-    for oy in 0..height {
+    let (wf, hf, row_bytes) = (w as f64, h as f64, (w * 3) as usize);
+    // Black unless a sample lands inside; every row written in place.
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    for (oy, line) in out.chunks_exact_mut(width as usize * 3).enumerate() {
         let fy = oy as f64;
-        for ox in 0..width {
+        // `m[0] * fx + m[1] * fy + m[2]`, its `fy` terms once per row.
+        let (ry, cy) = (m[1] * fy, m[4] * fy);
+        for (ox, dst) in line.chunks_exact_mut(3).enumerate() {
             let fx = ox as f64;
-            let sx = m[0] * fx + m[1] * fy + m[2];
-            let sy = m[3] * fx + m[4] * fy + m[5];
-            if !sx.is_finite() || !sy.is_finite() || sx <= -1.0 || sy <= -1.0 || sx >= w as f64 || sy >= h as f64 {
-                out.extend_from_slice(&[0, 0, 0]);
+            let sx = m[0] * fx + ry + m[2];
+            let sy = m[3] * fx + cy + m[5];
+            if !sx.is_finite() || !sy.is_finite() || sx <= -1.0 || sy <= -1.0 || sx >= wf || sy >= hf {
                 continue;
             }
             // floor() for values above -1, without a libm call.
             let x0 = if sx >= 0.0 { sx as i64 } else { -1 };
             let y0 = if sy >= 0.0 { sy as i64 } else { -1 };
             let (ax, ay) = (sx - x0 as f64, sy - y0 as f64);
-            let (p00, p10, p01, p11) = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
-                let i = ((y0 * w + x0) * 3) as usize;
-                let j = i + (w * 3) as usize;
-                (at(i), at(i + 3), at(j), at(j + 3))
+            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                inside(src, ((y0 * w + x0) * 3) as usize, row_bytes, ax, ay, dst);
             } else {
-                (px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1))
-            };
-            for c in 0..3 {
-                let top = p00[c] + (p10[c] - p00[c]) * ax;
-                let bot = p01[c] + (p11[c] - p01[c]) * ax;
-                let v = top + (bot - top) * ay;
-                // Rounded half-up: v is within 0..=255, so the saturating
-                // cast of v + 0.5 is its floor, clamped.
-                out.push((v + 0.5) as u8);
+                blend([px(x0, y0), px(x0 + 1, y0), px(x0, y0 + 1), px(x0 + 1, y0 + 1)], ax, ay, dst);
             }
         }
     }
     RgbImage::from_raw(width, height, out).expect("the chip buffer has width x height pixels")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// [`warp_affine`] with the three channels of a sample in the lanes of
+    /// one AVX2 register of f64: the same operations per channel as
+    /// [`bilinear`] (no fused multiply-adds), so the same bytes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn warp_affine_avx2(img: &RgbImage, m: &Affine, width: u32, height: u32) -> RgbImage {
+        warp_rows(img, m, width, height, |src, i, row, ax, ay, dst| {
+            // A pixel's three bytes (and one more where the buffer has it,
+            // masked off) in the low lanes, as f64.
+            let pixel = |at: usize| -> __m256d {
+                let word = if at + 4 <= src.len() {
+                    (src.as_ptr().add(at) as *const u32).read_unaligned() & 0x00ff_ffff
+                } else {
+                    u32::from_le_bytes([src[at], src[at + 1], src[at + 2], 0])
+                };
+                _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word as i32)))
+            };
+            let (p00, p10, p01, p11) = (pixel(i), pixel(i + 3), pixel(i + row), pixel(i + row + 3));
+            let (axv, ayv) = (_mm256_set1_pd(ax), _mm256_set1_pd(ay));
+            let top = _mm256_add_pd(p00, _mm256_mul_pd(_mm256_sub_pd(p10, p00), axv));
+            let bot = _mm256_add_pd(p01, _mm256_mul_pd(_mm256_sub_pd(p11, p01), axv));
+            let v = _mm256_add_pd(top, _mm256_mul_pd(_mm256_sub_pd(bot, top), ayv));
+            // Truncation of v + 0.5 (within 0.5..=255.5), as the scalar cast.
+            let ints = _mm256_cvttpd_epi32(_mm256_add_pd(v, _mm256_set1_pd(0.5)));
+            let bytes = _mm_cvtsi128_si32(_mm_packus_epi16(_mm_packus_epi32(ints, ints), _mm_setzero_si128())) as u32;
+            dst.copy_from_slice(&bytes.to_le_bytes()[..3]);
+        })
+    }
 }
 
 /// Aligns a face: fits the similarity transform from `landmarks` to
@@ -158,6 +234,7 @@ pub fn align_face(img: &RgbImage, landmarks: &Landmarks, template: &Landmarks, s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::{with_level, SimdLevel};
     use image::Rgb;
 
     #[test]
@@ -255,13 +332,17 @@ mod tests {
             [0.0, 0.0, -0.999_999, 0.0, 0.0, 28.999],
             [0.25, 0.0, 36.5, 0.0, 0.25, -0.999],
         ];
-        for m in &transforms {
-            let (got, want) = (warp_affine(&img, m, 56, 48), warp_reference(&img, m, 56, 48));
-            assert_eq!(got, want, "transform {m:?}");
+        // A real face too: the chip is byte for byte the reference's.
+        let face = invert(&similarity_transform(&[[9.0, 11.0], [27.0, 10.5], [18.0, 17.0], [11.0, 23.0], [26.0, 22.5]], &ARCFACE_112).unwrap()).unwrap();
+        // Every level this CPU runs: the vector path (AVX2 and up) and the scalar one.
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            with_level(level, || {
+                for (m, side) in transforms.iter().map(|m| (m, (56, 48))).chain([(&face, (112, 112))]) {
+                    let (got, want) = (warp_affine(&img, m, side.0, side.1), warp_reference(&img, m, side.0, side.1));
+                    assert_eq!(got, want, "{level}: transform {m:?}");
+                }
+            });
         }
-        // A real face: the chip is byte for byte the reference's.
-        let m = invert(&similarity_transform(&[[9.0, 11.0], [27.0, 10.5], [18.0, 17.0], [11.0, 23.0], [26.0, 22.5]], &ARCFACE_112).unwrap()).unwrap();
-        assert_eq!(warp_affine(&img, &m, 112, 112), warp_reference(&img, &m, 112, 112));
     }
 
     #[test]
