@@ -443,38 +443,36 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
 /// the output has the input's size, so output `i`'s taps are input values
 /// `i + (ky - 1) * w + kx - 1`. With the plane copied between a row (and
 /// one value) of zeros before and after it, one flat [`taps9`] loop writes
-/// `out` directly, with no per-row copies. Only the first and last columns
-/// then read a neighbouring row's last or first value where the padding has
-/// a zero; they are computed again from the plane.
+/// `out` directly, with no per-row copies. Read that way, a left tap of the
+/// first column would find the previous row's last value where the padding
+/// has a zero, and a right tap of the last column the next row's first; so
+/// the left taps read a second copy with every row's last value zeroed, and
+/// the right taps a third with every first value zeroed (a tap of any other
+/// column never reads those values).
 #[inline(always)]
 fn dw3_same<S: Isa>(geo: &PlaneGeometry, inp: &[f32], k: &[f32], epi: Prelu, buf: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]) {
     let (h, w) = (geo.h, geo.w);
     let len = h * w + 2 * (w + 1);
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    if buf.len() < 3 * len {
+        buf.resize(3 * len, 0.0);
     }
-    let buf = &mut buf[..len];
-    buf[..w + 1].fill(0.0);
-    buf[w + 1..w + 1 + h * w].copy_from_slice(inp);
-    buf[w + 1 + h * w..].fill(0.0);
-    let t = |ky: usize, kx: usize| &buf[ky * w + kx..];
-    let taps = [t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2)];
-    taps9::<S>(k, taps, epi, &mut out[..h * w]);
-    let k: &[f32; 9] = k[..9].try_into().unwrap();
-    for y in 0..h {
-        for x in [0, w - 1] {
-            // Input (y + ky - 1, x + kx - 1), zero outside the plane.
-            let at = |j: usize| {
-                let (iy, ix) = ((y + j / 3).wrapping_sub(1), (x + j % 3).wrapping_sub(1));
-                if iy < h && ix < w {
-                    inp[iy * w + ix]
-                } else {
-                    0.0
-                }
-            };
-            out[y * w + x].write(epi.apply(nine::<S>(k, std::array::from_fn(at))));
+    let (mid, rest) = buf[..3 * len].split_at_mut(len);
+    let (left, right) = rest.split_at_mut(len);
+    for (copy, zeroed) in [(&mut *mid, None), (&mut *left, Some(w - 1)), (&mut *right, Some(0))] {
+        copy[..w + 1].fill(0.0);
+        copy[w + 1..w + 1 + h * w].copy_from_slice(inp);
+        copy[w + 1 + h * w..].fill(0.0);
+        if let Some(x) = zeroed {
+            for y in 0..h {
+                copy[w + 1 + y * w + x] = 0.0;
+            }
         }
     }
+    let (mid, left, right) = (&*mid, &*left, &*right);
+    let t = |ky: usize| (&left[ky * w..], &mid[ky * w + 1..], &right[ky * w + 2..]);
+    let ((t0, t1, t2), (t3, t4, t5), (t6, t7, t8)) = (t(0), t(1), t(2));
+    let taps = [t0, t1, t2, t3, t4, t5, t6, t7, t8];
+    taps9::<S>(k, taps, epi, &mut out[..h * w]);
 }
 
 /// 3x3, stride 1: pads the plane (rows of `wp`), then computes the "wide"
@@ -555,11 +553,7 @@ fn dw3_stride2<S: Isa>(
             // src[2j] -> first[start + j], src[2j + 1] -> second[start + shift + j].
             let (first, second, start) = if shift == 0 { (even, odd, p.left / 2) } else { (odd, even, p.left / 2) };
             let pairs = (geo.w / 2).min(half.saturating_sub(start + shift));
-            let (f, sc) = (&mut first[start..start + pairs], &mut second[start + shift..start + shift + pairs]);
-            for (j, pair) in src.chunks_exact(2).take(pairs).enumerate() {
-                f[j] = pair[0];
-                sc[j] = pair[1];
-            }
+            deinterleave::<S>(&src[..2 * pairs], &mut first[start..start + pairs], &mut second[start + shift..start + shift + pairs]);
             if geo.w % 2 == 1 && start + pairs < half {
                 first[start + pairs] = src[geo.w - 1];
             }
@@ -574,6 +568,42 @@ fn dw3_stride2<S: Isa>(
     let taps = [ee, eo, &ee[1..], oe, oo, &oe[1..], &ee[half..], &eo[half..], &ee[half + 1..]];
     taps9::<S>(k, taps, epi, as_uninit(&mut wide[..n]));
     compact(&wide[..n], half, geo.ow, out);
+}
+
+/// Splits `src` into its even- and odd-indexed values: `even[j] = src[2j]`,
+/// `odd[j] = src[2j + 1]` (`src` holds `2 * even.len()` values). x86_64's
+/// AVX2 and AVX-512 levels (`S::LANES >= 8`) split 8 pairs per step with
+/// shuffles, which LLVM does not find for this loop; elsewhere plain copies
+/// (aarch64 compiles them to `ld2`).
+#[inline(always)]
+fn deinterleave<S: Isa>(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(odd.len() == n && src.len() == 2 * n, "deinterleave: {} values into {n} pairs", src.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if S::LANES >= 8 {
+        use std::arch::x86_64::*;
+        // SAFETY: `S` is one of the x86_64 levels with AVX2, whose bodies
+        // run only on CPUs that have it; reads and writes stay within the
+        // slices (8 pairs at a time while 8 remain).
+        unsafe {
+            while done + 8 <= n {
+                let a = _mm256_loadu_ps(src.as_ptr().add(2 * done));
+                let b = _mm256_loadu_ps(src.as_ptr().add(2 * done + 8));
+                // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in order.
+                let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+                _mm256_storeu_ps(even.as_mut_ptr().add(done), order(e));
+                _mm256_storeu_ps(odd.as_mut_ptr().add(done), order(o));
+                done += 8;
+            }
+        }
+    }
+    for j in done..n {
+        even[j] = src[2 * j];
+        odd[j] = src[2 * j + 1];
+    }
 }
 
 /// Any kernel size and stride. Stride 1: the result is computed on a
