@@ -282,8 +282,14 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
         let (scale, inv) = input_step(x, w.q)?;
-        // Every word is written below (the padding with zeros).
-        dst.resize(w.pairs * padded, 0);
+        // Every word is written below (the padding with zeros), so the
+        // buffer only grows: a smaller layer uses its front part without
+        // zeroing it again.
+        let words = w.pairs * padded;
+        if dst.len() < words {
+            dst.resize(words, 0);
+        }
+        let dst = &mut dst[..words];
         let (invv, lo_mask) = (_mm256_set1_ps(inv), _mm256_set1_epi32(0xffff));
         let (qmax, qmin) = (_mm256_set1_epi32(w.q as i32), _mm256_set1_epi32(-(w.q as i32)));
         let round = |v: __m256| _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, invv)), qmax), qmin);
@@ -343,7 +349,7 @@ pub(crate) mod x86 {
         let done = match pack_input(w, x, plane, padded, &mut xp) {
             None => false,
             Some(input_scale) => {
-                let xp = &xp[..];
+                let xp = &xp[..w.pairs * padded];
                 let threads = rayon::current_num_threads();
                 // Tiles of 3 vectors; at least 4 of them per thread.
                 let span = 3 * LANES;
