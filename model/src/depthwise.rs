@@ -576,13 +576,15 @@ fn dw3_stride2<S: Isa>(
 /// shuffles, which LLVM does not find for this loop; elsewhere plain copies
 /// (aarch64 compiles them to `ld2`).
 #[inline(always)]
+// `S` picks the x86_64 path only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(clippy::extra_unused_type_parameters))]
 fn deinterleave<S: Isa>(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     let n = even.len();
     assert!(odd.len() == n && src.len() == 2 * n, "deinterleave: {} values into {n} pairs", src.len());
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if S::LANES >= 8 {
+    let done = if S::LANES >= 8 {
         use std::arch::x86_64::*;
+        let mut done = 0;
         // SAFETY: `S` is one of the x86_64 levels with AVX2, whose bodies
         // run only on CPUs that have it; reads and writes stay within the
         // slices (8 pairs at a time while 8 remain).
@@ -599,7 +601,12 @@ fn deinterleave<S: Isa>(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
                 done += 8;
             }
         }
-    }
+        done
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for j in done..n {
         even[j] = src[2 * j];
         odd[j] = src[2 * j + 1];
