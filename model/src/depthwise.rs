@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::memory::scratch;
 use crate::simd::{madd, simd_kernel, simd_level, Isa};
 
 /// Zero padding of a 2-D convolution, possibly asymmetric (TensorFlow "SAME"
@@ -453,10 +454,7 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
 fn dw3_same<S: Isa>(geo: &PlaneGeometry, inp: &[f32], k: &[f32], epi: Prelu, buf: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]) {
     let (h, w) = (geo.h, geo.w);
     let len = h * w + 2 * (w + 1);
-    if buf.len() < 3 * len {
-        buf.resize(3 * len, 0.0);
-    }
-    let (mid, rest) = buf[..3 * len].split_at_mut(len);
+    let (mid, rest) = scratch(buf, 3 * len).split_at_mut(len);
     let (left, right) = rest.split_at_mut(len);
     for (copy, zeroed) in [(&mut *mid, None), (&mut *left, Some(w - 1)), (&mut *right, Some(0))] {
         copy[..w + 1].fill(0.0);
@@ -491,22 +489,17 @@ fn dw3_stride1<S: Isa>(
 ) {
     let wp = geo.wp;
     let len = geo.hp * wp + 2; // the last cell's last tap reads 2 past the plane
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let pad = &mut buf[..len];
+    let pad = scratch(buf, len);
     for (y, row) in pad.chunks_exact_mut(wp).enumerate() {
         padded_row(geo, inp, y, row);
     }
     pad[geo.hp * wp..].fill(0.0);
     let n = geo.oh * wp;
-    if wide.len() < n {
-        wide.resize(n, 0.0);
-    }
+    let wide = scratch(wide, n);
     let t = |ky: usize, kx: usize| &pad[ky * wp + kx..];
     let taps = [t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2)];
-    taps9::<S>(k, taps, epi, as_uninit(&mut wide[..n]));
-    compact(&wide[..n], wp, geo.ow, out);
+    taps9::<S>(k, taps, epi, as_uninit(wide));
+    compact(wide, wp, geo.ow, out);
 }
 
 /// 3x3, stride 2, by polyphase decomposition: the padded plane is split
@@ -562,12 +555,10 @@ fn dw3_stride2<S: Isa>(
     let all = &*all;
     let (ee, eo, oe, oo) = (&all[..plane], &all[plane..2 * plane], &all[2 * plane..3 * plane], &all[3 * plane..]);
     let n = geo.oh * half;
-    if wide.len() < n {
-        wide.resize(n, 0.0);
-    }
+    let wide = scratch(wide, n);
     let taps = [ee, eo, &ee[1..], oe, oo, &oe[1..], &ee[half..], &eo[half..], &ee[half + 1..]];
-    taps9::<S>(k, taps, epi, as_uninit(&mut wide[..n]));
-    compact(&wide[..n], half, geo.ow, out);
+    taps9::<S>(k, taps, epi, as_uninit(wide));
+    compact(wide, half, geo.ow, out);
 }
 
 /// Splits `src` into its even- and odd-indexed values: `even[j] = src[2j]`,

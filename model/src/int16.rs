@@ -282,14 +282,8 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
         let (scale, inv) = input_step(x, w.q)?;
-        // Every word is written below (the padding with zeros), so the
-        // buffer only grows: a smaller layer uses its front part without
-        // zeroing it again.
-        let words = w.pairs * padded;
-        if dst.len() < words {
-            dst.resize(words, 0);
-        }
-        let dst = &mut dst[..words];
+        // Every word is written below (the padding with zeros).
+        let dst = crate::memory::scratch(dst, w.pairs * padded);
         let (invv, lo_mask) = (_mm256_set1_ps(inv), _mm256_set1_epi32(0xffff));
         let (qmax, qmin) = (_mm256_set1_epi32(w.q as i32), _mm256_set1_epi32(-(w.q as i32)));
         let round = |v: __m256| _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, invv)), qmax), qmin);

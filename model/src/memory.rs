@@ -19,6 +19,9 @@
 //! 64 MiB of freed memory this way; larger buffers are still mapped and
 //! unmapped per call. Where `GLIBC_TUNABLES` sets any malloc tunable, the
 //! user's settings stay.
+//!
+//! Buffers a kernel keeps from call to call (per thread or per layer) go
+//! through `scratch`, which grows them and never zeroes them again.
 
 /// Largest buffer served from the heap (`M_MMAP_THRESHOLD`).
 pub const MAP_ABOVE: usize = 32 << 20;
@@ -47,6 +50,17 @@ fn set_thresholds() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_thresholds() -> bool {
     false
+}
+
+/// The first `n` values of `buf`, a scratch buffer reused from call to
+/// call: it grows (zero-filled) when shorter and is never shrunk or zeroed
+/// again, so the caller sees whatever an earlier call left in it and must
+/// write every value it reads.
+pub(crate) fn scratch<T: Copy + Default>(buf: &mut Vec<T>, n: usize) -> &mut [T] {
+    if buf.len() < n {
+        buf.resize(n, T::default());
+    }
+    &mut buf[..n]
 }
 
 #[cfg(test)]
@@ -99,5 +113,17 @@ mod tests {
         if std::env::var("GLIBC_TUNABLES").map_or(true, |t| !t.contains("glibc.malloc.")) {
             assert!(first, "glibc accepts both thresholds");
         }
+    }
+
+    #[test]
+    fn scratch_grows_and_keeps_what_was_written() {
+        let mut buf = Vec::new();
+        assert_eq!(scratch(&mut buf, 3), &[0, 0, 0]);
+        scratch(&mut buf, 3).copy_from_slice(&[1, 2, 3]);
+        // Shorter: the front part, as left; the buffer keeps its length.
+        assert_eq!(scratch(&mut buf, 2), &[1, 2]);
+        assert_eq!(buf.len(), 3);
+        // Longer: the old values, then zeros.
+        assert_eq!(scratch(&mut buf, 5), &[1, 2, 3, 0, 0]);
     }
 }

@@ -197,12 +197,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn round_input(x: &[f32], q: f32, dst: &mut Vec<i16>) -> Option<f32> {
         let (scale, inv) = input_step(x, q)?;
-        // Every value before the slack is written below, so the buffer
-        // only grows (a smaller layer uses its front part).
-        if dst.len() < x.len() + SLACK {
-            dst.resize(x.len() + SLACK, 0);
-        }
-        dst[x.len()..x.len() + SLACK].fill(0);
+        // Every value before the slack is written below.
+        let dst = crate::memory::scratch(dst, x.len() + SLACK);
+        dst[x.len()..].fill(0);
         let (invv, qmax, qmin) = (_mm256_set1_ps(inv), _mm256_set1_epi32(q as i32), _mm256_set1_epi32(-(q as i32)));
         // `vcvtps2dq` rounds to nearest, ties to even; so does the tail.
         let round = |v: __m256| _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, invv)), qmax), qmin);
