@@ -193,6 +193,17 @@ async fn thousand_images_at_100_concurrency_all_correct_and_scaled_0_max_0() {
     assert_eq!(peak.load(Ordering::SeqCst), 15, "instances must reach max");
     let log = stack.log();
     assert!(log.contains("how=\"forked from the template\"") && !log.contains("how=\"new process\""), "workers are forked from the template:\n{log}");
+    // The report is labelled with the SIMD path the workers ran.
+    let label = report.stack.clone().expect("loadgen labels its report from GET /v1/status");
+    let mut worker_logs = 0;
+    for e in std::fs::read_dir(stack.data.path().join("data/logs")).unwrap().filter_map(|e| e.ok()) {
+        if e.file_name().to_string_lossy().starts_with("app-tier-instance-") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            assert!(text.contains(&format!("simd={} ", label.simd)), "loadgen's label {label:?}, a worker's log:\n{text}");
+            worker_logs += 1;
+        }
+    }
+    assert!(worker_logs >= 15, "{worker_logs} worker logs");
 
     let inputs = stack.bucket_keys("facefleet-in-bucket");
     let outputs = stack.bucket_keys("facefleet-out-bucket");
@@ -371,6 +382,10 @@ async fn with_api_keys_and_an_open_course_route() {
     let opts = course_load(stack.url.clone(), &d, "100", 50, None, 300);
     let report = loadgen::run(&opts).await.unwrap();
     assert_eq!((report.completed, report.correct), (100, 100), "{report}");
+    if std::env::var_os("FACEFLEET_API_KEY").is_none() {
+        assert_eq!(report.stack, None, "the status needs a key here; the report says its stack is not known");
+        assert!(report.to_string().starts_with("stack:     not known"), "{report}");
+    }
     let st: serde_json::Value = admin.get(format!("{}/v1/status", stack.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(st["input_objects"], 100, "{st}");
     // What the stack is, without its paths (those are on the operator's banner only).

@@ -1,6 +1,7 @@
 //! The load generator: sends a folder of images to `POST /` with N requests
 //! in flight, checks the answers against a labels CSV (`Image,Results`) and
-//! reports counts and latency percentiles.
+//! reports counts and latency percentiles, labelled with what the stack
+//! says it runs (its SIMD path and recognizer, from `GET /v1/status`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,34 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// Scaling seen through `GET /v1/status` (with `watch_scaling`).
     pub scaling: Option<Scaling>,
+    /// What the stack says it runs, read before the load (`None`: its
+    /// status could not be read, e.g. a stack with API keys and no key in
+    /// `FACEFLEET_API_KEY` allowed to read it).
+    pub stack: Option<StackLabel>,
+}
+
+/// What a stack runs, from the `stack` object of its `GET /v1/status`, so
+/// that every load-test number carries the SIMD path it was measured on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackLabel {
+    /// The model's SIMD path (`cpu`, e.g. `AVX2+FMA`): the web tier's. The
+    /// embedded backend's workers run on the same machine with the same
+    /// settings; AWS workers run on their instances' CPUs.
+    pub simd: String,
+    /// The recognizer with its threshold and smallest face.
+    pub recognizer: String,
+    /// The backend (embedded or aws).
+    pub backend: String,
+}
+
+impl StackLabel {
+    /// Reads the label from a `GET /v1/status` body; `None` without a
+    /// `stack.cpu` string.
+    pub fn from_status(status: &serde_json::Value) -> Option<Self> {
+        let stack = &status["stack"];
+        let text = |k: &str| stack[k].as_str().map(str::to_string);
+        Some(Self { simd: text("cpu")?, recognizer: text("recognizer").unwrap_or_default(), backend: text("backend").unwrap_or_default() })
+    }
 }
 
 /// The fleet's behaviour during a run.
@@ -87,6 +116,10 @@ pub struct Scaling {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match &self.stack {
+            Some(s) => writeln!(f, "stack:     SIMD path {}; recognizer {}; backend {}", s.simd, s.recognizer, s.backend)?,
+            None => writeln!(f, "stack:     not known (GET /v1/status was not readable: a stack with API keys needs one in FACEFLEET_API_KEY)")?,
+        }
         writeln!(f, "requests:  {}", self.requests)?;
         writeln!(f, "completed: {}", self.completed)?;
         writeln!(f, "failed:    {}", self.failed)?;
@@ -201,6 +234,7 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let stack = stack_label(&client, &status_url(&opts.url)).await;
     let labels = Arc::new(labels);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watcher = watch_scaling.then(|| {
@@ -280,6 +314,7 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
         total,
         outcomes,
         scaling,
+        stack,
     })
 }
 
@@ -305,6 +340,11 @@ fn status_url(base: &str) -> String {
     format!("{}/v1/status?objects=false", base.trim_end_matches('/'))
 }
 
+async fn stack_label(client: &reqwest::Client, url: &str) -> Option<StackLabel> {
+    let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
+    StackLabel::from_status(&response.json().await.ok()?)
+}
+
 async fn running_instances(client: &reqwest::Client, url: &str) -> Option<u64> {
     let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
     v["running_instances"].as_u64()
@@ -321,6 +361,28 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&v[..1], 95.0), Duration::from_millis(1));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn stack_label_from_status() {
+        let status = serde_json::json!({"running_instances": 0, "stack": {
+            "backend": "embedded (folder buckets, SQLite queue, local workers)", "cpu": "AVX2+FMA",
+            "recognizer": "mobilefacenet (match threshold 0.46, faces from 20 px)"}});
+        let label = StackLabel::from_status(&status).unwrap();
+        assert_eq!(label.simd, "AVX2+FMA");
+        assert_eq!(label.recognizer, "mobilefacenet (match threshold 0.46, faces from 20 px)");
+        assert!(label.backend.starts_with("embedded"));
+        assert_eq!(StackLabel::from_status(&serde_json::json!({"error": {"code": "unauthorized"}})), None);
+        assert_eq!(StackLabel::from_status(&serde_json::json!({"stack": {"cpu": 1}})), None);
+
+        let mut report = Report {
+            requests: 1, completed: 1, failed: 0, correct: 1, wrong: 0, avg: Duration::ZERO, p50: Duration::ZERO,
+            p95: Duration::ZERO, p99: Duration::ZERO, total: Duration::ZERO, outcomes: Vec::new(), scaling: None, stack: Some(label),
+        };
+        let text = report.to_string();
+        assert!(text.starts_with("stack:     SIMD path AVX2+FMA; recognizer mobilefacenet"), "{text}");
+        report.stack = None;
+        assert!(report.to_string().starts_with("stack:     not known"), "{report}");
     }
 
     #[test]
