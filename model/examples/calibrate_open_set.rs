@@ -180,7 +180,7 @@ fn main() -> Result<()> {
     let model = FaceModel::load(&ModelConfig::with_recognizer(kind))?;
     let set = PeopleSet::embed_folder(&model, &dir)?;
     let people = set.people.len();
-    println!("{kind}: {people} people, {} photos without a face", set.no_face().len());
+    println!("{kind}: {people} people, {} photos without a face (CPU {}, SIMD path {})", set.no_face().len(), facefleet_model::simd::cpu_model(), facefleet_model::simd::simd_summary());
 
     // 1. Fit.
     let impostor = set.impostor_scores(|_| true);

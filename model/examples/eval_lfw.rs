@@ -54,10 +54,12 @@ fn main() -> Result<()> {
     let set = PeopleSet::embed_folder(&model, &dir)?;
     let photos: usize = set.people.iter().map(|p| p.photos.len()).sum();
     println!(
-        "{recognizer}: {} people, {photos} photos embedded in {:.1} s ({:.0} ms/photo, detect + embed)",
+        "{recognizer}: {} people, {photos} photos embedded in {:.1} s ({:.0} ms/photo, detect + embed; CPU {}, SIMD path {})",
         set.people.len(),
         start.elapsed().as_secs_f64(),
-        start.elapsed().as_secs_f64() * 1000.0 / photos as f64
+        start.elapsed().as_secs_f64() * 1000.0 / photos as f64,
+        facefleet_model::simd::cpu_model(),
+        facefleet_model::simd::simd_summary()
     );
     for p in set.no_face() {
         println!("  no face found: {}", p.display());

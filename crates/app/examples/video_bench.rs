@@ -77,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
     ).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ff = Ffmpeg::locate(None)?;
+    // Timings are labelled with the machine; only `burst` runs the model.
+    eprintln!("CPU: {}; model SIMD path: {}", facefleet_model::simd::cpu_model(), facefleet_model::simd::simd_summary());
     match args.first().map(String::as_str) {
         Some("table") => {
             let reps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
