@@ -75,7 +75,8 @@ pub struct Report {
     pub scaling: Option<Scaling>,
     /// What the stack says it runs, read before the load (`None`: its
     /// status could not be read, e.g. a stack with API keys and no key in
-    /// `FACEFLEET_API_KEY` allowed to read it).
+    /// `FACEFLEET_API_KEY` allowed to read it, or it does not say, as the
+    /// `web-tier` binary started alone).
     pub stack: Option<StackLabel>,
 }
 
@@ -118,7 +119,7 @@ impl std::fmt::Display for Report {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match &self.stack {
             Some(s) => writeln!(f, "stack:     SIMD path {}; recognizer {}; backend {}", s.simd, s.recognizer, s.backend)?,
-            None => writeln!(f, "stack:     not known (GET /v1/status was not readable: a stack with API keys needs one in FACEFLEET_API_KEY)")?,
+            None => writeln!(f, "stack:     not known (GET /v1/status did not say: a stack with API keys needs one in FACEFLEET_API_KEY; a web tier started alone does not report it)")?,
         }
         writeln!(f, "requests:  {}", self.requests)?;
         writeln!(f, "completed: {}", self.completed)?;
