@@ -235,7 +235,7 @@ pub async fn run_with(opts: &LoadgenOptions, watch_scaling: bool) -> anyhow::Res
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let stack = stack_label(&client, &status_url(&opts.url)).await;
+    let stack = read_status(&client, &status_url(&opts.url)).await.as_ref().and_then(StackLabel::from_status);
     let labels = Arc::new(labels);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watcher = watch_scaling.then(|| {
@@ -341,14 +341,13 @@ fn status_url(base: &str) -> String {
     format!("{}/v1/status?objects=false", base.trim_end_matches('/'))
 }
 
-async fn stack_label(client: &reqwest::Client, url: &str) -> Option<StackLabel> {
-    let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
-    StackLabel::from_status(&response.json().await.ok()?)
+/// The body of a successful `GET url` (the status), `None` on any failure.
+async fn read_status(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().await.ok()?.error_for_status().ok()?.json().await.ok()
 }
 
 async fn running_instances(client: &reqwest::Client, url: &str) -> Option<u64> {
-    let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
-    v["running_instances"].as_u64()
+    read_status(client, url).await?["running_instances"].as_u64()
 }
 
 #[cfg(test)]
