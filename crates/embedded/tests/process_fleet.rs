@@ -150,9 +150,10 @@ impl Drop for KillOnDrop {
 async fn a_stopped_worker_that_does_not_exit_is_killed_after_the_grace_period() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
-    // Every process of the worker ignores SIGTERM (the `sleep` children
-    // inherit that); it says `ready` once that is so.
-    let script = "trap '' TERM; echo ready; while :; do sleep 0.1; done";
+    // The worker ignores SIGTERM, says `ready`, then becomes a `sleep`
+    // (an ignored signal stays ignored across exec): one process that
+    // forks nothing, so nothing but the fleet can end it.
+    let script = "trap '' TERM; echo ready; exec sleep 100000";
     let fleet = ProcessFleet::new(PathBuf::from("/bin/sh"), vec!["-c".into(), script.into()], vec![], dir.path().join("logs"))
         .with_stop_grace(Duration::from_millis(300));
     let deaf = fleet.launch("app-tier-instance-1").await.unwrap();
@@ -169,7 +170,20 @@ async fn a_stopped_worker_that_does_not_exit_is_killed_after_the_grace_period() 
     // The second is frozen, as with `kill -STOP`: a SIGTERM stays pending.
     let frozen_pid: u32 = frozen.id.parse().unwrap();
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(frozen_pid as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
-    eventually("the worker to be stopped", HANG_GUARD, || async { proc_stat(frozen_pid).filter(|s| s.0 == 'T') }).await;
+    eventually("the worker to be stopped", HANG_GUARD, || async {
+        match proc_stat(frozen_pid) {
+            Some(('T', _)) => Some(()),
+            Some((_, _)) if alive(frozen_pid) => None,
+            _ => {
+                // Gone before the fleet touched it: say how, at once.
+                let _ = fleet.list().await;
+                let log = std::fs::read_to_string(logs.join("app-tier-instance-2.log")).unwrap_or_default();
+                let how = fleet.exited().into_iter().find(|e| e.0 == frozen.id).map(|e| e.2.to_string());
+                panic!("the worker ended before it was stopped (exit: {how:?}); its log: {log:?}")
+            }
+        }
+    })
+    .await;
 
     fleet.stop(&deaf.id).await.unwrap();
     fleet.stop(&frozen.id).await.unwrap();
