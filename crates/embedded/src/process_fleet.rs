@@ -14,7 +14,10 @@
 //! process (one more run of the worker program, which has done its
 //! start-up work) to fork the worker: see [`crate::worker_template`]. The
 //! worker is then the template's child; the template reports its exit
-//! status, and everything below holds for it as well.
+//! status, and everything below holds for it as well. Because the template,
+//! not this process, reaps such a worker, its pid may name another process
+//! by the time the fleet signals it: the fleet signals a forked worker only
+//! while the process at its pid has the start time recorded at launch.
 //!
 //! # Workers never outlive their parent unnoticed
 //!
@@ -265,6 +268,17 @@ impl WorkerProcess {
         match self {
             WorkerProcess::Spawned(child) => child.id(),
             WorkerProcess::Forked { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// The pid to signal, if it still names this worker. A spawned worker
+    /// is this process's child, so its pid stays its own until the fleet
+    /// reaps it; a forked one is reaped by its template, after which the
+    /// pid may name another process: it is checked against its start time.
+    fn live_pid(&self) -> Option<u32> {
+        match self {
+            WorkerProcess::Spawned(child) => child.id(),
+            WorkerProcess::Forked { pid, start_time, .. } => is_running(*pid, *start_time).then_some(*pid),
         }
     }
 }
@@ -519,7 +533,7 @@ impl ProcessFleet {
                 }
             };
             let overdue = alive && w.kill_at.is_some_and(|at| now >= at);
-            if let Some(pid) = w.process.pid().filter(|&pid| overdue && pid > 0) {
+            if let Some(pid) = w.process.live_pid().filter(|&pid| overdue && pid > 0) {
                 match kill_group(pid) {
                     Ok(()) => {
                         tracing::warn!(
@@ -795,7 +809,12 @@ impl ProcessFleet {
             let known = self.exited.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|e| e.0 == id);
             return if known { Ok(()) } else { Err(PortError::NoSuchInstance(id.to_string())) };
         };
-        let pid = w.process.pid().ok_or_else(|| PortError::NoSuchInstance(id.to_string()))?;
+        let Some(pid) = w.process.live_pid() else {
+            // A forked worker that has exited, whose exit the template has
+            // yet to report: there is nothing left to signal.
+            w.state = state;
+            return Ok(());
+        };
         // The worker leads its own process group: signal the group so
         // helpers it started go too.
         match killpg(Pid::from_raw(pid as i32), signal) {
@@ -868,7 +887,7 @@ impl Drop for ProcessFleet {
     fn drop(&mut self) {
         let workers = self.workers.get_mut().unwrap_or_else(|p| p.into_inner());
         for (id, w) in workers.iter() {
-            if let Some(pid) = w.process.pid() {
+            if let Some(pid) = w.process.live_pid() {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
                 tracing::debug!(instance = %w.name, id, "stopping worker on fleet drop");
             }
@@ -907,6 +926,90 @@ mod tests {
         assert_eq!(exited.len(), 1);
         assert!(exited[0].2.success(), "the reported status, not an unknown one: {:?}", exited[0]);
         assert!(fleet.forked_exits.lock().unwrap().is_empty(), "the report was claimed");
+    }
+
+    /// A process in a process group of its own, stopped with SIGSTOP: what
+    /// a forked worker's pid can name once its template has reaped it.
+    /// Stopped, it keeps every signal but SIGKILL pending, and SIGKILL
+    /// ends its stop, so whether anybody signalled it reads off `/proc` at
+    /// once.
+    struct Stranger(std::process::Child);
+
+    impl Stranger {
+        fn start() -> Self {
+            use std::os::unix::process::CommandExt;
+            let child = std::process::Command::new("/bin/sleep").arg("1000").process_group(0).spawn().unwrap();
+            let stranger = Stranger(child);
+            killpg(Pid::from_raw(stranger.pid() as i32), Signal::SIGSTOP).unwrap();
+            // A hang guard, not a speed requirement.
+            let start = std::time::Instant::now();
+            while proc_stat(stranger.pid()).map(|p| p.state) != Some('T') {
+                assert!(start.elapsed() < Duration::from_secs(60), "the stranger never stopped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stranger
+        }
+
+        fn pid(&self) -> u32 {
+            self.0.id()
+        }
+
+        /// Still stopped, with no signal pending: nobody signalled it.
+        fn untouched(&self) -> bool {
+            let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(str::to_string);
+            let no_signal = |v: Option<String>| v.is_some_and(|v| v.chars().all(|c| c == '0'));
+            field("State:").is_some_and(|s| s.starts_with('T')) && no_signal(field("SigPnd:")) && no_signal(field("ShdPnd:"))
+        }
+    }
+
+    impl Drop for Stranger {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A fleet with one forked worker at the stranger's pid whose recorded
+    /// start time is the stranger's plus `offset` (0: it is the worker).
+    fn fleet_with_a_forked_worker_at(stranger: &Stranger, offset: u64) -> (tempfile::TempDir, ProcessFleet, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = ProcessFleet::new(PathBuf::from("/bin/true"), vec![], vec![], dir.path());
+        let pid = stranger.pid();
+        let start_time = proc_stat(pid).unwrap().start_time + offset;
+        // The template is this test process: alive, so the fleet waits for
+        // its exit report rather than forgetting the worker at once.
+        let process = WorkerProcess::Forked { pid, start_time, template: std::process::id() };
+        let worker = Worker { name: "app-tier-instance-1".into(), process, state: InstanceState::Running, kill_at: None, vanished_at: None };
+        fleet.lock().insert(pid.to_string(), worker);
+        (dir, fleet, pid.to_string())
+    }
+
+    #[test]
+    fn a_recycled_pid_of_a_forked_worker_is_never_signalled() {
+        let stranger = Stranger::start();
+        let (_dir, fleet, id) = fleet_with_a_forked_worker_at(&stranger, 1);
+        fleet.signal(&id, Signal::SIGTERM, InstanceState::Stopping).unwrap(); // stop
+        assert!(stranger.untouched(), "stop signalled a process that is not the worker");
+        fleet.signal(&id, Signal::SIGKILL, InstanceState::Stopping).unwrap(); // kill
+        assert!(stranger.untouched(), "kill signalled a process that is not the worker");
+        fleet.lock().get_mut(&id).unwrap().kill_at = Some(std::time::Instant::now());
+        fleet.reap(); // past the stop grace
+        assert!(stranger.untouched(), "the grace period's SIGKILL hit a process that is not the worker");
+        drop(fleet);
+        assert!(stranger.untouched(), "dropping the fleet signalled a process that is not the worker");
+    }
+
+    #[test]
+    fn a_live_forked_worker_is_signalled() {
+        let stranger = Stranger::start();
+        let (_dir, fleet, id) = fleet_with_a_forked_worker_at(&stranger, 0);
+        fleet.signal(&id, Signal::SIGTERM, InstanceState::Stopping).unwrap();
+        assert!(!stranger.untouched(), "stop did not signal the worker");
+        let stranger = Stranger::start();
+        let (_dir, fleet, _) = fleet_with_a_forked_worker_at(&stranger, 0);
+        drop(fleet);
+        assert!(!stranger.untouched(), "dropping the fleet did not signal the worker");
     }
 
     #[test]
