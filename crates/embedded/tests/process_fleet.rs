@@ -152,7 +152,10 @@ async fn a_stopped_worker_that_does_not_exit_is_killed_after_the_grace_period() 
     let dir = tempfile::tempdir().unwrap();
     // The worker ignores SIGTERM, says `ready`, then becomes a `sleep`
     // (an ignored signal stays ignored across exec): one process that
-    // forks nothing, so nothing but the fleet can end it.
+    // forks nothing. (A shell loop that forks would not do: dash forks
+    // with vfork, and a SIGSTOP to the group that lands between a vfork
+    // and its exec stops the child before its exec, leaving the shell in
+    // state D, waiting for that exec, never T.)
     let script = "trap '' TERM; echo ready; exec sleep 100000";
     let fleet = ProcessFleet::new(PathBuf::from("/bin/sh"), vec!["-c".into(), script.into()], vec![], dir.path().join("logs"))
         .with_stop_grace(Duration::from_millis(300));
