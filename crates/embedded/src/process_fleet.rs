@@ -533,7 +533,8 @@ impl ProcessFleet {
                 }
             };
             let overdue = alive && w.kill_at.is_some_and(|at| now >= at);
-            if let Some(pid) = w.process.live_pid().filter(|&pid| overdue && pid > 0) {
+            // Only an overdue worker costs the pid check.
+            if let Some(pid) = overdue.then(|| w.process.live_pid()).flatten().filter(|&pid| pid > 0) {
                 match kill_group(pid) {
                     Ok(()) => {
                         tracing::warn!(

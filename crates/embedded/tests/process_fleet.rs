@@ -176,7 +176,7 @@ async fn a_stopped_worker_that_does_not_exit_is_killed_after_the_grace_period() 
     eventually("the worker to be stopped", HANG_GUARD, || async {
         match proc_stat(frozen_pid) {
             Some(('T', _)) => Some(()),
-            Some((_, _)) if alive(frozen_pid) => None,
+            _ if alive(frozen_pid) => None,
             _ => {
                 // Gone before the fleet touched it: say how, at once.
                 let _ = fleet.list().await;
