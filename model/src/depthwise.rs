@@ -258,7 +258,7 @@ impl CustomOp3 for DepthwiseOp {
         // plane's kernel writes all of its values.
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let level = simd_level();
-        let run = |(padded, row): &mut (Vec<f32>, Vec<f32>), (plane, o): (usize, &mut [MaybeUninit<f32>])| {
+        let run = |(padded, row, masks): &mut (Vec<f32>, Vec<f32>, EdgeMasks), (plane, o): (usize, &mut [MaybeUninit<f32>])| {
             let ch = plane % c;
             let alpha = if rows == 2 {
                 Some(params[c + ch])
@@ -269,11 +269,11 @@ impl CustomOp3 for DepthwiseOp {
                 &x[plane * h * w..(plane + 1) * h * w],
                 &wt[ch * kh * kw..(ch + 1) * kh * kw],
             );
-            depthwise_plane(level, &geo, inp, k, params[ch], alpha, padded, row, o);
+            depthwise_plane(level, &geo, inp, k, params[ch], alpha, padded, row, masks, o);
         };
         // Scratch for one layer call: `dw3_stride2` relies on its buffer
         // never having held another geometry's planes.
-        let buffers = || (Vec::new(), Vec::new());
+        let buffers = || (Vec::new(), Vec::new(), EdgeMasks::default());
         if rayon::current_num_threads() > 1 {
             out.spare_capacity_mut()[..len]
                 .par_chunks_mut(oh * ow)
@@ -329,13 +329,14 @@ fn depthwise_plane(
     alpha: Option<f32>,
     padded: &mut Vec<f32>,
     wide: &mut Vec<f32>,
+    masks: &mut EdgeMasks,
     out: &mut [MaybeUninit<f32>],
 ) {
     let epi = Prelu { bias, slope: alpha.unwrap_or(1.0) };
     if geo.kh == geo.h && geo.kw == geo.w && geo.pad == Padding2d::VALID {
         out[0].write(epi.apply(dot::<S>(inp, k)));
     } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 1 && geo.pad == Padding2d::ONE {
-        dw3_same::<S>(geo, inp, k, epi, padded, out);
+        dw3_same::<S>(geo, inp, k, epi, padded, masks, out);
     } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 1 {
         dw3_stride1::<S>(geo, inp, k, epi, padded, wide, out);
     } else if geo.kh == 3 && geo.kw == 3 && geo.stride == 2 {
@@ -443,34 +444,82 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
 /// 3x3, stride 1, one row and column of zeros on every side (TF "SAME"):
 /// the output has the input's size, so output `i`'s taps are input values
 /// `i + (ky - 1) * w + kx - 1`. With the plane copied between a row (and
-/// one value) of zeros before and after it, one flat [`taps9`] loop writes
-/// `out` directly, with no per-row copies. Read that way, a left tap of the
-/// first column would find the previous row's last value where the padding
-/// has a zero, and a right tap of the last column the next row's first; so
-/// the left taps read a second copy with every row's last value zeroed, and
-/// the right taps a third with every first value zeroed (a tap of any other
-/// column never reads those values).
+/// one value) of zeros before and after it, one flat loop writes `out`
+/// directly, with no per-row copies. Read that way, a left tap of the first
+/// column would find the previous row's last value where the padding has a
+/// zero, and a right tap of the last column the next row's first; so the
+/// taps are summed in one chain per kernel column, and [`EdgeMasks`] clear
+/// the left column's sum in the first column and the right one's in the
+/// last (each a bitwise AND, where the zeros of the padding would have
+/// added nothing). The loop runs over spans of whole rows, so one short
+/// span of masks serves the whole plane.
 #[inline(always)]
-fn dw3_same<S: Isa>(geo: &PlaneGeometry, inp: &[f32], k: &[f32], epi: Prelu, buf: &mut Vec<f32>, out: &mut [MaybeUninit<f32>]) {
+fn dw3_same<S: Isa>(
+    geo: &PlaneGeometry,
+    inp: &[f32],
+    k: &[f32],
+    epi: Prelu,
+    buf: &mut Vec<f32>,
+    masks: &mut EdgeMasks,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (h, w) = (geo.h, geo.w);
-    let len = h * w + 2 * (w + 1);
-    let (mid, rest) = scratch(buf, 3 * len).split_at_mut(len);
-    let (left, right) = rest.split_at_mut(len);
-    for (copy, zeroed) in [(&mut *mid, None), (&mut *left, Some(w - 1)), (&mut *right, Some(0))] {
-        copy[..w + 1].fill(0.0);
-        copy[w + 1..w + 1 + h * w].copy_from_slice(inp);
-        copy[w + 1 + h * w..].fill(0.0);
-        if let Some(x) = zeroed {
-            for y in 0..h {
-                copy[w + 1 + y * w + x] = 0.0;
-            }
+    let n = h * w;
+    let mid = scratch(buf, n + 2 * (w + 1));
+    mid[..w + 1].fill(0.0);
+    mid[w + 1..w + 1 + n].copy_from_slice(inp);
+    mid[w + 1 + n..].fill(0.0);
+    let mid = &*mid;
+    let (keep_left, keep_right) = masks.for_width(w);
+    let span = keep_left.len();
+    let k: &[f32; 9] = k[..9].try_into().unwrap();
+    let and = |x: f32, m: u32| f32::from_bits(x.to_bits() & m);
+    for (c, out) in out[..n].chunks_mut(span).enumerate() {
+        let m = out.len();
+        // Tap (ky, kx) of cell i is mid[i + ky * w + kx].
+        let t = |ky: usize, kx: usize| &mid[c * span + ky * w + kx..][..m];
+        let (t0, t1, t2, t3, t4, t5, t6, t7, t8) = (t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2));
+        let (keep_left, keep_right) = (&keep_left[..m], &keep_right[..m]);
+        for i in 0..m {
+            let left = madd::<S>(k[6], t6[i], madd::<S>(k[3], t3[i], k[0] * t0[i]));
+            let middle = madd::<S>(k[7], t7[i], madd::<S>(k[4], t4[i], k[1] * t1[i]));
+            let right = madd::<S>(k[8], t8[i], madd::<S>(k[5], t5[i], k[2] * t2[i]));
+            out[i].write(epi.apply(and(left, keep_left[i]) + middle + and(right, keep_right[i])));
         }
     }
-    let (mid, left, right) = (&*mid, &*left, &*right);
-    let t = |ky: usize| (&left[ky * w..], &mid[ky * w + 1..], &right[ky * w + 2..]);
-    let ((t0, t1, t2), (t3, t4, t5), (t6, t7, t8)) = (t(0), t(1), t(2));
-    let taps = [t0, t1, t2, t3, t4, t5, t6, t7, t8];
-    taps9::<S>(k, taps, epi, &mut out[..h * w]);
+}
+
+/// The column masks of [`dw3_same`] for planes `width` wide, over a span of
+/// whole rows (a multiple of the width and of 8, at least 128 values): for
+/// each value, all ones unless it is in the first column (`keep_left`) or
+/// the last (`keep_right`), where they are zero.
+#[derive(Debug, Default)]
+struct EdgeMasks {
+    width: usize,
+    keep_left: Vec<u32>,
+    keep_right: Vec<u32>,
+}
+
+impl EdgeMasks {
+    /// The masks for `width`, built if the last call was for another width.
+    fn for_width(&mut self, width: usize) -> (&[u32], &[u32]) {
+        if self.width != width || self.keep_left.is_empty() {
+            let rows = 8 / gcd(width, 8); // whole rows in a multiple of 8 values
+            let span = width * rows * 128usize.div_ceil(width * rows);
+            let mask = |edge: usize| (0..span).map(|i| if i % width == edge { 0 } else { u32::MAX }).collect();
+            (self.width, self.keep_left, self.keep_right) = (width, mask(0), mask(width - 1));
+        }
+        (&self.keep_left, &self.keep_right)
+    }
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// 3x3, stride 1: pads the plane (rows of `wp`), then computes the "wide"
@@ -563,9 +612,9 @@ fn dw3_stride2<S: Isa>(
 
 /// Splits `src` into its even- and odd-indexed values: `even[j] = src[2j]`,
 /// `odd[j] = src[2j + 1]` (`src` holds `2 * even.len()` values). x86_64's
-/// AVX2 and AVX-512 levels (`S::LANES >= 8`) split 8 pairs per step with
-/// shuffles, which LLVM does not find for this loop; elsewhere plain copies
-/// (aarch64 compiles them to `ld2`).
+/// AVX2 and AVX-512 levels (`S::LANES >= 8`) split 8 pairs per step (4 for
+/// fewer than 8) with shuffles, which LLVM does not find for this loop;
+/// elsewhere plain copies (aarch64 compiles them to `ld2`).
 #[inline(always)]
 // `S` picks the x86_64 path only.
 #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::extra_unused_type_parameters))]
@@ -577,19 +626,40 @@ fn deinterleave<S: Isa>(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         use std::arch::x86_64::*;
         let mut done = 0;
         // SAFETY: `S` is one of the x86_64 levels with AVX2, whose bodies
-        // run only on CPUs that have it; reads and writes stay within the
-        // slices (8 pairs at a time while 8 remain).
+        // run only on CPUs that have it; every step reads and writes pairs
+        // `at..at + 8` with `at + 8 <= n` (or `at..at + 4` with `at + 4 <=
+        // n`), so it stays within the slices.
         unsafe {
-            while done + 8 <= n {
-                let a = _mm256_loadu_ps(src.as_ptr().add(2 * done));
-                let b = _mm256_loadu_ps(src.as_ptr().add(2 * done + 8));
-                // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in order.
-                let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-                let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-                let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
-                _mm256_storeu_ps(even.as_mut_ptr().add(done), order(e));
-                _mm256_storeu_ps(odd.as_mut_ptr().add(done), order(o));
-                done += 8;
+            let (src, even, odd) = (src.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
+            // Whole steps, then one last step ending at `n` that overlaps
+            // the one before (it writes the same values again), so short
+            // rows (7, 14 or 28 pairs in MobileFaceNet) need no scalar tail.
+            if n >= 8 {
+                let mut j = 0;
+                loop {
+                    let at = j.min(n - 8);
+                    let a = _mm256_loadu_ps(src.add(2 * at));
+                    let b = _mm256_loadu_ps(src.add(2 * at + 8));
+                    // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6; then the quarters in order.
+                    let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                    let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+                    _mm256_storeu_ps(even.add(at), order(e));
+                    _mm256_storeu_ps(odd.add(at), order(o));
+                    if at == n - 8 {
+                        break;
+                    }
+                    j += 8;
+                }
+                done = n;
+            } else if n >= 4 {
+                for at in [0, n - 4] {
+                    let a = _mm_loadu_ps(src.add(2 * at));
+                    let b = _mm_loadu_ps(src.add(2 * at + 4));
+                    _mm_storeu_ps(even.add(at), _mm_shuffle_ps::<0b10_00_10_00>(a, b));
+                    _mm_storeu_ps(odd.add(at), _mm_shuffle_ps::<0b11_01_11_01>(a, b));
+                }
+                done = n;
             }
         }
         done
@@ -727,6 +797,11 @@ mod tests {
             (1, 4, 7, 7, 7, 1, false, false),
             (1, 3, 1, 1, 3, 1, true, true),
             (1, 3, 9, 11, 5, 3, true, true),
+            // `dw3_same`'s masks over several spans of rows, the last one
+            // short (width 11: spans of 176 values), and a width of one
+            // (each value both the first and the last of its row).
+            (1, 2, 40, 11, 3, 1, true, true),
+            (1, 2, 17, 1, 3, 1, true, false),
         ] {
             let x = Tensor::randn(0f32, 1., (n, c, h, w), &dev)?;
             let wt = Tensor::randn(0f32, 1., (c, 1, k, k), &dev)?;
@@ -739,6 +814,30 @@ mod tests {
                 assert_eq!(got.dims(), want.dims());
                 let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff < 1e-4, "{level}: max diff {diff} for {:?}", (n, c, h, w, k, stride, same));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every row width from 1 to 40 at stride 1 and 2: stride 2 splits rows
+    /// of every length into even and odd columns (whole vector steps, an
+    /// overlapping last step, the 4-pair step, plain copies), stride 1 puts
+    /// the first and last columns anywhere in `dw3_same`'s span of masks.
+    #[test]
+    fn cpu_kernel_matches_grouped_conv_at_every_width() -> Result<()> {
+        let dev = Device::Cpu;
+        for w in 1..=40 {
+            for stride in [1, 2] {
+                let x = Tensor::randn(0f32, 1., (1, 2, 5, w), &dev)?;
+                let wt = Tensor::randn(0f32, 1., (2, 1, 3, 3), &dev)?;
+                let b = Tensor::randn(0f32, 1., 2, &dev)?;
+                let layer = DepthwiseConv2d::new(wt, b, None, stride, true)?;
+                let want = reference(&x, &layer)?;
+                for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+                    let got = crate::simd::with_level(level, || layer.forward(&x))?;
+                    let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                    assert!(diff < 1e-4, "{level}: max diff {diff} at width {w}, stride {stride}");
+                }
             }
         }
         Ok(())
