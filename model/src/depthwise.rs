@@ -395,9 +395,9 @@ fn taps9<S: Isa>(k: &[f32], taps: [&[f32]; 9], epi: Prelu, out: &mut [MaybeUnini
     }
 }
 
-/// `sum(k[t] * x[t])` over nine taps as three independent chains, joined at
-/// the end (shorter latency); every path computes a tap's sum this way, so
-/// they give the same values.
+/// `sum(k[t] * x[t])` over nine taps as three independent chains, one per
+/// kernel row, joined at the end (shorter latency): the sums of [`taps9`]
+/// ([`dw3_same`] chains per kernel column instead).
 #[inline(always)]
 fn nine<S: Isa>(k: &[f32; 9], x: [f32; 9]) -> f32 {
     let a = madd::<S>(k[2], x[2], madd::<S>(k[1], x[1], k[0] * x[0]));
