@@ -501,24 +501,16 @@ struct EdgeMasks {
 }
 
 impl EdgeMasks {
-    /// The masks for `width`, built if the last call was for another width.
+    /// The masks for `width` (at least 1), built if the last call was for
+    /// another width.
     fn for_width(&mut self, width: usize) -> (&[u32], &[u32]) {
-        if self.width != width || self.keep_left.is_empty() {
-            let rows = 8 / gcd(width, 8); // whole rows in a multiple of 8 values
-            let span = width * rows * 128usize.div_ceil(width * rows);
+        if self.width != width {
+            // A multiple of 8 rows, so of 8 values, and at least 128 values.
+            let span = width * 8 * 16usize.div_ceil(width);
             let mask = |edge: usize| (0..span).map(|i| if i % width == edge { 0 } else { u32::MAX }).collect();
             (self.width, self.keep_left, self.keep_right) = (width, mask(0), mask(width - 1));
         }
         (&self.keep_left, &self.keep_right)
-    }
-}
-
-/// Greatest common divisor.
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
 
