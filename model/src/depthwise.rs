@@ -443,16 +443,19 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
 
 /// 3x3, stride 1, one row and column of zeros on every side (TF "SAME"):
 /// the output has the input's size, so output `i`'s taps are input values
-/// `i + (ky - 1) * w + kx - 1`. With the plane copied between a row (and
-/// one value) of zeros before and after it, one flat loop writes `out`
-/// directly, with no per-row copies. Read that way, a left tap of the first
-/// column would find the previous row's last value where the padding has a
-/// zero, and a right tap of the last column the next row's first; so the
-/// taps are summed in one chain per kernel column, and [`EdgeMasks`] clear
-/// the left column's sum in the first column and the right one's in the
-/// last (each a bitwise AND, where the zeros of the padding would have
-/// added nothing). The loop runs over spans of whole rows, so one short
-/// span of masks serves the whole plane.
+/// `i + (ky - 1) * w + kx - 1`, and one flat loop over the cells writes
+/// `out` directly, with no per-row copies. Rows 2 to `h - 3` read the plane
+/// itself (every such tap lies inside it); the first two and last two rows
+/// read a copy of their rows between a row (and one value) of zeros, and a
+/// plane under [`DW3_SAME_COPIED`] values is copied whole that way (its
+/// regions would be too short for whole vectors). Read flat, a left tap of
+/// the first column would find the previous row's last value where the
+/// padding has a zero, and a right tap of the last column the next row's
+/// first; so the taps are summed in one chain per kernel column, and
+/// [`EdgeMasks`] clear the left column's sum in the first column and the
+/// right one's in the last (each a bitwise AND, where the zeros of the
+/// padding would have added nothing). The loops run over spans of whole
+/// rows, so one short span of masks serves the whole plane.
 #[inline(always)]
 fn dw3_same<S: Isa>(
     geo: &PlaneGeometry,
@@ -465,19 +468,60 @@ fn dw3_same<S: Isa>(
 ) {
     let (h, w) = (geo.h, geo.w);
     let n = h * w;
-    let mid = scratch(buf, n + 2 * (w + 1));
-    mid[..w + 1].fill(0.0);
-    mid[w + 1..w + 1 + n].copy_from_slice(inp);
-    mid[w + 1 + n..].fill(0.0);
-    let mid = &*mid;
-    let (keep_left, keep_right) = masks.for_width(w);
-    let span = keep_left.len();
     let k: &[f32; 9] = k[..9].try_into().unwrap();
+    let masks = masks.for_width(w);
+    let out = &mut out[..n];
+    let no_rows: &mut [MaybeUninit<f32>] = &mut [];
+    // The middle rows (all of them from a copy of the plane when it is
+    // small) and the first two and last two rows (from copies of their own).
+    let ((top, first), (src, base, middle), (bottom, last)) = if n < DW3_SAME_COPIED || h < 5 {
+        let mid = scratch(buf, n + 2 * (w + 1));
+        mid[..w + 1].fill(0.0);
+        mid[w + 1..w + 1 + n].copy_from_slice(inp);
+        mid[w + 1 + n..].fill(0.0);
+        ((&[][..], &mut [][..]), (&*mid, 0, out), (&[][..], no_rows))
+    } else {
+        // Rows 0 and 1 read rows -1 (zeros) to 2, rows h - 2 and h - 1 rows
+        // h - 3 to h (zeros): each copy `4 * w + 2` values, taps from its
+        // start. Row 2's taps start at plane value `2 * w - w - 1`.
+        let edges = scratch(buf, 2 * (4 * w + 2));
+        let (top, bottom) = edges.split_at_mut(4 * w + 2);
+        top[..w + 1].fill(0.0);
+        top[w + 1..4 * w + 1].copy_from_slice(&inp[..3 * w]);
+        top[4 * w + 1] = 0.0;
+        bottom[0] = 0.0;
+        bottom[1..3 * w + 1].copy_from_slice(&inp[n - 3 * w..]);
+        bottom[3 * w + 1..].fill(0.0);
+        let (first, rest) = out.split_at_mut(2 * w);
+        let (middle, last) = rest.split_at_mut(n - 4 * w);
+        ((&*top, first), (inp, w - 1, middle), (&*bottom, last))
+    };
+    dw3_same_rows::<S>(w, top, 0, k, epi, masks, first);
+    dw3_same_rows::<S>(w, src, base, k, epi, masks, middle);
+    dw3_same_rows::<S>(w, bottom, 0, k, epi, masks, last);
+}
+
+/// Planes of fewer values than this are copied whole by [`dw3_same`].
+const DW3_SAME_COPIED: usize = 512;
+
+/// [`dw3_same`]'s loop over whole rows `w` wide: tap `(ky, kx)` of cell `i`
+/// of `out` is `src[base + i + ky * w + kx]`; `masks` as
+/// [`EdgeMasks::for_width`] gives them.
+#[inline(always)]
+fn dw3_same_rows<S: Isa>(
+    w: usize,
+    src: &[f32],
+    base: usize,
+    k: &[f32; 9],
+    epi: Prelu,
+    (keep_left, keep_right): (&[u32], &[u32]),
+    out: &mut [MaybeUninit<f32>],
+) {
+    let span = keep_left.len();
     let and = |x: f32, m: u32| f32::from_bits(x.to_bits() & m);
-    for (c, out) in out[..n].chunks_mut(span).enumerate() {
+    for (c, out) in out.chunks_mut(span).enumerate() {
         let m = out.len();
-        // Tap (ky, kx) of cell i is mid[i + ky * w + kx].
-        let t = |ky: usize, kx: usize| &mid[c * span + ky * w + kx..][..m];
+        let t = |ky: usize, kx: usize| &src[base + c * span + ky * w + kx..][..m];
         let (t0, t1, t2, t3, t4, t5, t6, t7, t8) = (t(0, 0), t(0, 1), t(0, 2), t(1, 0), t(1, 1), t(1, 2), t(2, 0), t(2, 1), t(2, 2));
         let (keep_left, keep_right) = (&keep_left[..m], &keep_right[..m]);
         for i in 0..m {
@@ -806,6 +850,35 @@ mod tests {
                 assert_eq!(got.dims(), want.dims());
                 let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff < 1e-4, "{level}: max diff {diff} for {:?}", (n, c, h, w, k, stride, same));
+            }
+        }
+        Ok(())
+    }
+
+    /// `dw3_same` reads rows 2 to `h - 3` of a plane of at least
+    /// `DW3_SAME_COPIED` values in place, its first and last two rows from
+    /// copies: planes just under and over that size, at every row width from
+    /// 1 to 40 and a few wider ones, as short as 4 rows (copied whole) and 5
+    /// (one middle row), and taller.
+    #[test]
+    fn dw3_same_matches_grouped_conv_on_both_sides_of_its_copy_threshold() -> Result<()> {
+        let dev = Device::Cpu;
+        let wide = [(4, 300), (5, 205), (5, 103), (6, 171), (7, 150), (4, 256)];
+        let rows = |w: usize| {
+            let tall = DW3_SAME_COPIED.div_ceil(w).max(5);
+            [5, 6, tall - 1, tall, tall + 1, tall + 2].map(move |h| (h.max(4), w))
+        };
+        for (h, w) in (1..=40).flat_map(rows).chain(wide) {
+            let x = Tensor::randn(0f32, 1., (1, 2, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1., (2, 1, 3, 3), &dev)?;
+            let b = Tensor::randn(0f32, 1., 2, &dev)?;
+            let a = Tensor::randn(0f32, 1., 2, &dev)?;
+            let layer = DepthwiseConv2d::new(wt, b, Some(a), 1, true)?;
+            let want = reference(&x, &layer)?;
+            for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+                let got = crate::simd::with_level(level, || layer.forward(&x))?;
+                let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-4, "{level}: max diff {diff} at {h}x{w}");
             }
         }
         Ok(())

@@ -244,31 +244,33 @@ pub(crate) mod x86 {
     /// it.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn input_step(x: &[f32], q: f32) -> Option<(f32, f32)> {
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        // Four running maxima: one would wait on `vmaxps`'s latency every
-        // vector (about 4 cycles on current cores) instead of one cycle.
+        // A magnitude's bits (the sign bit cleared) order as its value does
+        // when read as an integer, and infinities and NaNs come above every
+        // finite value: one integer maximum finds the largest magnitude and
+        // any value that is not finite (two instructions a vector, where a
+        // float maximum and a NaN test took four).
+        let abs_mask = _mm256_set1_epi32(i32::MAX);
+        // Four running maxima: one would wait on the maximum's latency every
+        // vector instead of issuing the next.
         const WAYS: usize = 4;
-        let (mut max4, mut nan4) = ([_mm256_setzero_ps(); WAYS], [_mm256_setzero_ps(); WAYS]);
+        let mut max4 = [_mm256_setzero_si256(); WAYS];
         let mut blocks = x.chunks_exact(WAYS * LANES);
         for b in &mut blocks {
-            for w in 0..WAYS {
-                let v = _mm256_loadu_ps(b.as_ptr().add(w * LANES));
-                max4[w] = _mm256_max_ps(max4[w], _mm256_and_ps(v, abs_mask));
-                nan4[w] = _mm256_or_ps(nan4[w], _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            for (w, m) in max4.iter_mut().enumerate() {
+                let v = _mm256_loadu_si256(b.as_ptr().add(w * LANES) as *const __m256i);
+                *m = _mm256_max_epi32(*m, _mm256_and_si256(v, abs_mask));
             }
         }
-        let mut maxv = _mm256_max_ps(_mm256_max_ps(max4[0], max4[1]), _mm256_max_ps(max4[2], max4[3]));
-        let mut nan = _mm256_or_ps(_mm256_or_ps(nan4[0], nan4[1]), _mm256_or_ps(nan4[2], nan4[3]));
+        let mut maxv = _mm256_max_epi32(_mm256_max_epi32(max4[0], max4[1]), _mm256_max_epi32(max4[2], max4[3]));
         let mut chunks = blocks.remainder().chunks_exact(LANES);
         for c in &mut chunks {
-            let v = _mm256_loadu_ps(c.as_ptr());
-            maxv = _mm256_max_ps(maxv, _mm256_and_ps(v, abs_mask));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            maxv = _mm256_max_epi32(maxv, _mm256_and_si256(_mm256_loadu_si256(c.as_ptr() as *const __m256i), abs_mask));
         }
-        let mut lanes = [0f32; LANES];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), maxv);
-        let max = lanes.iter().chain(chunks.remainder()).fold(0f32, |m, v| m.max(v.abs()));
-        if !max.is_finite() || _mm256_movemask_ps(nan) != 0 || chunks.remainder().iter().any(|v| v.is_nan()) {
+        let mut lanes = [0i32; LANES];
+        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, maxv);
+        let bits = lanes.iter().copied().chain(chunks.remainder().iter().map(|v| (v.to_bits() & i32::MAX as u32) as i32)).fold(0, i32::max);
+        let max = f32::from_bits(bits as u32);
+        if !max.is_finite() {
             return None;
         }
         Some(if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) })
@@ -812,6 +814,42 @@ mod tests {
         // No integer kernel on the levels without one.
         assert!(!Int16Weights::runs_here(SimdLevel::Baseline, 64));
         assert!(!Int16Weights::runs_here(SimdLevel::Neon, 64));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn input_step_finds_the_largest_magnitude_and_every_value_not_finite() {
+        if test_support::levels_here().is_empty() {
+            return;
+        }
+        // The plain rule: `None` with a value not finite, else the largest
+        // magnitude's step and its inverse.
+        let reference = |x: &[f32], q: f32| -> Option<(f32, f32)> {
+            if x.iter().any(|v| !v.is_finite()) {
+                return None;
+            }
+            let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            Some(if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) })
+        };
+        let q = 16_383.0;
+        // SAFETY: the CPU has AVX2 and FMA (`levels_here`).
+        let step = |x: &[f32]| unsafe { x86::input_step(x, q) };
+        // Every length through two blocks of four vectors and a tail; the
+        // largest magnitude (of either sign, a subnormal, a negative zero)
+        // and each value that is not finite at every position.
+        for len in 0..=75 {
+            let base: Vec<f32> = (0..len).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+            assert_eq!(step(&base), reference(&base, q), "len {len}");
+            for at in 0..len {
+                for v in [-7.5f32, 7.5, -0.0, 1e-40, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
+                    let mut x = base.clone();
+                    x[at] = v;
+                    assert_eq!(step(&x), reference(&x, q), "len {len}, {v} at {at}");
+                }
+            }
+            let tiny = vec![1e-44f32; len];
+            assert_eq!(step(&tiny), reference(&tiny, q), "len {len}, tiny values");
+        }
     }
 }
 
