@@ -142,7 +142,9 @@ impl<'a> Integral<'a> {
     pub fn new(plane: Plane<'a, u8>) -> Self {
         let (w, h) = (plane.width, plane.height);
         let stride = (w + 1) * 3;
-        let mut sums = vec![0u32; (h + 1) * stride];
+        // One value past the last row: a window's sums are read four lanes
+        // at a time from its pixel's first channel.
+        let mut sums = vec![0u32; (h + 1) * stride + 1];
         for (y, row) in plane.data.chunks_exact(w * 3).take(h).enumerate() {
             let (above, below) = sums.split_at_mut((y + 1) * stride);
             let above = &above[y * stride..];
@@ -175,28 +177,35 @@ impl AreaSource for Integral<'_> {
         }
         let stride = (self.plane.width + 1) * 3;
         let line = out_w * 3;
-        // Per output value: the window's first and last+1 table column, and its width.
-        let mut cols = Vec::with_capacity(line);
+        // Per output pixel: its window's first and last+1 table column, as
+        // the offsets of their first channel; per output value: the
+        // window's width.
+        let mut cols = Vec::with_capacity(out_w);
         let mut kw = Vec::with_capacity(line);
         for j in 0..out_w {
             let (w0, w1) = window(j, out_w, region.w);
-            for c in 0..3 {
-                cols.push(((region.x0 + w0) * 3 + c, (region.x0 + w1) * 3 + c));
-                kw.push((w1 - w0) as f32);
-            }
+            cols.push(((region.x0 + w0) * 3, (region.x0 + w1) * 3));
+            kw.extend([(w1 - w0) as f32; 3]);
         }
         let base = dst.len();
         dst.resize(base + line * out_h, 0.0);
-        let mut sums = vec![0f32; line];
+        // A pixel's three sums are taken as four lanes (one value of slack
+        // for the last pixel's fourth).
+        let mut sums = vec![0f32; line + 1];
         for (oy, out) in dst[base..].chunks_exact_mut(line).enumerate() {
             let (h0, h1) = window(oy, out_h, region.h);
-            let top = &self.sums[(region.y0 + h0) * stride..(region.y0 + h0 + 1) * stride];
-            let bottom = &self.sums[(region.y0 + h1) * stride..(region.y0 + h1 + 1) * stride];
-            for (s, &(a, b)) in sums.iter_mut().zip(&cols) {
-                let v = bottom[b].wrapping_sub(bottom[a]).wrapping_sub(top[b]).wrapping_add(top[a]);
-                *s = v as f32;
+            // Each table row with the next value (or the table's slack).
+            let top = &self.sums[(region.y0 + h0) * stride..][..stride + 1];
+            let bottom = &self.sums[(region.y0 + h1) * stride..][..stride + 1];
+            let four = |row: &[u32], at: usize| -> [u32; 4] { row[at..at + 4].try_into().unwrap() };
+            for (j, &(a, b)) in cols.iter().enumerate() {
+                let (ta, tb, ba, bb) = (four(top, a), four(top, b), four(bottom, a), four(bottom, b));
+                // A window's sum is below 2^24 (`EXACT_WINDOW`), so as an
+                // `i32` it converts to the same f32 as the `u32` would.
+                let s: [f32; 4] = std::array::from_fn(|l| bb[l].wrapping_sub(ba[l]).wrapping_sub(tb[l]).wrapping_add(ta[l]) as i32 as f32);
+                sums[3 * j..3 * j + 4].copy_from_slice(&s);
             }
-            normalize_row(crate::simd::simd_level(), out, &sums, (h1 - h0) as f32, &kw);
+            normalize_row(crate::simd::simd_level(), out, &sums[..line], (h1 - h0) as f32, &kw);
         }
     }
 }
