@@ -561,6 +561,11 @@ pub struct Dense {
     /// [`dense_rows`] reads.
     packed: Option<Vec<f32>>,
     epilogue: Epilogue,
+    /// For the first dense layer after the convolutions (see
+    /// [`Dense::load_after_conv`]), the same layer as a 1x1 convolution of
+    /// each row in 16-bit integers, run instead of `packed` where the level
+    /// has an integer kernel (x86_64 CPU, see [`super::int16_conv`]).
+    int16: Option<Int16Conv>,
 }
 
 impl Dense {
@@ -577,7 +582,7 @@ impl Dense {
             }
             p
         });
-        Ok(Self { weight, packed, epilogue })
+        Ok(Self { weight, packed, epilogue, int16: None })
     }
 
     /// Loads `<dense>.weight` `(out, in)`, `<dense>.bias` and, if `prelu` is
@@ -602,11 +607,23 @@ impl Dense {
         let layer = Self::load(dense, prelu, h * w * c, fan_out)?;
         // weight is (in = w*h*c in (W, H, C) order, out): reorder rows to (H, W, C).
         let reordered = layer.weight.tensor.reshape((w, h, c, fan_out))?.permute((1, 0, 2, 3))?.contiguous()?;
-        Self::new(Weight::new(reordered.reshape((h * w * c, fan_out))?)?, layer.epilogue)
+        let mut layer = Self::new(Weight::new(reordered.reshape((h * w * c, fan_out))?)?, layer.epilogue)?;
+        layer.int16 = match &layer.weight.cpu {
+            Some(wv) if cfg!(target_arch = "x86_64") => {
+                let slope = layer.epilogue.slope.as_ref().map(|s| &s[..fan_out]);
+                Int16Conv::new(wv, 1, h * w * c, fan_out, &layer.epilogue.bias[..fan_out], slope)
+            }
+            _ => None,
+        };
+        Ok(layer)
     }
 
-    /// Applies the layer to `n` rows of `x` (each `in` long).
-    pub fn forward(&self, x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+    /// Applies the layer to `n` rows of `x` (each `in` long). With
+    /// `integers`, a layer that has the integer form (see
+    /// [`Dense::load_after_conv`]) runs in 16-bit integers where the level
+    /// has an integer kernel, as [`Conv::forward`]'s convolutions do; the
+    /// heads after it, whose outputs are the network's answers, stay f32.
+    pub fn forward(&self, x: Vec<f32>, n: usize, integers: bool) -> Result<Vec<f32>> {
         let Some(packed) = &self.packed else {
             return matmul(x, n, &self.weight, &self.epilogue);
         };
@@ -615,6 +632,18 @@ impl Dense {
             candle_core::bail!("dense: {} values for {n} rows of {k}", x.len());
         }
         let level = simd_level();
+        if let Some(q) = self.int16.as_ref().filter(|_| integers && n > 0) {
+            // Each row a 1x1 image of `k` channels: the output is `n` pixels
+            // of `cols` channels, the rows of `out`.
+            let geo = ConvGeometry { n, h: 1, w: 1, cin: k, k: 1, oh: 1, ow: 1, cout: cols };
+            let mut out = Vec::with_capacity(n * cols + NC);
+            if q.forward(level, &geo, &x, &mut out.spare_capacity_mut()[..n * cols + NC]) {
+                // SAFETY: `forward` answered true: it wrote the first
+                // `n * cols` values.
+                unsafe { out.set_len(n * cols) };
+                return Ok(out);
+            }
+        }
         let mut out = vec![0f32; n * cols];
         dense_rows(level, &x, n, k, packed, cols, &mut out);
         self.epilogue.apply_in_place(level, &mut out);
@@ -844,7 +873,60 @@ mod tests {
         // one-hot NHWC input at (y=1, x=2, ch=1): PyTorch index (2*2 + 1)*2 + 1 = 11
         let mut x = vec![0f32; fan_in];
         x[(w + 2) * c + 1] = 1.0;
-        assert_eq!(dense.forward(x, 1)?, vec![11.0]);
+        assert_eq!(dense.forward(x.clone(), 1, false)?, vec![11.0]);
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
+            let got = crate::simd::with_level(level, || dense.forward(x.clone(), 1, true))?;
+            assert!((got[0] - 11.0).abs() < 1e-2, "{level}: {got:?}");
+        }
+        Ok(())
+    }
+
+    /// The first dense layer after the convolutions in 16-bit integers (a
+    /// 1x1 convolution of each row), on every level with an integer kernel:
+    /// within what the two roundings can move each value, and not the f32
+    /// kernel's values (so the integer product did run). MTCNN's own shapes
+    /// (R-Net's 576 -> 128 over 58 crops, O-Net's 1152 -> 256 over 9), one
+    /// row, rows fewer than a tile, channels that do not fill a block.
+    #[test]
+    fn dense_in_integers_stays_within_its_rounding() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(rows, k, cols) in &[(58, 576, 128), (9, 1152, 256), (1, 64, 24), (5, 30, 17), (13, 7, 3)] {
+            let wv: Vec<f32> = (0..cols * k).map(|i| ((i * 7 % 23) as f32 - 11.0) / 13.0).collect();
+            let x: Vec<f32> = (0..rows * k).map(|i| ((i * 5 % 19) as f32 - 9.0) / 7.0).collect();
+            let bias: Vec<f32> = (0..cols).map(|c| c as f32 / 10.0 - 0.5).collect();
+            let slope: Vec<f32> = (0..cols).map(|c| 0.05 * (c % 5) as f32).collect();
+            let tensors = [
+                ("d.weight".to_string(), Tensor::from_vec(wv.clone(), (cols, k), &dev)?),
+                ("d.bias".to_string(), Tensor::from_vec(bias.clone(), cols, &dev)?),
+                ("p.weight".to_string(), Tensor::from_vec(slope.clone(), cols, &dev)?),
+            ];
+            let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), candle_core::DType::F32, &dev);
+            // A 1x1 "map" of k channels: no reordering of the weights.
+            let dense = Dense::load_after_conv(vb.pp("d"), Some(vb.pp("p")), (1, 1, k), cols)?;
+            let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            // The integer steps are at least sqrt(i32::MAX / k) to a
+            // magnitude (see `int16_conv`); twice the rounding bound.
+            let q = (i32::MAX as f64 / k as f64).sqrt();
+            for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported() && crate::int16::int_kernel(*l).is_some()) {
+                let got = crate::simd::with_level(level, || dense.forward(x.clone(), rows, true))?;
+                let f32s = crate::simd::with_level(level, || dense.forward(x.clone(), rows, false))?;
+                assert!(got.iter().zip(&f32s).any(|(a, b)| a != b), "{level} {rows}x{k}x{cols}: the f32 kernel ran");
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let column = (0..k).map(|i| wv[c * k + i] as f64);
+                        let (wsum, wmax) = column.clone().fold((0.0, 0f64), |(s, m), w| (s + w.abs(), m.max(w.abs())));
+                        let xsum: f64 = (0..k).map(|i| (x[r * k + i] as f64).abs()).sum();
+                        let mut v = bias[c] as f64 + (0..k).map(|i| x[r * k + i] as f64 * wv[c * k + i] as f64).sum::<f64>();
+                        if v < 0.0 {
+                            v *= slope[c] as f64;
+                        }
+                        let bound = (xmax * wsum + wmax * xsum) / q + 1e-5 * (1.0 + v.abs());
+                        let g = got[r * cols + c] as f64;
+                        assert!((g - v).abs() <= bound, "{level} {rows}x{k}x{cols} at ({r}, {c}): {g} vs {v} (bound {bound})");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -869,7 +951,7 @@ mod tests {
             let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), candle_core::DType::F32, &dev);
             let dense = Dense::load(vb.pp("d"), prelu.then(|| vb.pp("p")), k, cols)?;
             for level in SimdLevel::ALL.into_iter().filter(|l| l.is_supported()) {
-                let got = crate::simd::with_level(level, || dense.forward(x.clone(), rows))?;
+                let got = crate::simd::with_level(level, || dense.forward(x.clone(), rows, true))?;
                 for r in 0..rows {
                     for c in 0..cols {
                         let mut v = bias[c] as f64 + (0..k).map(|i| x[r * k + i] as f64 * wv[c * k + i] as f64).sum::<f64>();

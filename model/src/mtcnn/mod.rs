@@ -284,7 +284,7 @@ impl Mtcnn {
     fn stage_rnet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Candidate>> {
         let integers = !params.f32_convolutions;
         let (cands, features) = Self::through_crops(img, cands, 24, RNET_CROPS_PER_PASS, |batch| self.rnet.features(batch, integers))?;
-        let out = self.rnet.head(features, cands.len())?;
+        let out = self.rnet.head(features, cands.len(), integers)?;
         let passed: Vec<Candidate> = cands
             .iter()
             .zip(&out)
@@ -302,7 +302,7 @@ impl Mtcnn {
     fn stage_onet<A: AreaSource>(&self, img: &A, cands: Vec<Candidate>, params: &DetectParams) -> Result<Vec<Face>> {
         let integers = !params.f32_convolutions;
         let (cands, features) = Self::through_crops(img, cands, 48, ONET_CROPS_PER_PASS, |batch| self.onet.features(batch, integers))?;
-        let out = self.onet.head(features, cands.len())?;
+        let out = self.onet.head(features, cands.len(), integers)?;
         let mut passed = Vec::new();
         let mut marks = Vec::new();
         for (c, o) in cands.iter().zip(&out) {

@@ -110,11 +110,11 @@ impl RNet {
     /// The dense part, on the [`RNet::features`] of `n` crops (taken in
     /// one product however many passes made them: its weights are read
     /// once).
-    pub fn head(&self, features: Vec<f32>, n: usize) -> Result<Vec<RnetOut>> {
+    pub fn head(&self, features: Vec<f32>, n: usize, integers: bool) -> Result<Vec<RnetOut>> {
         assert_eq!(features.len(), n * Self::FEATURES, "RNet: features of {n} crops");
-        let x = self.dense4.forward(features, n)?;
-        let logits = self.dense5_1.forward(x.clone(), n)?;
-        let reg = self.dense5_2.forward(x, n)?;
+        let x = self.dense4.forward(features, n, integers)?;
+        let logits = self.dense5_1.forward(x.clone(), n, integers)?;
+        let reg = self.dense5_2.forward(x, n, integers)?;
         Ok((0..n)
             .map(|i| RnetOut {
                 score: softmax2(logits[2 * i], logits[2 * i + 1]),
@@ -171,12 +171,12 @@ impl ONet {
     /// The dense part, on the [`ONet::features`] of `n` crops (taken in
     /// one product however many passes made them: dense5's 1.2 MB of
     /// weights are read once, not once per pass).
-    pub fn head(&self, features: Vec<f32>, n: usize) -> Result<Vec<OnetOut>> {
+    pub fn head(&self, features: Vec<f32>, n: usize, integers: bool) -> Result<Vec<OnetOut>> {
         assert_eq!(features.len(), n * Self::FEATURES, "ONet: features of {n} crops");
-        let x = self.dense5.forward(features, n)?;
-        let logits = self.dense6_1.forward(x.clone(), n)?;
-        let reg = self.dense6_2.forward(x.clone(), n)?;
-        let pts = self.dense6_3.forward(x, n)?;
+        let x = self.dense5.forward(features, n, integers)?;
+        let logits = self.dense6_1.forward(x.clone(), n, integers)?;
+        let reg = self.dense6_2.forward(x.clone(), n, integers)?;
+        let pts = self.dense6_3.forward(x, n, integers)?;
         Ok((0..n)
             .map(|i| {
                 let mut points = [0f32; 10];
