@@ -435,10 +435,17 @@ fn padded_row(geo: &PlaneGeometry, inp: &[f32], y: usize, row: &mut [f32]) {
     }
     let src = &inp[(y - p.top) * geo.w..(y - p.top + 1) * geo.w];
     let left = p.left.min(row.len());
-    let n = geo.w.min(row.len() - left);
-    row[..left].fill(0.0);
-    row[left..left + n].copy_from_slice(&src[..n]);
-    row[left + n..].fill(0.0);
+    between_zeros(row, left, &src[..geo.w.min(row.len() - left)]);
+}
+
+/// Fills `dst` with `before` zeros, then `src`, then zeros to its end.
+#[inline(always)]
+fn between_zeros(dst: &mut [f32], before: usize, src: &[f32]) {
+    let (zeros, rest) = dst.split_at_mut(before);
+    zeros.fill(0.0);
+    let (copy, after) = rest.split_at_mut(src.len());
+    copy.copy_from_slice(src);
+    after.fill(0.0);
 }
 
 /// 3x3, stride 1, one row and column of zeros on every side (TF "SAME"):
@@ -475,9 +482,7 @@ fn dw3_same<S: Isa>(
     // small) and the first two and last two rows (from copies of their own).
     let ((top, first), (src, base, middle), (bottom, last)) = if n < DW3_SAME_COPIED || h < 5 {
         let mid = scratch(buf, n + 2 * (w + 1));
-        mid[..w + 1].fill(0.0);
-        mid[w + 1..w + 1 + n].copy_from_slice(inp);
-        mid[w + 1 + n..].fill(0.0);
+        between_zeros(mid, w + 1, inp);
         ((&[][..], &mut [][..]), (&*mid, 0, out), (&[][..], &mut [][..]))
     } else {
         // Rows 0 and 1 read rows -1 (zeros) to 2, rows h - 2 and h - 1 rows
@@ -485,12 +490,8 @@ fn dw3_same<S: Isa>(
         // start. Row 2's taps start at plane value `2 * w - w - 1`.
         let edges = scratch(buf, 2 * (4 * w + 2));
         let (top, bottom) = edges.split_at_mut(4 * w + 2);
-        top[..w + 1].fill(0.0);
-        top[w + 1..4 * w + 1].copy_from_slice(&inp[..3 * w]);
-        top[4 * w + 1] = 0.0;
-        bottom[0] = 0.0;
-        bottom[1..3 * w + 1].copy_from_slice(&inp[n - 3 * w..]);
-        bottom[3 * w + 1..].fill(0.0);
+        between_zeros(top, w + 1, &inp[..3 * w]);
+        between_zeros(bottom, 1, &inp[n - 3 * w..]);
         let (first, rest) = out.split_at_mut(2 * w);
         let (middle, last) = rest.split_at_mut(n - 4 * w);
         ((&*top, first), (inp, w - 1, middle), (&*bottom, last))

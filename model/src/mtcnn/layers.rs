@@ -60,6 +60,16 @@ impl Epilogue {
         bias_prelu_rows(level, TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), src, dst);
     }
 
+    /// The per-channel bias (one tile).
+    fn bias(&self) -> &[f32] {
+        &self.bias[..self.cols]
+    }
+
+    /// The per-channel slopes (one tile), if any.
+    fn slope(&self) -> Option<&[f32]> {
+        self.slope.as_deref().map(|s| &s[..self.cols])
+    }
+
     /// [`Epilogue::apply`] with `src == dst`.
     fn apply_in_place(&self, level: SimdLevel, data: &mut [f32]) {
         bias_prelu_rows_in_place(level, TILE_ROWS * self.cols, &self.bias, self.slope.as_deref(), data);
@@ -221,17 +231,8 @@ impl Conv {
         let rows = x.n * oh * ow;
         let level = simd_level();
         let geo = ConvGeometry { n: x.n, h: x.h, w: x.w, cin: x.c, k, oh, ow, cout: self.cout };
-        // Both direct kernels write every value of `out` (and up to NC - 1
-        // past them, their whole-block stores), so it is not zeroed first.
         let direct = |run: &dyn Fn(&mut [MaybeUninit<f32>]) -> bool| {
-            let len = rows * self.cout;
-            let mut data = Vec::with_capacity(len + NC);
-            run(&mut data.spare_capacity_mut()[..len + NC]).then(|| {
-                // SAFETY: `run` answered true: it initialised the first
-                // `len` values.
-                unsafe { data.set_len(len) };
-                Act { n: x.n, h: oh, w: ow, c: self.cout, data }
-            })
+            written_by(rows * self.cout, run).map(|data| Act { n: x.n, h: oh, w: ow, c: self.cout, data })
         };
         let int16 = self.int16.as_ref().filter(|_| integers);
         if let Some(y) = int16.and_then(|q| direct(&|out| q.forward(level, &geo, &x.data, out))) {
@@ -609,10 +610,7 @@ impl Dense {
         let reordered = layer.weight.tensor.reshape((w, h, c, fan_out))?.permute((1, 0, 2, 3))?.contiguous()?;
         let mut layer = Self::new(Weight::new(reordered.reshape((h * w * c, fan_out))?)?, layer.epilogue)?;
         layer.int16 = match &layer.weight.cpu {
-            Some(wv) if cfg!(target_arch = "x86_64") => {
-                let slope = layer.epilogue.slope.as_ref().map(|s| &s[..fan_out]);
-                Int16Conv::new(wv, 1, h * w * c, fan_out, &layer.epilogue.bias[..fan_out], slope)
-            }
+            Some(wv) if cfg!(target_arch = "x86_64") => Int16Conv::new(wv, 1, h * w * c, fan_out, layer.epilogue.bias(), layer.epilogue.slope()),
             _ => None,
         };
         Ok(layer)
@@ -636,11 +634,7 @@ impl Dense {
             // Each row a 1x1 image of `k` channels: the output is `n` pixels
             // of `cols` channels, the rows of `out`.
             let geo = ConvGeometry { n, h: 1, w: 1, cin: k, k: 1, oh: 1, ow: 1, cout: cols };
-            let mut out = Vec::with_capacity(n * cols + NC);
-            if q.forward(level, &geo, &x, &mut out.spare_capacity_mut()[..n * cols + NC]) {
-                // SAFETY: `forward` answered true: it wrote the first
-                // `n * cols` values.
-                unsafe { out.set_len(n * cols) };
+            if let Some(out) = written_by(n * cols, |out| q.forward(level, &geo, &x, out)) {
                 return Ok(out);
             }
         }
@@ -649,6 +643,19 @@ impl Dense {
         self.epilogue.apply_in_place(level, &mut out);
         Ok(out)
     }
+}
+
+/// `len` values written by `run` into fresh memory that is not zeroed first,
+/// with [`NC`] values of slack after them (the direct kernels' whole-block
+/// stores); `None` when `run` answers `false`.
+fn written_by(len: usize, run: impl FnOnce(&mut [MaybeUninit<f32>]) -> bool) -> Option<Vec<f32>> {
+    let mut data = Vec::with_capacity(len + NC);
+    run(&mut data.spare_capacity_mut()[..len + NC]).then(|| {
+        // SAFETY: `run` answered true: it initialised the first `len`
+        // values.
+        unsafe { data.set_len(len) };
+        data
+    })
 }
 
 simd_kernel! {
