@@ -163,10 +163,13 @@ fn matches_facenet_pytorch_reference() {
 }
 
 /// The integer convolutions (the default) on every SIMD level of this CPU:
-/// the reference's faces, each within 2 px and 1e-3 of score, and a median
+/// the reference's faces, each within 2 px and 2e-3 of score, and a median
 /// box deviation below 0.05 px. Rounding moves boxes by hundredths of a
 /// pixel; where two overlapping candidates score nearly alike it may keep
-/// the other one, about a pixel away (seen on 1 face of 15).
+/// the other one, about a pixel away (seen on 1 face of 15). O-Net's score
+/// moves with the crop it is given: Bill_Clinton_0004's by 8.5e-4 with the
+/// direct integer layers, 1.1e-3 with the F(2, 3) form's slightly coarser
+/// weights, its box 0.02–0.03 px from the reference's either way.
 #[test]
 fn integer_convolutions_stay_close_to_the_reference() {
     let golden = golden();
@@ -180,7 +183,7 @@ fn integer_convolutions_stay_close_to_the_reference() {
             let img = load_rgb(&shared.join(&g.image));
             let faces = simd::with_level(level, || mtcnn.detect(&img, &DetectParams::default())).expect("detect");
             let mut dev = Deviation::default();
-            failures.extend(compare(&g.image, &faces, &g.faces, 2.0, 1e-3, &mut dev));
+            failures.extend(compare(&g.image, &faces, &g.faces, 2.0, 2e-3, &mut dev));
             for (f, r) in faces.iter().zip(&g.faces) {
                 let b = [f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2];
                 deviations.push(b.iter().zip(&r.bbox).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));

@@ -1,7 +1,8 @@
 //! The few layer kinds MTCNN needs, on NHWC activations held in plain
 //! vectors: valid convolutions with bias and PReLU fused in (on CPU a direct
 //! kernel: in 16-bit integers where the level has one,
-//! [`super::int16_conv`], otherwise in f32, [`conv_direct`], or the
+//! [`super::int16_conv`] (for 3x3 kernels over 16 or more channels in
+//! F(2, 3) form along the rows), otherwise in f32, [`conv_direct`], or the
 //! Winograd form of [`super::winograd`] for 3x3 kernels over many channels;
 //! elsewhere im2col and one candle matmul); ceil-mode max pooling; dense
 //! layers.

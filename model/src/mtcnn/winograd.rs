@@ -15,9 +15,10 @@
 //! MTCNN's O-Net (32 and 64 input channels) runs about a quarter faster with it,
 //! while P-Net (10 and 16) and R-Net (28) ran slower or no faster, so
 //! [`super::layers::Conv`] uses it from 32 input channels on, in f32. Where
-//! the level has an integer kernel ([`super::int16_conv`]), O-Net's direct
-//! convolution in 16-bit integers is faster still (O-Net about 15 % on AVX2
-//! and 20 % on AVX-512 VNNI), and runs instead.
+//! the level has an integer kernel ([`super::int16_conv`]), the convolution
+//! in 16-bit integers is faster still (O-Net about 15 % on AVX2 and 20 % on
+//! AVX-512 VNNI in its direct form, more in its own one-dimensional
+//! Winograd form, F(2, 3) along the rows), and runs instead.
 //!
 //! Results equal the direct convolution up to float rounding (the transforms
 //! only add, subtract and halve; the layer tests bound the difference).
