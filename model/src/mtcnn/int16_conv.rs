@@ -11,6 +11,9 @@
 //! - **AVX-VNNI** (`vpdpwssd` on 256 bits): the AVX2 tiles, one instruction
 //!   per product and sum instead of two.
 //!
+//! (In the F(2, 3) form below, a tile's pixels are pairs, and the sums of
+//! its earlier transforms wait in memory while the next one's run.)
+//!
 //! A pixel's inputs for one kernel row are `k * cin` contiguous values in
 //! NHWC, so consecutive pairs of them are one 32-bit word of the rounded
 //! input, broadcast to every channel's lane; the packed weights hold the
@@ -369,8 +372,8 @@ mod x86 {
     }
 
     /// Rounded values past the input [`transform`] reads: whole vectors
-    /// from the row's last pixel (or, in a row of odd width, from the pixel
-    /// after it).
+    /// from the last input row's last pixel (or, where the output's width
+    /// is odd, from the pixel after it).
     pub(super) fn transform_slack(cin: usize) -> usize {
         cin.div_ceil(TRANSFORM_STEP) * TRANSFORM_STEP
     }
@@ -402,8 +405,9 @@ mod x86 {
     /// fewer than `R` pairs gets `one(block, pair)` for each. (Tile by
     /// tile, the transformed inputs of a tile stay in L1 for all its blocks;
     /// a block's store spilling past the layer's channels, see
-    /// `conv_direct`, lands on a later pixel or on a block of the same
-    /// pixel stored after it, so every value is written right at last.)
+    /// `conv_direct`, lands on the following pixels, whose own stores of
+    /// those channels come after it, in this tile or a later one, so every
+    /// value is written right at last.)
     #[inline(always)]
     fn each_pair_tile<const R: usize>(g: &ConvGeometry, mut tile: impl FnMut(usize, [Pair; R]), mut one: impl FnMut(usize, [Pair; 1])) {
         let per_row = g.ow.div_ceil(2);
@@ -816,11 +820,17 @@ mod tests {
         ConvGeometry { n, h, w, cin, k, oh: h - k + 1, ow: w - k + 1, cout }
     }
 
-    /// Runs the layer on `level`; `None` when it declined.
+    /// Runs the layer on `level`; `None` when it declined. Checks that
+    /// nothing was written past the output and its slack.
     fn run(conv: &Int16Conv, level: SimdLevel, g: &ConvGeometry, x: &[f32]) -> Option<Vec<f32>> {
-        let len = g.n * g.oh * g.ow * g.cout;
-        let mut out = vec![MaybeUninit::new(f32::NAN); len + NC];
-        conv.forward(level, g, x, &mut out).then(|| out[..len].iter().map(|v| unsafe { v.assume_init() }).collect())
+        const GUARD: usize = 256;
+        let (len, untouched) = (g.n * g.oh * g.ow * g.cout, f32::from_bits(0x7fc0_1234));
+        let mut out = vec![MaybeUninit::new(untouched); len + NC + GUARD];
+        let done = conv.forward(level, g, x, &mut out[..len + NC]);
+        // SAFETY: every value was initialised above.
+        let values: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(values[len + NC..].iter().all(|v| v.to_bits() == untouched.to_bits()), "{level}: written past the output's slack");
+        done.then(|| values[..len].to_vec())
     }
 
     /// The exact result in f64, and per output the most the two roundings
@@ -1038,13 +1048,14 @@ mod tests {
 
     #[test]
     fn the_largest_transforms_cannot_wrap() {
-        // Transformed inputs and weights at their largest: neighbouring
-        // pixels of opposite signs at the largest magnitude (`d2 - d1` is
-        // twice the input's largest integer), or all alike (`d1 + d2`),
-        // against rows of equal weights (`(g0 + g1 + g2) / 2` is 1.5 times
-        // the largest weight): in every channel, or in one row among tiny
-        // weights, which gives the weights their most steps (the cap of
-        // 1.5 times below `i16::MAX`).
+        // Transformed inputs and weights at the most their integers allow:
+        // neighbouring pixels of opposite signs at the largest magnitude
+        // (`d2 - d1` is twice the input's largest integer), or all alike
+        // (`d1 + d2`), against rows of equal weights (`(g0 + g1 + g2) / 2`
+        // is 1.5 times the largest weight). With such rows in every channel
+        // the integers are small (many terms); with one such row among tiny
+        // weights, inputs and weights get their most steps, the caps
+        // (`i16::MAX / 2` and `i16::MAX / 1.5`).
         for cin in [16, 64] {
             let (kk, cout) = (9 * cin, 16);
             let alternating: Vec<f32> = (0..kk * cout).map(|i| if (i / cout) % cin % 2 == 0 { 1.0 } else { -1.0 }).collect();
