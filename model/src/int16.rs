@@ -1,8 +1,8 @@
-//! 1x1 convolutions as 16-bit integer products (x86_64: AVX-512 VNNI and
-//! AVX2).
+//! 1x1 convolutions as 16-bit integer products (x86_64: AVX-512 VNNI,
+//! AVX-VNNI, AVX2 and SSE2).
 //!
-//! Both kernels multiply pairs of 16-bit integers and add both products to a
-//! 32-bit lane: over 256 bits, 16 multiply-adds against an f32 FMA's 8.
+//! Every kernel multiplies pairs of 16-bit integers and adds both products
+//! to a 32-bit lane: over 256 bits, 16 multiply-adds against an f32 FMA's 8.
 //! - **AVX-512 VNNI** (`vpdpwssd`, the AVX-512 level): one instruction; a
 //!   tile is 8 output channels by 24 pixels, 24 accumulators, which
 //!   AVX-512's 32 vector registers hold with the inputs.
@@ -18,13 +18,18 @@
 //!   AVX2 tile's 8 sums it waits (1.12–1.15x `vpmaddwd` + `vpaddd`, the
 //!   `mac_rates` example), with 12 it ran 1.39x (an Intel Xeon). Its 6
 //!   channels straddle the blocks of 8.
+//! - **SSE2** (`pmaddwd` then `paddd` on 128 bits, x86_64's baseline level,
+//!   what a CPU without AVX2 runs): the AVX2 kernel at half its width, 4
+//!   channels by 8 pixels. Every x86_64 CPU has it; the f32 product there
+//!   is `gemm`'s scalar kernel, which made MobileFaceNet 4.4x slower.
 //!
 //! [`Int16Weights`] holds a layer's weights rounded to integers with one
 //! scale per output channel; [`Int16Weights::forward_into`] rounds the input
 //! with one scale for the whole sample, multiplies in integers and turns the
 //! sums back into f32 with the bias, PReLU and residual of
-//! [`crate::pointwise`] applied on the way out. Both kernels compute the same
-//! sums and the same f32 steps after them, so they give the same values.
+//! [`crate::pointwise`] applied on the way out. Every kernel computes the
+//! same sums and the same f32 steps after them (a product, then a sum: no
+//! FMA, which SSE2 lacks), so they give the same values, to the bit.
 //!
 //! Both roundings keep as many bits as the sums allow without overflow:
 //! with `k` input channels every integer is at most
@@ -70,12 +75,16 @@ pub(crate) enum IntKernel {
     AvxVnni,
     /// AVX2 `vpmaddwd` then `vpaddd`.
     Madd,
+    /// SSE2 `pmaddwd` then `paddd` on 128 bits: x86_64's baseline level,
+    /// which every x86_64 CPU has.
+    Sse2,
 }
 
 /// The integer kernel `level` runs on this CPU, if any: VNNI on the
 /// AVX-512 level when the CPU has AVX-512 VNNI (without it, AVX-512's f32
 /// FMA is as fast as `vpmaddwd`), AVX-VNNI on the AVX2+AVX-VNNI level,
-/// `vpmaddwd` on the AVX2 level; none on other levels and architectures.
+/// `vpmaddwd` on the AVX2 level, SSE2's `pmaddwd` on x86_64's baseline;
+/// none on aarch64.
 /// Shared by MobileFaceNet's 1x1 layers and MTCNN's convolutions
 /// ([`crate::mtcnn`]).
 pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
@@ -87,6 +96,7 @@ pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
             SimdLevel::Avx512 if avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512vnni") => Some(IntKernel::Vnni),
             SimdLevel::Avx2Vnni if avx2 && has!("avxvnni") => Some(IntKernel::AvxVnni),
             SimdLevel::Avx2Fma if avx2 => Some(IntKernel::Madd),
+            SimdLevel::Baseline => Some(IntKernel::Sse2),
             _ => None,
         }
     }
@@ -98,7 +108,7 @@ pub(crate) fn int_kernel(level: SimdLevel) -> Option<IntKernel> {
 }
 
 /// A 1x1 layer's weights as 16-bit integers, packed in blocks of `ROWS`
-/// output channels for both kernels.
+/// output channels for every kernel.
 #[derive(Debug, Clone)]
 pub(crate) struct Int16Weights {
     cout: usize,
@@ -153,30 +163,11 @@ impl Int16Weights {
         Some(Self { cout, cin, pairs, q, packed, scale })
     }
 
-    /// The tiles of `level`'s integer kernel on this CPU (see
-    /// [`int_kernel`]).
-    #[cfg(target_arch = "x86_64")]
-    fn kernel(level: SimdLevel) -> Option<x86::Tiles> {
-        Some(match int_kernel(level)? {
-            IntKernel::Vnni => x86::vnni::tiles,
-            IntKernel::AvxVnni => x86::avxvnni::tiles,
-            IntKernel::Madd => x86::madd::tiles,
-        })
-    }
-
     /// Whether the integer product runs on `level` here for a sample of
-    /// `plane` pixels: an x86_64 CPU with a kernel for the level (see
-    /// `kernel`), and an input wide enough.
+    /// `plane` pixels: a kernel for the level on this CPU (see
+    /// [`int_kernel`]) and an input wide enough.
     pub(crate) fn runs_here(level: SimdLevel, plane: usize) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            plane >= MIN_PLANE && Self::kernel(level).is_some()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (level, plane);
-            false
-        }
+        plane >= MIN_PLANE && int_kernel(level).is_some()
     }
 
     /// `out [cout][plane] = epilogue(W x)` for one sample `x [cin][plane]`,
@@ -204,12 +195,15 @@ impl Int16Weights {
         assert!(epilogue.residual.is_none_or(|r| r.len() == self.cout * plane), "int16 product: residual size");
         #[cfg(target_arch = "x86_64")]
         {
-            match Self::kernel(level) {
-                // SAFETY: `kernel` checked the CPU's features for this
-                // kernel (AVX2 and FMA among them); the caller vouches for
-                // `out`.
-                Some(tiles) if plane >= MIN_PLANE => x86::forward(self, x, plane, out, epilogue, tiles),
-                _ => false,
+            let Some(kernel) = int_kernel(level).filter(|_| plane >= MIN_PLANE) else { return false };
+            // SAFETY: `int_kernel` checked the CPU's features for the
+            // kernel (AVX2 and FMA for all but SSE2's, which every x86_64
+            // CPU has); the caller vouches for `out`.
+            match kernel {
+                IntKernel::Vnni => x86::forward(self, x, plane, out, epilogue, x86::vnni::tiles),
+                IntKernel::AvxVnni => x86::forward(self, x, plane, out, epilogue, x86::avxvnni::tiles),
+                IntKernel::Madd => x86::forward(self, x, plane, out, epilogue, x86::madd::tiles),
+                IntKernel::Sse2 => x86::sse2::forward(self, x, plane, out, epilogue),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -268,7 +262,15 @@ pub(crate) mod x86 {
         }
         let mut lanes = [0i32; LANES];
         _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, maxv);
-        let bits = lanes.iter().copied().chain(chunks.remainder().iter().map(|v| (v.to_bits() & i32::MAX as u32) as i32)).fold(0, i32::max);
+        step_of(&lanes, chunks.remainder(), q)
+    }
+
+    /// The end of both copies of [`input_step`]: the largest magnitude among
+    /// the vector maxima's bits `lanes` and the values `rest`, then the step
+    /// and its inverse.
+    #[inline(always)]
+    fn step_of(lanes: &[i32], rest: &[f32], q: f32) -> Option<(f32, f32)> {
+        let bits = lanes.iter().copied().chain(rest.iter().map(|v| (v.to_bits() & i32::MAX as u32) as i32)).fold(0, i32::max);
         let max = f32::from_bits(bits as u32);
         if !max.is_finite() {
             return None;
@@ -289,39 +291,75 @@ pub(crate) mod x86 {
         let (invv, lo_mask) = (_mm256_set1_ps(inv), _mm256_set1_epi32(0xffff));
         let (qmax, qmin) = (_mm256_set1_epi32(w.q as i32), _mm256_set1_epi32(-(w.q as i32)));
         let round = |v: __m256| _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, invv)), qmax), qmin);
-        let int = |v: f32| ((v * inv).round() as i32).clamp(-(w.q as i32), w.q as i32);
-        // The partner of an odd layer's last channel.
-        let zeros = if w.cin % 2 == 1 { vec![0f32; plane] } else { Vec::new() };
-        let whole = plane / LANES * LANES;
-        let at = |p: usize, j: usize| (p / LANES * w.pairs + j) * LANES;
-        // Groups of blocks, all pairs of a group before the next: the
-        // group's words (16 KB at most) stay in L1 until every pair has
-        // written its part of them.
-        let group = (512 / w.pairs).max(1) * LANES;
-        for g in (0..whole).step_by(group) {
+        let pk = Packing::new(w, x, plane);
+        for g in (0..pk.whole).step_by(pk.group) {
             for j in 0..w.pairs {
-                let a = &x[2 * j * plane..(2 * j + 1) * plane];
-                let b = if 2 * j + 1 < w.cin { &x[(2 * j + 1) * plane..(2 * j + 2) * plane] } else { &zeros[..] };
-                for p in (g..(g + group).min(whole)).step_by(LANES) {
+                let (a, b) = pk.pair(j);
+                for p in (g..(g + pk.group).min(pk.whole)).step_by(LANES) {
                     let lo = round(_mm256_loadu_ps(a.as_ptr().add(p)));
                     let hi = round(_mm256_loadu_ps(b.as_ptr().add(p)));
                     let word = _mm256_or_si256(_mm256_and_si256(lo, lo_mask), _mm256_slli_epi32(hi, 16));
-                    _mm256_storeu_si256(dst.as_mut_ptr().add(at(p, j)) as *mut __m256i, word);
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(pk.at(p, j)) as *mut __m256i, word);
                 }
             }
         }
-        for j in 0..w.pairs {
-            let a = &x[2 * j * plane..(2 * j + 1) * plane];
-            let b = if 2 * j + 1 < w.cin { &x[(2 * j + 1) * plane..(2 * j + 2) * plane] } else { &zeros[..] };
-            if whole < plane {
-                let block = &mut dst[at(whole, j)..at(whole, j) + LANES];
-                for (l, word) in block.iter_mut().enumerate() {
-                    let p = whole + l;
-                    *word = if p < plane { (int(a[p]) & 0xffff) | (int(b[p]) << 16) } else { 0 };
-                }
-            }
-        }
+        pk.tail(inv, dst);
         Some(scale)
+    }
+
+    /// What both copies of `pack_input` share: where each pixel's words go,
+    /// the channels of each pair, and the last partial block of pixels.
+    struct Packing<'a> {
+        w: &'a Int16Weights,
+        x: &'a [f32],
+        plane: usize,
+        /// The partner of an odd layer's last channel.
+        zeros: Vec<f32>,
+        /// Pixels in whole blocks of `LANES`.
+        whole: usize,
+        /// Pixels per group of blocks, all pairs of a group before the next:
+        /// the group's words (16 KB at most) stay in L1 until every pair has
+        /// written its part of them.
+        group: usize,
+    }
+
+    impl<'a> Packing<'a> {
+        fn new(w: &'a Int16Weights, x: &'a [f32], plane: usize) -> Self {
+            let zeros = if w.cin % 2 == 1 { vec![0f32; plane] } else { Vec::new() };
+            Self { w, x, plane, zeros, whole: plane / LANES * LANES, group: (512 / w.pairs).max(1) * LANES }
+        }
+
+        /// Pair `j`'s two channels (the second all zeros past `cin`).
+        #[inline(always)]
+        fn pair(&self, j: usize) -> (&[f32], &[f32]) {
+            let (x, plane) = (self.x, self.plane);
+            let b = if 2 * j + 1 < self.w.cin { &x[(2 * j + 1) * plane..(2 * j + 2) * plane] } else { &self.zeros[..] };
+            (&x[2 * j * plane..(2 * j + 1) * plane], b)
+        }
+
+        /// Where pixel `p`'s block holds pair `j`'s words.
+        #[inline(always)]
+        fn at(&self, p: usize, j: usize) -> usize {
+            (p / LANES * self.w.pairs + j) * LANES
+        }
+
+        /// The last, partial block of pixels (zeros past the plane), one
+        /// value at a time; `inv` is the input's inverse step.
+        fn tail(&self, inv: f32, dst: &mut [i32]) {
+            if self.whole == self.plane {
+                return;
+            }
+            let q = self.w.q as i32;
+            let int = |v: f32| ((v * inv).round() as i32).clamp(-q, q);
+            for j in 0..self.w.pairs {
+                let (a, b) = self.pair(j);
+                let at = self.at(self.whole, j);
+                for (l, word) in dst[at..at + LANES].iter_mut().enumerate() {
+                    let p = self.whole + l;
+                    *word = if p < self.plane { (int(a[p]) & 0xffff) | (int(b[p]) << 16) } else { 0 };
+                }
+            }
+        }
     }
 
     /// Raw output pointer handed to rayon's workers, which write disjoint
@@ -330,19 +368,34 @@ pub(crate) mod x86 {
     unsafe impl Send for OutPtr {}
     unsafe impl Sync for OutPtr {}
 
-    /// See [`Int16Weights::forward`]: rounds the input, then runs `tiles`
-    /// over the plane, split across rayon's threads.
+    /// Rounds a sample's input for the tiles (`pack_input` and its SSE2
+    /// twin): `(w, x, plane, padded, dst)`, the input scale or `None`.
+    pub(super) type Pack = unsafe fn(&Int16Weights, &[f32], usize, usize, &mut Vec<i32>) -> Option<f32>;
+
+    /// See [`Int16Weights::forward`]: rounds the input with AVX2, then runs
+    /// `tiles` over the plane.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA, and whatever `tiles` needs; `out` as
     /// for [`Int16Weights::forward_into`].
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward(w: &Int16Weights, x: &[f32], plane: usize, out: *mut f32, e: &Epilogue, tiles: Tiles) -> bool {
+        forward_with(w, x, plane, out, e, pack_input, tiles)
+    }
+
+    /// [`forward`]'s steps with any `pack` and `tiles`: rounds the input,
+    /// then runs `tiles` over the plane, split across rayon's threads.
+    ///
+    /// # Safety
+    /// The CPU must have what `pack` and `tiles` need; `out` as for
+    /// [`Int16Weights::forward_into`].
+    #[inline(always)]
+    pub(super) unsafe fn forward_with(w: &Int16Weights, x: &[f32], plane: usize, out: *mut f32, e: &Epilogue, pack: Pack, tiles: Tiles) -> bool {
         let padded = plane.div_ceil(LANES) * LANES;
         // Taken out of the cell for the call: a rayon worker waiting in the
         // parallel loop below may run another product on this thread.
         let mut xp = PACKED_INPUT.with(|cell| cell.take());
-        let done = match pack_input(w, x, plane, padded, &mut xp) {
+        let done = match pack(w, x, plane, padded, &mut xp) {
             None => false,
             Some(input_scale) => {
                 let xp = &xp[..w.pairs * padded];
@@ -426,7 +479,9 @@ pub(crate) mod x86 {
                 if p >= plane {
                     break;
                 }
-                put(_mm256_fmadd_ps(_mm256_cvtepi32_ps(*a), s, b), al, co * plane + p, (plane - p).min(LANES));
+                // A product and a sum, not one FMA: SSE2 (below) has none,
+                // and every kernel gives the same values.
+                put(_mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(*a), s), b), al, co * plane + p, (plane - p).min(LANES));
             }
         }
     }
@@ -639,7 +694,164 @@ pub(crate) mod x86 {
             run!(1);
         }
     }
+    /// x86_64's baseline, SSE2 (every x86_64 CPU has it: no detection):
+    /// `pmaddwd` and `paddd` on 128 bits, the AVX2 kernel at half its width,
+    /// for CPUs without AVX2. The same packed input and weights (a block of
+    /// [`LANES`] pixels is two registers), the same sums and the same f32
+    /// steps after them, so the same values as the other kernels. (Tiles of
+    /// 2 channels by 2 blocks, fewer shuffles of the weights, ran 0–4 %
+    /// faster: not kept.)
+    pub(crate) mod sse2 {
+        use super::*;
+
+        /// Output channels per tile; a tile is one block of pixels (two
+        /// registers): 8 sums, the inputs, a weight and a product in SSE2's
+        /// 16 registers.
+        const CHANNELS: usize = ROWS / 2;
+
+        /// `a` where `mask`'s lanes are set, `b` elsewhere (SSE2 has no
+        /// blend).
+        #[inline(always)]
+        unsafe fn select(mask: __m128i, a: __m128i, b: __m128i) -> __m128i {
+            _mm_or_si128(_mm_and_si128(mask, a), _mm_andnot_si128(mask, b))
+        }
+
+        /// [`super::input_step`] in SSE2.
+        pub(crate) unsafe fn input_step(x: &[f32], q: f32) -> Option<(f32, f32)> {
+            // As in the AVX2 copy: magnitudes' bits compared as integers
+            // (SSE2's signed compare suffices, the sign bit being clear).
+            let abs_mask = _mm_set1_epi32(i32::MAX);
+            let max = |m: __m128i, v: __m128i| select(_mm_cmpgt_epi32(v, m), v, m);
+            const WAYS: usize = 4;
+            const L: usize = 4;
+            let mut max4 = [_mm_setzero_si128(); WAYS];
+            let mut blocks = x.chunks_exact(WAYS * L);
+            for b in &mut blocks {
+                for (w, m) in max4.iter_mut().enumerate() {
+                    *m = max(*m, _mm_and_si128(_mm_loadu_si128(b.as_ptr().add(w * L) as *const __m128i), abs_mask));
+                }
+            }
+            let mut maxv = max(max(max4[0], max4[1]), max(max4[2], max4[3]));
+            let mut chunks = blocks.remainder().chunks_exact(L);
+            for c in &mut chunks {
+                maxv = max(maxv, _mm_and_si128(_mm_loadu_si128(c.as_ptr() as *const __m128i), abs_mask));
+            }
+            let mut lanes = [0i32; L];
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, maxv);
+            step_of(&lanes, chunks.remainder(), q)
+        }
+
+        /// [`super::pack_input`] in SSE2: the same words.
+        unsafe fn pack_input(w: &Int16Weights, x: &[f32], plane: usize, padded: usize, dst: &mut Vec<i32>) -> Option<f32> {
+            let (scale, inv) = input_step(x, w.q)?;
+            // Every word is written below (the padding with zeros).
+            let dst = crate::memory::scratch(dst, w.pairs * padded);
+            let (invv, lo_mask) = (_mm_set1_ps(inv), _mm_set1_epi32(0xffff));
+            let (qmax, qmin) = (_mm_set1_ps(w.q), _mm_set1_ps(-w.q));
+            // Clamped before the conversion (SSE2 has no 32-bit integer
+            // minimum): `q` is whole, so the same integers as AVX2's clamp
+            // after it.
+            let round = |v: __m128| _mm_cvtps_epi32(_mm_max_ps(_mm_min_ps(_mm_mul_ps(v, invv), qmax), qmin));
+            let pk = Packing::new(w, x, plane);
+            for g in (0..pk.whole).step_by(pk.group) {
+                for j in 0..w.pairs {
+                    let (a, b) = pk.pair(j);
+                    for p in (g..(g + pk.group).min(pk.whole)).step_by(4) {
+                        let lo = round(_mm_loadu_ps(a.as_ptr().add(p)));
+                        let hi = round(_mm_loadu_ps(b.as_ptr().add(p)));
+                        let word = _mm_or_si128(_mm_and_si128(lo, lo_mask), _mm_slli_epi32(hi, 16));
+                        _mm_storeu_si128(dst.as_mut_ptr().add(pk.at(p, j) + p % LANES) as *mut __m128i, word);
+                    }
+                }
+            }
+            pk.tail(inv, dst);
+            Some(scale)
+        }
+
+        /// [`Int16Weights::forward`] on SSE2.
+        ///
+        /// # Safety
+        /// `out` as for [`Int16Weights::forward_into`].
+        pub(in super::super) unsafe fn forward(w: &Int16Weights, x: &[f32], plane: usize, out: *mut f32, e: &Epilogue) -> bool {
+            forward_with(w, x, plane, out, e, pack_input, tiles)
+        }
+
+        /// Finishes and stores 4 values: [`super::put`] in SSE2.
+        #[inline(always)]
+        unsafe fn put(out: *mut f32, e: &Epilogue, mut t: __m128, al: Option<__m128>, at: usize, inside: usize) {
+            if let Some(al) = al {
+                // PReLU: `t < 0 ? slope * t : t`.
+                let neg = _mm_cmplt_ps(t, _mm_setzero_ps());
+                t = _mm_or_ps(_mm_and_ps(neg, _mm_mul_ps(t, al)), _mm_andnot_ps(neg, t));
+            }
+            if inside >= 4 {
+                if let Some(res) = e.residual {
+                    t = _mm_add_ps(t, _mm_loadu_ps(res.as_ptr().add(at)));
+                }
+                _mm_storeu_ps(out.add(at), t);
+            } else {
+                let mut lanes = [0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), t);
+                for (l, &v) in lanes.iter().enumerate().take(inside) {
+                    // No `+ 0.0` without a residual: it would turn a -0.0 into +0.0.
+                    *out.add(at + l) = match e.residual {
+                        Some(res) => v + *res.get_unchecked(at + l),
+                        None => v,
+                    };
+                }
+            }
+        }
+
+        /// Every tile of the pixel range `[p0, p1)` (both multiples of
+        /// `LANES`).
+        ///
+        /// # Safety
+        /// `out` as for [`Int16Weights::forward_into`].
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn tiles(w: &Int16Weights, xp: &[i32], plane: usize, input_scale: f32, out: *mut f32, e: &Epilogue, p0: usize, p1: usize) {
+            for p in (p0..p1).step_by(LANES) {
+                let x = xp.as_ptr().add(p * w.pairs);
+                for c0 in (0..w.cout).step_by(CHANNELS) {
+                    // Channels [c0, c0 + CHANNELS): half c0 % ROWS / CHANNELS of block c0 / ROWS.
+                    let wp = w.packed.as_ptr().add(c0 / ROWS * w.pairs * ROWS + c0 % ROWS);
+                    let mut acc = [[_mm_setzero_si128(); 2]; CHANNELS];
+                    for j in 0..w.pairs {
+                        let xs = [_mm_loadu_si128(x.add(j * LANES) as *const __m128i), _mm_loadu_si128(x.add(j * LANES + 4) as *const __m128i)];
+                        let ws = _mm_loadu_si128(wp.add(j * ROWS) as *const __m128i);
+                        macro_rules! row {
+                            ($r:literal, $imm:literal) => {
+                                let wv = _mm_shuffle_epi32::<$imm>(ws);
+                                acc[$r][0] = _mm_add_epi32(acc[$r][0], _mm_madd_epi16(wv, xs[0]));
+                                acc[$r][1] = _mm_add_epi32(acc[$r][1], _mm_madd_epi16(wv, xs[1]));
+                            };
+                        }
+                        row!(0, 0x00);
+                        row!(1, 0x55);
+                        row!(2, 0xaa);
+                        row!(3, 0xff);
+                    }
+                    for (r, sums) in acc.iter().enumerate() {
+                        let co = c0 + r;
+                        if co >= w.cout {
+                            break;
+                        }
+                        let s = _mm_set1_ps(input_scale * *w.scale.get_unchecked(co));
+                        let b = _mm_set1_ps(*e.bias.get_unchecked(co));
+                        let al = e.alpha.map(|a| _mm_set1_ps(*a.get_unchecked(co)));
+                        for (h, sum) in sums.iter().enumerate() {
+                            let q = p + h * 4;
+                            if q >= plane {
+                                break;
+                            }
+                            put(out, e, _mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(*sum), s), b), al, co * plane + q, plane - q);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
+
 
 /// Helpers shared by the integer kernels' tests (here and in
 /// [`crate::mtcnn`]).
@@ -661,7 +873,7 @@ pub(crate) mod test_support {
     pub(crate) fn levels_here() -> Vec<SimdLevel> {
         let levels: Vec<_> = SimdLevel::ALL.into_iter().filter(|l| l.is_supported() && int_kernel(*l).is_some()).collect();
         if levels.is_empty() {
-            eprintln!("no integer kernel on this CPU (x86_64 with AVX2 and FMA): the integer kernels are not used here");
+            eprintln!("no integer kernel on this CPU (x86_64): the integer kernels are not used here");
         }
         levels
     }
@@ -701,7 +913,7 @@ mod tests {
         y
     }
 
-    use test_support::{levels_here, levels_to_compare, values};
+    use test_support::{levels_here, values};
 
     /// (cout, cin, plane): odd channels, tiles that do not divide the plane
     /// or the channels, MobileFaceNet's real shapes.
@@ -723,11 +935,16 @@ mod tests {
                         let e = Epilogue { bias: &bias, alpha, residual };
                         let want = reference(&w, &x, cout, cin, plane, &e);
                         let q = Int16Weights::new(&w, cout, cin).unwrap();
-                        let mut got = vec![f32::NAN; cout * plane];
-                        assert!(pool.install(|| q.forward(level, &x, plane, &mut got, &e)));
+                        // A guard region after the output: nothing may be written there.
+                        const GUARD: usize = 16;
+                        let mut buf = vec![f32::NAN; cout * plane + GUARD];
+                        // SAFETY: `buf` holds the output and more.
+                        assert!(pool.install(|| unsafe { q.forward_into(level, &x, plane, buf.as_mut_ptr(), &e) }));
+                        assert!(buf[cout * plane..].iter().all(|v| v.is_nan()), "{level} {cout}x{cin}x{plane}: written past the output");
+                        let got = &buf[..cout * plane];
                         // Error bound: each term rounds by half a step of the weight and of the input.
                         let bound = cin as f32 * (1.0 / q.q) * 1.0 + 1e-4;
-                        let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                        let worst = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                         assert!(worst <= bound, "{level} {cout}x{cin}x{plane} ({threads} threads): error {worst} > {bound}");
                         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
                         assert!(worst <= 2e-3 * scale, "{level} {cout}x{cin}x{plane}: error {worst} vs values up to {scale}");
@@ -740,8 +957,9 @@ mod tests {
     #[test]
     fn both_kernels_give_the_same_values() {
         // Same rounding, same integer sums, same f32 steps after them: every
-        // kernel (AVX-512 VNNI, AVX-VNNI, AVX2) answers the same, to the bit.
-        let levels = levels_to_compare();
+        // kernel (AVX-512 VNNI, AVX-VNNI, AVX2, SSE2) answers the same, to
+        // the bit.
+        let levels = levels_here();
         for &(cout, cin, plane) in &SHAPES {
             let (w, x, bias, alpha, res) = (values(cout * cin, 6), values(cin * plane, 7), values(cout, 8), values(cout, 9), values(cout * plane, 10));
             let q = Int16Weights::new(&w, cout, cin).unwrap();
@@ -811,17 +1029,15 @@ mod tests {
                 assert!(out.iter().all(|v| *v == 0.0));
             }
         }
-        // No integer kernel on the levels without one.
-        assert!(!Int16Weights::runs_here(SimdLevel::Baseline, 64));
+        // The baseline's kernel is SSE2's, on x86_64 only; none on NEON.
+        assert_eq!(Int16Weights::runs_here(SimdLevel::Baseline, 64), cfg!(target_arch = "x86_64"));
+        assert!(!Int16Weights::runs_here(SimdLevel::Baseline, MIN_PLANE - 1));
         assert!(!Int16Weights::runs_here(SimdLevel::Neon, 64));
     }
 
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn input_step_finds_the_largest_magnitude_and_every_value_not_finite() {
-        if test_support::levels_here().is_empty() {
-            return;
-        }
         // The plain rule: `None` with a value not finite, else the largest
         // magnitude's step and its inverse.
         let reference = |x: &[f32], q: f32| -> Option<(f32, f32)> {
@@ -832,8 +1048,18 @@ mod tests {
             Some(if max == 0.0 || !(q / max).is_finite() { (1.0, 0.0) } else { (max / q, q / max) })
         };
         let q = 16_383.0;
-        // SAFETY: the CPU has AVX2 and FMA (`levels_here`).
-        let step = |x: &[f32]| unsafe { x86::input_step(x, q) };
+        let avx2 = int_kernel(SimdLevel::Avx2Fma).is_some();
+        // Both copies must agree with it: SSE2's (every x86_64 CPU) and, on
+        // a CPU with AVX2 and FMA, AVX2's.
+        let step = |x: &[f32]| {
+            // SAFETY: SSE2 is in every x86_64 CPU.
+            let sse2 = unsafe { x86::sse2::input_step(x, q) };
+            if avx2 {
+                // SAFETY: the CPU has AVX2 and FMA.
+                assert_eq!(unsafe { x86::input_step(x, q) }, sse2, "AVX2 and SSE2 differ on {x:?}");
+            }
+            sse2
+        };
         // Every length through two blocks of four vectors and a tail; the
         // largest magnitude (of either sign, a subnormal, a negative zero)
         // and each value that is not finite at every position.
