@@ -280,7 +280,7 @@ impl Int16Conv {
                                     IntKernel::Vnni => x86::vnni_rows(self, &f, g, input_scale, out),
                                     IntKernel::AvxVnni => x86::avxvnni_rows(self, &f, g, input_scale, out),
                                     IntKernel::Madd => x86::madd_rows(self, &f, g, input_scale, out),
-                                    IntKernel::Sse2 => x86::sse2::rows(self, &f, g, input_scale, out),
+                                    IntKernel::Sse2 => x86::sse2_rows(self, &f, g, input_scale, out),
                                 }
                                 TRANSFORMED_INPUT.with(|cell| cell.replace(xt));
                             }
@@ -288,7 +288,7 @@ impl Int16Conv {
                                 IntKernel::Vnni => x86::vnni(self, g, &xq, input_scale, out),
                                 IntKernel::AvxVnni => x86::avxvnni(self, g, &xq, input_scale, out),
                                 IntKernel::Madd => x86::madd(self, g, &xq, input_scale, out),
-                                IntKernel::Sse2 => x86::sse2::direct(self, g, &xq, input_scale, out),
+                                IntKernel::Sse2 => x86::sse2_direct(self, g, &xq, input_scale, out),
                             },
                         }
                         true
@@ -361,6 +361,13 @@ mod x86 {
     /// Inputs of at most `i16::MAX / 2` in magnitude cannot wrap.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn transform(xq: &[i16], g: &ConvGeometry, dst: &mut Vec<i16>) {
+        transform_with::<Avx2>(xq, g, dst)
+    }
+
+    /// [`transform`] with `V`'s registers, [`TRANSFORM_STEP`] values at a
+    /// time at most.
+    #[inline(always)]
+    unsafe fn transform_with<V: Lanes>(xq: &[i16], g: &ConvGeometry, dst: &mut Vec<i16>) {
         let (cin, per_row, len) = (g.cin, g.ow.div_ceil(2), transformed_len(g));
         assert!(xq.len() >= g.n * g.h * g.w * cin + transform_slack(cin), "int16 conv: transform bounds");
         let dst = crate::memory::scratch(dst, 4 * len);
@@ -370,15 +377,15 @@ mod x86 {
                 let (from, to) = (src.add((row * g.w + 2 * j) * cin), out.add((row * per_row + j) * cin));
                 // Whole vectors: the last one's excess lands on the next
                 // pair's values, written after it, or on the room after all.
-                for v in (0..cin).step_by(TRANSFORM_STEP) {
-                    let d0 = _mm256_loadu_si256(from.add(v) as *const __m256i);
-                    let d1 = _mm256_loadu_si256(from.add(cin + v) as *const __m256i);
-                    let d2 = _mm256_loadu_si256(from.add(2 * cin + v) as *const __m256i);
-                    let d3 = _mm256_loadu_si256(from.add(3 * cin + v) as *const __m256i);
-                    _mm256_storeu_si256(to.add(v) as *mut __m256i, _mm256_sub_epi16(d0, d2));
-                    _mm256_storeu_si256(to.add(len + v) as *mut __m256i, _mm256_add_epi16(d1, d2));
-                    _mm256_storeu_si256(to.add(2 * len + v) as *mut __m256i, _mm256_sub_epi16(d2, d1));
-                    _mm256_storeu_si256(to.add(3 * len + v) as *mut __m256i, _mm256_sub_epi16(d1, d3));
+                for v in (0..cin).step_by(2 * V::WIDTH) {
+                    let d0 = V::load16(from.add(v));
+                    let d1 = V::load16(from.add(cin + v));
+                    let d2 = V::load16(from.add(2 * cin + v));
+                    let d3 = V::load16(from.add(3 * cin + v));
+                    V::store16(to.add(v), V::sub16(d0, d2));
+                    V::store16(to.add(len + v), V::add16(d1, d2));
+                    V::store16(to.add(2 * len + v), V::sub16(d2, d1));
+                    V::store16(to.add(3 * len + v), V::sub16(d1, d3));
                 }
             }
         }
@@ -486,29 +493,190 @@ mod x86 {
         (xq.add(at) as *const i32).read_unaligned()
     }
 
+    /// One register of 32-bit sums and its f32 twin, for the tiles shared
+    /// by the 256-bit kernels (AVX2, AVX-VNNI) and SSE2's 128-bit one. Its
+    /// functions are inlined into the kernels, which have the CPU features.
+    trait Lanes {
+        /// 32-bit integer lanes.
+        type I: Copy;
+        /// f32 lanes.
+        type F: Copy;
+        /// Lanes per register.
+        const WIDTH: usize;
+        unsafe fn zero() -> Self::I;
+        /// `WIDTH` words from `p`.
+        unsafe fn load(p: *const i32) -> Self::I;
+        /// `word` in every lane.
+        unsafe fn splat(word: i32) -> Self::I;
+        /// `acc +` the products of `x`'s and `w`'s 16-bit pairs, summed per
+        /// 32-bit lane.
+        unsafe fn madd(acc: Self::I, x: Self::I, w: Self::I) -> Self::I;
+        unsafe fn add(a: Self::I, b: Self::I) -> Self::I;
+        unsafe fn sub(a: Self::I, b: Self::I) -> Self::I;
+        /// `WIDTH` values from `p`, times `s`.
+        unsafe fn load_f(p: *const f32, s: f32) -> Self::F;
+        /// `t = sum * scale + bias` (a product, then a sum), then
+        /// `max(t, 0) + min(t, 0) * slope` (PReLU, as `conv_direct`), to
+        /// `WIDTH` values at `dst`.
+        unsafe fn store(dst: *mut f32, sum: Self::I, scale: Self::F, bias: Self::F, slope: Self::F);
+        /// `WIDTH * 2` 16-bit values from `p`.
+        unsafe fn load16(p: *const i16) -> Self::I;
+        /// Stores `WIDTH * 2` 16-bit values to `p`.
+        unsafe fn store16(p: *mut i16, v: Self::I);
+        /// 16-bit lanes: `a + b`, `a - b`.
+        unsafe fn add16(a: Self::I, b: Self::I) -> Self::I;
+        unsafe fn sub16(a: Self::I, b: Self::I) -> Self::I;
+    }
+
+    /// AVX2's 256 bits, `vpmaddwd` then `vpaddd`.
+    pub(super) struct Avx2;
+    /// AVX2's 256 bits with AVX-VNNI's `vpdpwssd`.
+    pub(super) struct AvxVnni;
+    /// SSE2's 128 bits, `pmaddwd` then `paddd`.
+    pub(super) struct Sse2;
+
+    /// [`Lanes`] for the 256-bit kernels, whose `madd` is `$madd`.
+    macro_rules! lanes_256 {
+        ($t:ty, |$acc:ident, $x:ident, $w:ident| $madd:expr) => {
+            impl Lanes for $t {
+                type I = __m256i;
+                type F = __m256;
+                const WIDTH: usize = 8;
+                #[inline(always)]
+                unsafe fn zero() -> __m256i {
+                    _mm256_setzero_si256()
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const i32) -> __m256i {
+                    _mm256_loadu_si256(p as *const __m256i)
+                }
+                #[inline(always)]
+                unsafe fn splat(word: i32) -> __m256i {
+                    _mm256_set1_epi32(word)
+                }
+                #[inline(always)]
+                unsafe fn madd($acc: __m256i, $x: __m256i, $w: __m256i) -> __m256i {
+                    $madd
+                }
+                #[inline(always)]
+                unsafe fn add(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_add_epi32(a, b)
+                }
+                #[inline(always)]
+                unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_sub_epi32(a, b)
+                }
+                #[inline(always)]
+                unsafe fn load_f(p: *const f32, s: f32) -> __m256 {
+                    _mm256_mul_ps(_mm256_set1_ps(s), _mm256_loadu_ps(p))
+                }
+                #[inline(always)]
+                unsafe fn store(dst: *mut f32, sum: __m256i, scale: __m256, bias: __m256, slope: __m256) {
+                    let (t, zero) = (_mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale), bias), _mm256_setzero_ps());
+                    _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_max_ps(t, zero), _mm256_mul_ps(_mm256_min_ps(t, zero), slope)));
+                }
+                #[inline(always)]
+                unsafe fn load16(p: *const i16) -> __m256i {
+                    _mm256_loadu_si256(p as *const __m256i)
+                }
+                #[inline(always)]
+                unsafe fn store16(p: *mut i16, v: __m256i) {
+                    _mm256_storeu_si256(p as *mut __m256i, v)
+                }
+                #[inline(always)]
+                unsafe fn add16(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_add_epi16(a, b)
+                }
+                #[inline(always)]
+                unsafe fn sub16(a: __m256i, b: __m256i) -> __m256i {
+                    _mm256_sub_epi16(a, b)
+                }
+            }
+        };
+    }
+    lanes_256!(Avx2, |acc, x, w| _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)));
+    lanes_256!(AvxVnni, |acc, x, w| dpwssd_avx(acc, x, w));
+
+    impl Lanes for Sse2 {
+        type I = __m128i;
+        type F = __m128;
+        const WIDTH: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> __m128i {
+            _mm_setzero_si128()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const i32) -> __m128i {
+            _mm_loadu_si128(p as *const __m128i)
+        }
+        #[inline(always)]
+        unsafe fn splat(word: i32) -> __m128i {
+            _mm_set1_epi32(word)
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m128i, x: __m128i, w: __m128i) -> __m128i {
+            _mm_add_epi32(acc, _mm_madd_epi16(x, w))
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m128i, b: __m128i) -> __m128i {
+            _mm_add_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m128i, b: __m128i) -> __m128i {
+            _mm_sub_epi32(a, b)
+        }
+        #[inline(always)]
+        unsafe fn load_f(p: *const f32, s: f32) -> __m128 {
+            _mm_mul_ps(_mm_set1_ps(s), _mm_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(dst: *mut f32, sum: __m128i, scale: __m128, bias: __m128, slope: __m128) {
+            let (t, zero) = (_mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(sum), scale), bias), _mm_setzero_ps());
+            _mm_storeu_ps(dst, _mm_add_ps(_mm_max_ps(t, zero), _mm_mul_ps(_mm_min_ps(t, zero), slope)));
+        }
+        #[inline(always)]
+        unsafe fn load16(p: *const i16) -> __m128i {
+            _mm_loadu_si128(p as *const __m128i)
+        }
+        #[inline(always)]
+        unsafe fn store16(p: *mut i16, v: __m128i) {
+            _mm_storeu_si128(p as *mut __m128i, v)
+        }
+        #[inline(always)]
+        unsafe fn add16(a: __m128i, b: __m128i) -> __m128i {
+            _mm_add_epi16(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub16(a: __m128i, b: __m128i) -> __m128i {
+            _mm_sub_epi16(a, b)
+        }
+    }
+
     /// `pub(super) unsafe fn $name(c, g, xq, input_scale, out)` and
-    /// `pub(super) unsafe fn $rows(c, f, g, input_scale, out)`: the AVX2
-    /// tiles on the `$features` CPU features, `$vnni` as [`sums`]'s, for
-    /// the direct form and the F(2, 3) form. (A macro, not a generic
-    /// function: the tiles' closures must be compiled with the features,
-    /// so they are written in the function that has them.)
+    /// `pub(super) unsafe fn $rows(c, f, g, input_scale, out)`: the tiles of
+    /// `$lanes` on the `$features` CPU features, for the direct form and the
+    /// F(2, 3) form: `$r` pixels (pairs) by `$h` registers (all of a block's
+    /// 16 channels), or `$r_small` by `$h_small` for a layer of at most 8
+    /// channels. (A macro, not a generic function: the tiles' closures must
+    /// be compiled with the features, so they are written in the function
+    /// that has them.)
     macro_rules! madd_kernel {
-        ($(#[$attr:meta])* $name:ident, $rows:ident, $features:literal, $vnni:literal) => {
+        ($(#[$attr:meta])* $name:ident, $rows:ident, $features:literal, $lanes:ty, ($r:literal, $h:literal), ($r_small:literal, $h_small:literal)) => {
             $(#[$attr])*
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $name(c: &Int16Conv, g: &ConvGeometry, xq: &[i16], input_scale: f32, out: *mut f32) {
                 let xq = xq.as_ptr();
                 if c.cout <= 8 {
-                    each_tile::<12>(
+                    each_tile::<$r_small>(
                         g,
-                        |b, q, bases| madd_tile::<12, 1, $vnni>(c, g, xq, input_scale, out, b, q, bases),
-                        |b, q, bases| madd_tile::<1, 1, $vnni>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<$lanes, $r_small, $h_small>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<$lanes, 1, $h_small>(c, g, xq, input_scale, out, b, q, bases),
                     );
                 } else {
-                    each_tile::<6>(
+                    each_tile::<$r>(
                         g,
-                        |b, q, bases| madd_tile::<6, 2, $vnni>(c, g, xq, input_scale, out, b, q, bases),
-                        |b, q, bases| madd_tile::<1, 2, $vnni>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<$lanes, $r, $h>(c, g, xq, input_scale, out, b, q, bases),
+                        |b, q, bases| madd_tile::<$lanes, 1, $h>(c, g, xq, input_scale, out, b, q, bases),
                     );
                 }
             }
@@ -522,16 +690,16 @@ mod x86 {
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $rows(c: &Int16Conv, f: &Transformed, g: &ConvGeometry, input_scale: f32, out: *mut f32) {
                 if c.cout <= 8 {
-                    each_pair_tile::<12>(
+                    each_pair_tile::<$r_small>(
                         g,
-                        |b, pairs| rows_tile::<12, 1, $vnni>(c, f, g, input_scale, out, b, pairs),
-                        |b, pairs| rows_tile::<1, 1, $vnni>(c, f, g, input_scale, out, b, pairs),
+                        |b, pairs| rows_tile::<$lanes, $r_small, $h_small>(c, f, g, input_scale, out, b, pairs),
+                        |b, pairs| rows_tile::<$lanes, 1, $h_small>(c, f, g, input_scale, out, b, pairs),
                     );
                 } else {
-                    each_pair_tile::<6>(
+                    each_pair_tile::<$r>(
                         g,
-                        |b, pairs| rows_tile::<6, 2, $vnni>(c, f, g, input_scale, out, b, pairs),
-                        |b, pairs| rows_tile::<1, 2, $vnni>(c, f, g, input_scale, out, b, pairs),
+                        |b, pairs| rows_tile::<$lanes, $r, $h>(c, f, g, input_scale, out, b, pairs),
+                        |b, pairs| rows_tile::<$lanes, 1, $h>(c, f, g, input_scale, out, b, pairs),
                     );
                 }
             }
@@ -547,7 +715,7 @@ mod x86 {
         /// # Safety
         /// The CPU must have AVX2 and FMA; `xq` is `x` rounded by
         /// [`round_input`] and `out` holds the values `conv_direct` writes.
-        madd, madd_rows, "avx2,fma", false
+        madd, madd_rows, "avx2,fma", Avx2, (6, 2), (12, 1)
     );
 
     madd_kernel!(
@@ -555,32 +723,45 @@ mod x86 {
         ///
         /// # Safety
         /// The CPU must have AVX2, FMA and AVX-VNNI; the rest as for [`madd`].
-        avxvnni, avxvnni_rows, "avx2,fma,avxvnni", true
+        avxvnni, avxvnni_rows, "avx2,fma,avxvnni", AvxVnni, (6, 2), (12, 1)
+    );
+
+    madd_kernel!(
+        /// SSE2 (x86_64's baseline, every x86_64 CPU has it): a block's 16
+        /// channels in four registers of 4; tiles of 2 pixels, 8 sums and
+        /// the 4 registers of weights in SSE2's 16 (tiles of 3, 12 sums,
+        /// spilled the weights and ran 13 % slower); for a layer of at most
+        /// 8 channels, tiles of 6 pixels with two registers each, whose
+        /// stores of 8 values spill over as AVX2's do.
+        ///
+        /// # Safety
+        /// `xq` is `x` rounded by [`sse2::round_input`] and `out` holds the
+        /// values `conv_direct` writes.
+        sse2_direct, sse2_rows, "sse2", Sse2, (2, 4), (6, 2)
     );
 
     /// The sums of `R` pixels (inputs from `bases` in `x`) over `rows`
     /// kernel rows of `pairs` words each (`stride` values apart in `x`),
-    /// for the first `H` halves (8 channels each) of the block of weights at
-    /// `w` (`[rows][pairs][NC]` words); with `VNNI`, AVX-VNNI's `vpdpwssd`
-    /// instead of `vpmaddwd` and `vpaddd` (the caller has the feature).
+    /// for the first `H` registers of channels of the block of weights at
+    /// `w` (`[rows][pairs][NC]` words).
     #[inline(always)]
-    unsafe fn sums<const R: usize, const H: usize, const VNNI: bool>(
+    unsafe fn sums<V: Lanes, const R: usize, const H: usize>(
         w: *const i32,
         x: *const i16,
         rows: usize,
         pairs: usize,
         stride: usize,
         bases: &[usize; R],
-    ) -> [[__m256i; H]; R] {
-        let mut acc = [[_mm256_setzero_si256(); H]; R];
+    ) -> [[V::I; H]; R] {
+        let mut acc = [[V::zero(); H]; R];
         for ky in 0..rows {
             let (wk, xk) = (w.add(ky * pairs * NC), x.add(ky * stride));
             for m in 0..pairs {
-                let wv: [__m256i; H] = std::array::from_fn(|h| _mm256_loadu_si256(wk.add(m * NC + h * 8) as *const __m256i));
+                let wv: [V::I; H] = std::array::from_fn(|h| V::load(wk.add(m * NC + h * V::WIDTH)));
                 for (a, &base) in acc.iter_mut().zip(bases) {
-                    let xv = _mm256_set1_epi32(pair_at(xk, base + 2 * m));
+                    let xv = V::splat(pair_at(xk, base + 2 * m));
                     for (a, &w) in a.iter_mut().zip(&wv) {
-                        *a = if VNNI { dpwssd_avx(*a, xv, w) } else { _mm256_add_epi32(*a, _mm256_madd_epi16(xv, w)) };
+                        *a = V::madd(*a, xv, w);
                     }
                 }
             }
@@ -588,50 +769,44 @@ mod x86 {
         acc
     }
 
-    /// The f32 steps after the sums, for the first `H` halves (8 channels
-    /// each) of one block of channels: `sum * input_scale * scale + bias`,
-    /// then PReLU, stored whole (see `conv_direct`).
-    struct Finish<const H: usize> {
-        scale: [__m256; H],
-        bias: [__m256; H],
-        slope: [__m256; H],
+    /// The f32 steps after the sums, for the first `H` registers of one
+    /// block of channels: `sum * input_scale * scale + bias`, then PReLU,
+    /// stored whole (see `conv_direct`).
+    struct Finish<V: Lanes, const H: usize> {
+        scale: [V::F; H],
+        bias: [V::F; H],
+        slope: [V::F; H],
         /// The block's first channel of output pixel 0.
         out: *mut f32,
         cout: usize,
     }
 
-    impl<const H: usize> Finish<H> {
+    impl<V: Lanes, const H: usize> Finish<V, H> {
         /// For channel block `b` of `out`. (The block's scales, biases and
         /// slopes are read once per tile: the stores may alias them as far
         /// as the compiler knows.)
         #[inline(always)]
         unsafe fn new(c: &Int16Conv, g: &ConvGeometry, input_scale: f32, out: *mut f32, b: usize) -> Self {
-            let s = _mm256_set1_ps(input_scale);
-            let per_half = |v: &[f32]| -> [__m256; H] { std::array::from_fn(|h| _mm256_loadu_ps(v.as_ptr().add(b * NC + h * 8))) };
-            let (scale, bias, slope) = (per_half(&c.scale).map(|v| _mm256_mul_ps(s, v)), per_half(&c.bias), per_half(&c.slope));
+            let per_register = |v: &[f32], s: f32| -> [V::F; H] { std::array::from_fn(|h| V::load_f(v.as_ptr().add(b * NC + h * V::WIDTH), s)) };
+            let (scale, bias, slope) = (per_register(&c.scale, input_scale), per_register(&c.bias, 1.0), per_register(&c.slope, 1.0));
             Self { scale, bias, slope, out: out.add(b * NC), cout: g.cout }
         }
 
         /// Stores output pixel `q`'s sums.
         #[inline(always)]
-        unsafe fn store(&self, q: usize, sums: &[__m256i; H]) {
-            let (dst, zero) = (self.out.add(q * self.cout), _mm256_setzero_ps());
+        unsafe fn store(&self, q: usize, sums: &[V::I; H]) {
+            let dst = self.out.add(q * self.cout);
             for (h, &sum) in sums.iter().enumerate() {
-                // A product and a sum, not one FMA: SSE2 has none, and
-                // every kernel gives the same values.
-                let t = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), self.scale[h]), self.bias[h]);
-                // `max(t, 0) + min(t, 0) * slope`, as conv_direct.
-                let v = _mm256_add_ps(_mm256_max_ps(t, zero), _mm256_mul_ps(_mm256_min_ps(t, zero), self.slope[h]));
-                _mm256_storeu_ps(dst.add(h * 8), v);
+                V::store(dst.add(h * V::WIDTH), sum, self.scale[h], self.bias[h], self.slope[h]);
             }
         }
     }
 
     /// [`madd`]'s tile: `R` pixels from `q` on (inputs from `bases`), the
-    /// first `H` halves of channel block `b`.
+    /// first `H` registers of channel block `b`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn madd_tile<const R: usize, const H: usize, const VNNI: bool>(
+    unsafe fn madd_tile<V: Lanes, const R: usize, const H: usize>(
         c: &Int16Conv,
         g: &ConvGeometry,
         xq: *const i16,
@@ -642,8 +817,8 @@ mod x86 {
         bases: [usize; R],
     ) {
         let w = c.w.as_ptr().add(b * c.k * c.pairs * NC);
-        let acc = sums::<R, H, VNNI>(w, xq, c.k, c.pairs, g.w * g.cin, &bases);
-        let finish = Finish::<H>::new(c, g, input_scale, out, b);
+        let acc = sums::<V, R, H>(w, xq, c.k, c.pairs, g.w * g.cin, &bases);
+        let finish = Finish::<V, H>::new(c, g, input_scale, out, b);
         for (r, sums) in acc.iter().enumerate() {
             finish.store(q + r, sums);
         }
@@ -652,36 +827,36 @@ mod x86 {
     /// [`sums`] over transform `t` of `f`: 3 rows of `cin` values, channel
     /// block `b`'s weights for `t`.
     #[inline(always)]
-    unsafe fn transform_sums<const R: usize, const H: usize, const VNNI: bool>(
+    unsafe fn transform_sums<V: Lanes, const R: usize, const H: usize>(
         f: &Transformed,
         g: &ConvGeometry,
         b: usize,
         t: usize,
         bases: &[usize; R],
-    ) -> [[__m256i; H]; R] {
+    ) -> [[V::I; H]; R] {
         let cin_pairs = g.cin.div_ceil(2);
         let w = f.rows.as_ptr().add((b * 4 + t) * 3 * cin_pairs * NC);
-        sums::<R, H, VNNI>(w, f.x.as_ptr().add(t * f.len), 3, cin_pairs, g.ow.div_ceil(2) * g.cin, bases)
+        sums::<V, R, H>(w, f.x.as_ptr().add(t * f.len), 3, cin_pairs, g.ow.div_ceil(2) * g.cin, bases)
     }
 
     /// `a += b`, or `a -= b` with `subtract`, lane by lane.
     #[inline(always)]
-    unsafe fn combine<const R: usize, const H: usize>(a: &mut [[__m256i; H]; R], b: &[[__m256i; H]; R], subtract: bool) {
+    unsafe fn combine<V: Lanes, const R: usize, const H: usize>(a: &mut [[V::I; H]; R], b: &[[V::I; H]; R], subtract: bool) {
         for (a, b) in a.iter_mut().zip(b) {
             for (a, &b) in a.iter_mut().zip(b) {
-                *a = if subtract { _mm256_sub_epi32(*a, b) } else { _mm256_add_epi32(*a, b) };
+                *a = if subtract { V::sub(*a, b) } else { V::add(*a, b) };
             }
         }
     }
 
-    /// The F(2, 3) form's tile: `R` output pairs, the first `H` halves of
-    /// channel block `b`. Each of the four transforms is a 3-row
+    /// The F(2, 3) form's tile: `R` output pairs, the first `H` registers
+    /// of channel block `b`. Each of the four transforms is a 3-row
     /// convolution of `cin` values a row with its own weights; the pair's
     /// first pixel is the sum of the first three results, its second the
     /// second minus the last two.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows_tile<const R: usize, const H: usize, const VNNI: bool>(
+    unsafe fn rows_tile<V: Lanes, const R: usize, const H: usize>(
         c: &Int16Conv,
         f: &Transformed,
         g: &ConvGeometry,
@@ -693,15 +868,15 @@ mod x86 {
         // (Functions, not closures: a closure need not be inlined, and
         // then runs without the caller's CPU features.)
         let bases = pairs.map(|p| p.base);
-        let mut first = transform_sums::<R, H, VNNI>(f, g, b, 0, &bases);
-        let mut second = transform_sums::<R, H, VNNI>(f, g, b, 1, &bases);
-        combine(&mut first, &second, false);
-        let sums = transform_sums::<R, H, VNNI>(f, g, b, 2, &bases);
-        combine(&mut first, &sums, false);
-        combine(&mut second, &sums, true);
-        combine(&mut second, &transform_sums::<R, H, VNNI>(f, g, b, 3, &bases), true);
+        let mut first = transform_sums::<V, R, H>(f, g, b, 0, &bases);
+        let mut second = transform_sums::<V, R, H>(f, g, b, 1, &bases);
+        let sums = transform_sums::<V, R, H>(f, g, b, 2, &bases);
+        combine::<V, R, H>(&mut first, &second, false);
+        combine::<V, R, H>(&mut first, &sums, false);
+        combine::<V, R, H>(&mut second, &sums, true);
+        combine::<V, R, H>(&mut second, &transform_sums::<V, R, H>(f, g, b, 3, &bases), true);
         // Pixels in order (see `each_pair_tile`).
-        let finish = Finish::<H>::new(c, g, input_scale, out, b);
+        let finish = Finish::<V, H>::new(c, g, input_scale, out, b);
         for (p, (first, second)) in pairs.iter().zip(first.iter().zip(&second)) {
             finish.store(p.q, first);
             if p.two {
@@ -825,15 +1000,8 @@ mod x86 {
         }
     }
 
-    /// x86_64's baseline, SSE2 (every x86_64 CPU has it): `pmaddwd` and
-    /// `paddd` on 128 bits, for CPUs without AVX2, where MTCNN's f32
-    /// convolutions take SSE2's separate products and sums (about 4x
-    /// slower). A block's 16 channels are four registers of 4 (`Q` of them
-    /// per pixel, as the AVX2 tiles' `H` halves of 8); tiles of 2 pixels: 8
-    /// sums and the 4 registers of weights in SSE2's 16 (tiles of 3, 12
-    /// sums, spilled the weights and ran 13 % slower); of 6 pixels for a
-    /// layer of at most 8 channels. The same rounded input, transforms,
-    /// sums and f32 steps as the other kernels, so the same values.
+    /// SSE2's copies of the steps before the tiles (its tiles are
+    /// [`sse2_direct`] and [`sse2_rows`]), for x86_64's baseline level.
     pub(super) mod sse2 {
         use super::*;
 
@@ -859,168 +1027,9 @@ mod x86 {
             Some(scale)
         }
 
-        /// [`super::transform`] in SSE2: the same values, written
-        /// [`TRANSFORM_STEP`] at a time as there.
+        /// [`super::transform`] in SSE2: the same values.
         pub(in super::super) unsafe fn transform(xq: &[i16], g: &ConvGeometry, dst: &mut Vec<i16>) {
-            let (cin, per_row, len) = (g.cin, g.ow.div_ceil(2), transformed_len(g));
-            assert!(xq.len() >= g.n * g.h * g.w * cin + transform_slack(cin), "int16 conv: transform bounds");
-            let dst = crate::memory::scratch(dst, 4 * len);
-            let (src, out) = (xq.as_ptr(), dst.as_mut_ptr());
-            for row in 0..g.n * g.h {
-                for j in 0..per_row {
-                    let (from, to) = (src.add((row * g.w + 2 * j) * cin), out.add((row * per_row + j) * cin));
-                    for v in (0..cin).step_by(8) {
-                        let d0 = _mm_loadu_si128(from.add(v) as *const __m128i);
-                        let d1 = _mm_loadu_si128(from.add(cin + v) as *const __m128i);
-                        let d2 = _mm_loadu_si128(from.add(2 * cin + v) as *const __m128i);
-                        let d3 = _mm_loadu_si128(from.add(3 * cin + v) as *const __m128i);
-                        _mm_storeu_si128(to.add(v) as *mut __m128i, _mm_sub_epi16(d0, d2));
-                        _mm_storeu_si128(to.add(len + v) as *mut __m128i, _mm_add_epi16(d1, d2));
-                        _mm_storeu_si128(to.add(2 * len + v) as *mut __m128i, _mm_sub_epi16(d2, d1));
-                        _mm_storeu_si128(to.add(3 * len + v) as *mut __m128i, _mm_sub_epi16(d1, d3));
-                    }
-                }
-            }
-        }
-
-        /// [`super::sums`] in SSE2, for the first `Q` quarters (4 channels
-        /// each) of the block of weights at `w`.
-        #[inline(always)]
-        unsafe fn sums<const R: usize, const Q: usize>(w: *const i32, x: *const i16, rows: usize, pairs: usize, stride: usize, bases: &[usize; R]) -> [[__m128i; Q]; R] {
-            let mut acc = [[_mm_setzero_si128(); Q]; R];
-            for ky in 0..rows {
-                let (wk, xk) = (w.add(ky * pairs * NC), x.add(ky * stride));
-                for m in 0..pairs {
-                    let wv: [__m128i; Q] = std::array::from_fn(|h| _mm_loadu_si128(wk.add(m * NC + h * 4) as *const __m128i));
-                    for (a, &base) in acc.iter_mut().zip(bases) {
-                        let xv = _mm_set1_epi32(pair_at(xk, base + 2 * m));
-                        for (a, &w) in a.iter_mut().zip(&wv) {
-                            *a = _mm_add_epi32(*a, _mm_madd_epi16(xv, w));
-                        }
-                    }
-                }
-            }
-            acc
-        }
-
-        /// [`super::Finish`] in SSE2, for the first `Q` quarters of a block.
-        struct Finish<const Q: usize> {
-            scale: [__m128; Q],
-            bias: [__m128; Q],
-            slope: [__m128; Q],
-            out: *mut f32,
-            cout: usize,
-        }
-
-        impl<const Q: usize> Finish<Q> {
-            #[inline(always)]
-            unsafe fn new(c: &Int16Conv, g: &ConvGeometry, input_scale: f32, out: *mut f32, b: usize) -> Self {
-                let s = _mm_set1_ps(input_scale);
-                let per_quarter = |v: &[f32]| -> [__m128; Q] { std::array::from_fn(|h| _mm_loadu_ps(v.as_ptr().add(b * NC + h * 4))) };
-                let (scale, bias, slope) = (per_quarter(&c.scale).map(|v| _mm_mul_ps(s, v)), per_quarter(&c.bias), per_quarter(&c.slope));
-                Self { scale, bias, slope, out: out.add(b * NC), cout: g.cout }
-            }
-
-            #[inline(always)]
-            unsafe fn store(&self, q: usize, sums: &[__m128i; Q]) {
-                let (dst, zero) = (self.out.add(q * self.cout), _mm_setzero_ps());
-                for (h, &sum) in sums.iter().enumerate() {
-                    let t = _mm_add_ps(_mm_mul_ps(_mm_cvtepi32_ps(sum), self.scale[h]), self.bias[h]);
-                    let v = _mm_add_ps(_mm_max_ps(t, zero), _mm_mul_ps(_mm_min_ps(t, zero), self.slope[h]));
-                    _mm_storeu_ps(dst.add(h * 4), v);
-                }
-            }
-        }
-
-        /// [`super::madd_tile`] in SSE2.
-        #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn direct_tile<const R: usize, const Q: usize>(c: &Int16Conv, g: &ConvGeometry, xq: *const i16, input_scale: f32, out: *mut f32, b: usize, q: usize, bases: [usize; R]) {
-            let w = c.w.as_ptr().add(b * c.k * c.pairs * NC);
-            let acc = sums::<R, Q>(w, xq, c.k, c.pairs, g.w * g.cin, &bases);
-            let finish = Finish::<Q>::new(c, g, input_scale, out, b);
-            for (r, sums) in acc.iter().enumerate() {
-                finish.store(q + r, sums);
-            }
-        }
-
-        /// [`super::madd`] in SSE2.
-        ///
-        /// # Safety
-        /// `xq` is `x` rounded by [`round_input`] and `out` holds the values
-        /// `conv_direct` writes.
-        pub(in super::super) unsafe fn direct(c: &Int16Conv, g: &ConvGeometry, xq: &[i16], input_scale: f32, out: *mut f32) {
-            let xq = xq.as_ptr();
-            if c.cout <= 8 {
-                each_tile::<6>(
-                    g,
-                    |b, q, bases| direct_tile::<6, 2>(c, g, xq, input_scale, out, b, q, bases),
-                    |b, q, bases| direct_tile::<1, 2>(c, g, xq, input_scale, out, b, q, bases),
-                );
-            } else {
-                each_tile::<2>(
-                    g,
-                    |b, q, bases| direct_tile::<2, 4>(c, g, xq, input_scale, out, b, q, bases),
-                    |b, q, bases| direct_tile::<1, 4>(c, g, xq, input_scale, out, b, q, bases),
-                );
-            }
-        }
-
-        /// [`super::transform_sums`] in SSE2.
-        #[inline(always)]
-        unsafe fn transform_sums<const R: usize, const Q: usize>(f: &Transformed, g: &ConvGeometry, b: usize, t: usize, bases: &[usize; R]) -> [[__m128i; Q]; R] {
-            let cin_pairs = g.cin.div_ceil(2);
-            let w = f.rows.as_ptr().add((b * 4 + t) * 3 * cin_pairs * NC);
-            sums::<R, Q>(w, f.x.as_ptr().add(t * f.len), 3, cin_pairs, g.ow.div_ceil(2) * g.cin, bases)
-        }
-
-        /// [`super::rows_tile`] in SSE2.
-        #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn rows_tile<const R: usize, const Q: usize>(c: &Int16Conv, f: &Transformed, g: &ConvGeometry, input_scale: f32, out: *mut f32, b: usize, pairs: [Pair; R]) {
-            let bases = pairs.map(|p| p.base);
-            let mut first = transform_sums::<R, Q>(f, g, b, 0, &bases);
-            let mut second = transform_sums::<R, Q>(f, g, b, 1, &bases);
-            let sums = transform_sums::<R, Q>(f, g, b, 2, &bases);
-            for r in 0..R {
-                for h in 0..Q {
-                    first[r][h] = _mm_add_epi32(_mm_add_epi32(first[r][h], second[r][h]), sums[r][h]);
-                    second[r][h] = _mm_sub_epi32(second[r][h], sums[r][h]);
-                }
-            }
-            let last = transform_sums::<R, Q>(f, g, b, 3, &bases);
-            for r in 0..R {
-                for h in 0..Q {
-                    second[r][h] = _mm_sub_epi32(second[r][h], last[r][h]);
-                }
-            }
-            let finish = Finish::<Q>::new(c, g, input_scale, out, b);
-            for (p, (first, second)) in pairs.iter().zip(first.iter().zip(&second)) {
-                finish.store(p.q, first);
-                if p.two {
-                    finish.store(p.q + 1, second);
-                }
-            }
-        }
-
-        /// [`super::madd_rows`] in SSE2.
-        ///
-        /// # Safety
-        /// As for [`direct`]; `f` holds the transforms of its input.
-        pub(in super::super) unsafe fn rows(c: &Int16Conv, f: &Transformed, g: &ConvGeometry, input_scale: f32, out: *mut f32) {
-            if c.cout <= 8 {
-                each_pair_tile::<6>(
-                    g,
-                    |b, pairs| rows_tile::<6, 2>(c, f, g, input_scale, out, b, pairs),
-                    |b, pairs| rows_tile::<1, 2>(c, f, g, input_scale, out, b, pairs),
-                );
-            } else {
-                each_pair_tile::<2>(
-                    g,
-                    |b, pairs| rows_tile::<2, 4>(c, f, g, input_scale, out, b, pairs),
-                    |b, pairs| rows_tile::<1, 4>(c, f, g, input_scale, out, b, pairs),
-                );
-            }
+            transform_with::<Sse2>(xq, g, dst)
         }
     }
 }
