@@ -694,6 +694,7 @@ pub(crate) mod x86 {
             run!(1);
         }
     }
+
     /// x86_64's baseline, SSE2 (every x86_64 CPU has it: no detection):
     /// `pmaddwd` and `paddd` on 128 bits, the AVX2 kernel at half its width,
     /// for CPUs without AVX2. The same packed input and weights (a block of

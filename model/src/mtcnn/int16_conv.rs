@@ -317,7 +317,8 @@ mod x86 {
     /// weight is zero).
     pub(super) const SLACK: usize = 2;
 
-    /// Values [`transform`] computes at a time.
+    /// The most values [`transform`] computes at a time (AVX2's 16, SSE2's
+    /// 8): what the room after its input and its output is sized for.
     const TRANSFORM_STEP: usize = 16;
 
     /// Rounds `x` to 16-bit integers in `dst` (`x.len() + slack` values,
@@ -364,8 +365,8 @@ mod x86 {
         transform_with::<Avx2>(xq, g, dst)
     }
 
-    /// [`transform`] with `V`'s registers, [`TRANSFORM_STEP`] values at a
-    /// time at most.
+    /// [`transform`] with `V`'s registers, a register's 16-bit values at a
+    /// time (at most [`TRANSFORM_STEP`]).
     #[inline(always)]
     unsafe fn transform_with<V: Lanes>(xq: &[i16], g: &ConvGeometry, dst: &mut Vec<i16>) {
         let (cin, per_row, len) = (g.cin, g.ow.div_ceil(2), transformed_len(g));
