@@ -514,8 +514,10 @@ mod x86 {
         unsafe fn madd(acc: Self::I, x: Self::I, w: Self::I) -> Self::I;
         unsafe fn add(a: Self::I, b: Self::I) -> Self::I;
         unsafe fn sub(a: Self::I, b: Self::I) -> Self::I;
-        /// `WIDTH` values from `p`, times `s`.
-        unsafe fn load_f(p: *const f32, s: f32) -> Self::F;
+        /// `WIDTH` values from `p`.
+        unsafe fn load_f(p: *const f32) -> Self::F;
+        /// `v` times `s`, lane by lane.
+        unsafe fn scale_f(s: f32, v: Self::F) -> Self::F;
         /// `t = sum * scale + bias` (a product, then a sum), then
         /// `max(t, 0) + min(t, 0) * slope` (PReLU, as `conv_direct`), to
         /// `WIDTH` values at `dst`.
@@ -568,8 +570,12 @@ mod x86 {
                     _mm256_sub_epi32(a, b)
                 }
                 #[inline(always)]
-                unsafe fn load_f(p: *const f32, s: f32) -> __m256 {
-                    _mm256_mul_ps(_mm256_set1_ps(s), _mm256_loadu_ps(p))
+                unsafe fn load_f(p: *const f32) -> __m256 {
+                    _mm256_loadu_ps(p)
+                }
+                #[inline(always)]
+                unsafe fn scale_f(s: f32, v: __m256) -> __m256 {
+                    _mm256_mul_ps(_mm256_set1_ps(s), v)
                 }
                 #[inline(always)]
                 unsafe fn store(dst: *mut f32, sum: __m256i, scale: __m256, bias: __m256, slope: __m256) {
@@ -627,8 +633,12 @@ mod x86 {
             _mm_sub_epi32(a, b)
         }
         #[inline(always)]
-        unsafe fn load_f(p: *const f32, s: f32) -> __m128 {
-            _mm_mul_ps(_mm_set1_ps(s), _mm_loadu_ps(p))
+        unsafe fn load_f(p: *const f32) -> __m128 {
+            _mm_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn scale_f(s: f32, v: __m128) -> __m128 {
+            _mm_mul_ps(_mm_set1_ps(s), v)
         }
         #[inline(always)]
         unsafe fn store(dst: *mut f32, sum: __m128i, scale: __m128, bias: __m128, slope: __m128) {
@@ -788,8 +798,8 @@ mod x86 {
         /// as the compiler knows.)
         #[inline(always)]
         unsafe fn new(c: &Int16Conv, g: &ConvGeometry, input_scale: f32, out: *mut f32, b: usize) -> Self {
-            let per_register = |v: &[f32], s: f32| -> [V::F; H] { std::array::from_fn(|h| V::load_f(v.as_ptr().add(b * NC + h * V::WIDTH), s)) };
-            let (scale, bias, slope) = (per_register(&c.scale, input_scale), per_register(&c.bias, 1.0), per_register(&c.slope, 1.0));
+            let per_register = |v: &[f32]| -> [V::F; H] { std::array::from_fn(|h| V::load_f(v.as_ptr().add(b * NC + h * V::WIDTH))) };
+            let (scale, bias, slope) = (per_register(&c.scale).map(|v| V::scale_f(input_scale, v)), per_register(&c.bias), per_register(&c.slope));
             Self { scale, bias, slope, out: out.add(b * NC), cout: g.cout }
         }
 
