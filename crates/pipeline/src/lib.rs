@@ -13,6 +13,7 @@
 pub mod autoscaler;
 pub mod backend;
 pub mod keys;
+mod model_thread;
 pub mod protocol;
 pub mod stats;
 pub mod upload;

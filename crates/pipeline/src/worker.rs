@@ -4,8 +4,8 @@
 //! Order per message (at-least-once, idempotent):
 //! 1. receive (one at a time) with a visibility timeout, extended by a
 //!    heartbeat while the job runs;
-//! 2. fetch the image from the input bucket and run the engine on a
-//!    blocking thread;
+//! 2. fetch the image from the input bucket and run the engine on the
+//!    worker's one model thread;
 //! 3. write the output object (key = image stem, body = name; a retry
 //!    writes the same object again, so there is always exactly one);
 //! 4. send the response; 5. delete the request.
@@ -45,6 +45,7 @@ use facefleet_ports::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Deployment;
+use crate::model_thread::ModelThread;
 use crate::protocol::{
     stem, DeadLetter, ErrorKind, FaceResult, Mode, Outcome, Recognition, Request, Response, ResponseError, Verification, NO_FACE, UNKNOWN,
 };
@@ -109,6 +110,8 @@ pub struct Worker {
     engine: Arc<dyn FaceEngine>,
     config: WorkerConfig,
     gallery: GalleryCache,
+    /// Where the model runs: one thread, so its memory stays warm.
+    model_thread: ModelThread,
 }
 
 /// Receipts of the received requests not settled yet.
@@ -136,7 +139,7 @@ impl Worker {
     pub fn new(dep: Deployment, engine: Arc<dyn FaceEngine>, config: WorkerConfig) -> Self {
         let gallery = Gallery::new(dep.store.clone(), &dep.names.gallery_bucket);
         let gallery = GalleryCache::new(gallery, engine.model_id(), config.gallery_refresh);
-        Self { dep, engine, config, gallery }
+        Self { dep, engine, config, gallery, model_thread: ModelThread::new("facefleet-model") }
     }
 
     /// Object reads this worker made to load and refresh galleries (for
@@ -309,8 +312,8 @@ impl Worker {
         Ok(Job { message, request, images, index })
     }
 
-    /// Runs the model over every job on a blocking thread: the faces of
-    /// all `name`/`faces` images in one batch.
+    /// Runs the model over every job on the worker's model thread: the
+    /// faces of all `name`/`faces` images in one batch.
     async fn compute(&self, jobs: &[(usize, Job)]) -> Vec<Result<Outcome, Failure>> {
         if jobs.is_empty() {
             return Vec::new();
@@ -319,9 +322,9 @@ impl Worker {
         let inputs: Vec<ModelInput> =
             jobs.iter().map(|(_, j)| (j.request.clone(), j.images.clone(), j.index.clone())).collect();
         let n = inputs.len();
-        match tokio::task::spawn_blocking(move || compute_blocking(engine.as_ref(), &inputs)).await {
+        match self.model_thread.run(move || compute_blocking(engine.as_ref(), &inputs)).await {
             Ok(results) => results,
-            Err(e) => (0..n).map(|_| Err(Failure::Transient(format!("the model panicked: {e}")))).collect(),
+            Err(e) => (0..n).map(|_| Err(Failure::Transient(format!("the model failed: {e}")))).collect(),
         }
     }
 

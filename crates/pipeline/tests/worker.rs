@@ -211,6 +211,71 @@ async fn a_request_that_keeps_failing_is_dead_lettered_and_answered_with_an_erro
 }
 
 #[tokio::test]
+async fn a_worker_runs_the_model_on_one_thread_however_busy_the_blocking_pool() {
+    let (dep, _store, _queue) = memory_deployment().await;
+    put_image(&dep, "a.png", png(7, 8, 8)).await;
+    let engine = Arc::new(FakeEngine::default());
+    let w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    send_request(&dep, "r1", "a.png").await;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert!(matches!(w.handle(m).await, Handled::Answered));
+    // Tokio's blocking threads busy with other work (as file reads and
+    // queue calls keep them in a worker): a call handed to that pool would
+    // land on a thread the model has not run on.
+    let (release, parked) = std::sync::mpsc::channel::<()>();
+    let parked = Arc::new(std::sync::Mutex::new(parked));
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let parked = parked.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = parked.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    send_request(&dep, "r2", "a.png").await;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert!(matches!(w.handle(m).await, Handled::Answered));
+    drop(release);
+    for b in busy {
+        b.await.unwrap();
+    }
+    let threads = engine.threads.lock().unwrap().clone();
+    assert_eq!(threads.len(), 2);
+    assert_eq!(threads[0], threads[1], "the model's calls ran on different threads");
+}
+
+#[tokio::test]
+async fn a_model_that_panics_fails_its_request_and_the_worker_goes_on() {
+    let (dep, _store, queue) = memory_deployment().await;
+    put_image(&dep, "boom.png", png(66, 8, 8)).await;
+    put_image(&dep, "fine.png", png(200, 8, 8)).await;
+    send_request(&dep, "r6", "boom.png").await;
+    let engine = Arc::new(FakeEngine { panic_red: Some(66), ..Default::default() });
+    let w = Worker::new(dep.clone(), engine.clone(), test_worker_config());
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let m = receive_one(&dep, &dep.names.req_queue).await;
+        outcomes.push(w.handle(m).await);
+    }
+    assert!(matches!(outcomes[0], Handled::Retry(_)), "{outcomes:?}");
+    assert!(matches!(outcomes[1], Handled::Retry(_)), "{outcomes:?}");
+    assert!(matches!(&outcomes[2], Handled::Failed(m) if m.contains("injected model panic")), "{outcomes:?}");
+    let dl: Vec<DeadLetter> = queue.bodies(&dep.names.req_dlq).iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(dl.len(), 1);
+    assert!(dl[0].error.contains("injected model panic"), "{}", dl[0].error);
+    // The same worker, its model thread included, answers the next request.
+    send_request(&dep, "r7", "fine.png").await;
+    let m = receive_one(&dep, &dep.names.req_queue).await;
+    assert!(matches!(w.handle(m).await, Handled::Answered), "the worker stopped working after a panic");
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 4);
+    let threads = engine.threads.lock().unwrap().clone();
+    assert!(threads.iter().all(|t| *t == threads[0]), "a panic moved the model to another thread: {threads:?}");
+    let r = responses(&queue, &dep.names.resp_queue);
+    assert!(matches!(&r[0].result, Outcome::Err(e) if e.kind == ErrorKind::Failed));
+    assert!(matches!(&r[1].result, Outcome::Ok(_)), "{:?}", r[1].result);
+}
+
+#[tokio::test]
 async fn a_request_whose_workers_keep_crashing_is_answered_with_an_error() {
     let (dep, _store, queue) = memory_deployment().await;
     put_image(&dep, "crash.png", png(7, 8, 8)).await;

@@ -35,6 +35,10 @@ pub struct FakeEngine {
     pub delay: Duration,
     /// Images with this red value fail transiently every time.
     pub fail_red: Option<u8>,
+    /// Images with this red value make the model panic.
+    pub panic_red: Option<u8>,
+    /// The thread of each analysis, in order.
+    pub threads: Mutex<Vec<std::thread::ThreadId>>,
     /// Images analysed.
     pub calls: AtomicUsize,
     /// Calls of `analyze_many` (batches).
@@ -65,9 +69,13 @@ impl FaceEngine for FakeEngine {
     }
     fn analyze(&self, image: &[u8], max_faces: usize, embed: bool) -> std::result::Result<Vec<AnalyzedFace>, EngineError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.threads.lock().unwrap().push(std::thread::current().id());
         let (red, w, h) = Self::red(image)?;
         if self.fail_red == Some(red) {
             return Err(EngineError::Failed { message: "injected model failure".into(), source: None });
+        }
+        if self.panic_red == Some(red) {
+            panic!("injected model panic");
         }
         std::thread::sleep(self.delay);
         if red == 0 || max_faces == 0 {
