@@ -92,7 +92,11 @@ impl EngineError {
 
 /// Detects, aligns and embeds faces.
 ///
-/// Every method is synchronous and CPU-heavy: call them from
+/// Every method is synchronous and CPU-heavy: call them off the async
+/// runtime. A caller that makes one call at a time does best on one
+/// long-lived thread of its own, where the model's per-thread working
+/// memory stays warm (the worker's `ModelThread`); callers whose calls run
+/// concurrently (the video functions, the web tier's enrolment) use
 /// `tokio::task::spawn_blocking`.
 pub trait FaceEngine: Send + Sync + 'static {
     /// Id of the model the embeddings come from (e.g. `mobilefacenet`):
