@@ -67,6 +67,13 @@ pub struct Plan {
     pub stop: Vec<String>,
 }
 
+/// Workers that could still be launched: `max_instances` less the
+/// instances not yet terminated or stopped (stopping ones count).
+pub fn room(policy: &ScalePolicy, instances: &[Instance]) -> usize {
+    let live = instances.iter().filter(|i| i.state != InstanceState::Terminated && i.state != InstanceState::Stopped).count();
+    policy.max_instances.saturating_sub(live)
+}
+
 /// Decides launches and stops. Never plans more than `max_instances`
 /// non-terminated instances (stopping ones included), launches at once when
 /// more are wanted, and stops surplus workers once fewer have been wanted
@@ -74,12 +81,10 @@ pub struct Plan {
 pub fn plan(policy: &ScalePolicy, state: &mut ScalerState, backlog: u64, instances: &[Instance], names: &Names, now: Instant) -> Plan {
     let want = desired(backlog, policy);
     let mut active: Vec<&Instance> = instances.iter().filter(|i| i.state.is_active()).collect();
-    let live = instances.iter().filter(|i| i.state != InstanceState::Terminated && i.state != InstanceState::Stopped).count();
     let mut out = Plan::default();
     if want > active.len() {
         state.low_since = None;
-        let room = policy.max_instances.saturating_sub(live);
-        let n = (want - active.len()).min(room);
+        let n = (want - active.len()).min(room(policy, instances));
         let used: std::collections::HashSet<usize> = instances
             .iter()
             .filter(|i| i.state != InstanceState::Terminated)
@@ -134,7 +139,12 @@ const OBJECT_COUNT_EVERY: Duration = Duration::from_secs(5);
 /// [`run`], also ticking (after [`WAKE_DEBOUNCE`]) whenever `wake` is
 /// notified, e.g. by a web tier in the same process that just queued a
 /// request: scale-out then starts within milliseconds of the first upload
-/// instead of up to one poll interval later.
+/// instead of up to one poll interval later. A wake while the last tick
+/// found the fleet full ([`room`] 0) is let go: new requests can only ask
+/// for more workers, which a full fleet cannot launch, and under load a
+/// web tier wakes the loop for every request (about a hundred ticks a
+/// second, each reading the queue three times and every worker's
+/// `/proc` entry twice, on the cores the workers need).
 pub async fn run_with_wake(
     dep: Deployment,
     policy: ScalePolicy,
@@ -151,11 +161,15 @@ pub async fn run_with_wake(
     tracing::info!(target: "facefleet::table", "{}", Stats::header());
     let mut ticker = tokio::time::interval(policy.poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut full = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
             _ = wake.notified() => {
+                if full {
+                    continue;
+                }
                 tokio::time::sleep(WAKE_DEBOUNCE).await;
                 ticker.reset();
             }
@@ -169,6 +183,7 @@ pub async fn run_with_wake(
         };
         let p = plan(&policy, &mut state, depth.total(), &instances, &dep.names, Instant::now());
         apply(fleet.as_ref(), &p).await;
+        full = room(&policy, &instances) <= p.launch.len();
         // The table's object counts list both buckets, which grow without
         // bound: they are refreshed every OBJECT_COUNT_EVERY, not every tick.
         if objects.as_ref().is_none_or(|(_, at): &(_, Instant)| at.elapsed() >= OBJECT_COUNT_EVERY) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use facefleet_pipeline::autoscaler::{run, run_with_wake, ScalePolicy};
+use facefleet_pipeline::autoscaler::{run, run_with_wake, AutoscalerError, ScalePolicy};
+use facefleet_pipeline::backend::Deployment;
 use facefleet_pipeline::protocol::{Mode, Request};
 use facefleet_ports::Fleet;
 use tokio_util::sync::CancellationToken;
@@ -65,17 +66,38 @@ async fn scales_zero_to_max_to_zero_without_interrupting_jobs() {
     scaler.await.unwrap().unwrap();
 }
 
+/// An autoscaler over a fake fleet of at most `max_instances` that ticks
+/// once at start, then not for an hour: only wake-ups can make it tick.
+struct WokenScaler {
+    dep: Deployment,
+    fleet: Arc<FakeFleet>,
+    stop: CancellationToken,
+    wake: Arc<tokio::sync::Notify>,
+    scaler: tokio::task::JoinHandle<Result<(), AutoscalerError>>,
+}
+
+impl WokenScaler {
+    async fn start(max_instances: usize) -> Self {
+        let (mut dep, _store, _queue) = memory_deployment().await;
+        let fleet = Arc::new(FakeFleet::new(dep.clone(), Arc::new(FakeEngine::default())));
+        dep.fleet = Some(fleet.clone());
+        let policy = ScalePolicy { max_instances, poll: Duration::from_secs(3600), scale_in_delay: Duration::from_secs(3600), per_worker: 1 };
+        let stop = CancellationToken::new();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let scaler = tokio::spawn(run_with_wake(dep.clone(), policy, stop.clone(), Duration::from_secs(5), wake.clone()));
+        Self { dep, fleet, stop, wake, scaler }
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        self.scaler.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_up_scales_out_without_waiting_for_the_next_tick() {
-    let (mut dep, _store, _queue) = memory_deployment().await;
-    let engine = Arc::new(FakeEngine::default());
-    let fleet = Arc::new(FakeFleet::new(dep.clone(), engine));
-    dep.fleet = Some(fleet.clone());
-    // One tick at start, then none for an hour: only a wake-up can react.
-    let policy = ScalePolicy { max_instances: 3, poll: Duration::from_secs(3600), scale_in_delay: Duration::from_secs(3600), per_worker: 1 };
-    let stop = CancellationToken::new();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let scaler = tokio::spawn(run_with_wake(dep.clone(), policy, stop.clone(), Duration::from_secs(5), wake.clone()));
+    let scaler = WokenScaler::start(3).await;
+    let (dep, fleet, wake) = (&scaler.dep, &scaler.fleet, &scaler.wake);
     // Let the first (immediate) tick pass on an empty queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fleet.launches.load(Ordering::SeqCst), 0);
@@ -87,6 +109,41 @@ async fn a_wake_up_scales_out_without_waiting_for_the_next_tick() {
     while fleet.launches.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.cancel();
-    scaler.await.unwrap().unwrap();
+    scaler.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_while_the_fleet_is_full_is_let_go() {
+    let scaler = WokenScaler::start(2).await;
+    let (dep, fleet, wake) = (&scaler.dep, &scaler.fleet, &scaler.wake);
+    // A tick lists the fleet twice: to plan, and for the table's row.
+    let lists_after = |n: usize| {
+        let fleet = fleet.clone();
+        async move {
+            while fleet.lists.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    lists_after(2).await;
+    for i in 0..5 {
+        let body = serde_json::to_string(&Request::new(format!("r{i}"), "missing.png", Mode::Name)).unwrap();
+        dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    }
+    // Not full yet: this wake-up ticks, and fills the fleet.
+    wake.notify_one();
+    lists_after(4).await;
+    assert_eq!(fleet.launches.load(Ordering::SeqCst), 2);
+    // Full: more requests and wake-ups (one per request, as the web tier
+    // sends them) tick no more.
+    for i in 5..10 {
+        let body = serde_json::to_string(&Request::new(format!("r{i}"), "missing.png", Mode::Name)).unwrap();
+        dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fleet.lists.load(Ordering::SeqCst), 4, "a wake-up ticked while the fleet was full");
+    assert_eq!(fleet.launches.load(Ordering::SeqCst), 2);
+    scaler.finish().await;
 }

@@ -145,18 +145,21 @@ pub struct FakeFleet {
     pub peak: AtomicUsize,
     /// Launch calls.
     pub launches: AtomicUsize,
+    /// List calls.
+    pub lists: AtomicUsize,
 }
 
 impl FakeFleet {
     /// A fleet whose workers run over `dep`.
     pub fn new(dep: Deployment, engine: Arc<FakeEngine>) -> Self {
-        Self { dep, engine, next: AtomicUsize::new(1), entries: Mutex::new(vec![]), peak: AtomicUsize::new(0), launches: AtomicUsize::new(0) }
+        Self { dep, engine, next: AtomicUsize::new(1), entries: Mutex::new(vec![]), peak: AtomicUsize::new(0), launches: AtomicUsize::new(0), lists: AtomicUsize::new(0) }
     }
 }
 
 #[async_trait]
 impl Fleet for FakeFleet {
     async fn list(&self) -> Result<Vec<Instance>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         let mut e = self.entries.lock().unwrap();
         e.retain(|x| !x.task.is_finished());
         Ok(e.iter().map(|x| x.inst.clone()).collect())
