@@ -142,7 +142,7 @@ const OBJECT_COUNT_EVERY: Duration = Duration::from_secs(5);
 /// instead of up to one poll interval later. A wake while the last tick
 /// found the fleet full ([`room`] 0) is let go: new requests can only ask
 /// for more workers, which a full fleet cannot launch, and under load a
-/// web tier wakes the loop for every request (about a hundred ticks a
+/// web tier wakes the loop for every request (up to about a hundred ticks a
 /// second, each reading the queue three times and every worker's
 /// `/proc` entry twice, on the cores the workers need).
 pub async fn run_with_wake(
