@@ -387,6 +387,21 @@ enum Sizes {
 /// `(key, size)` of every object whose key starts with `prefix` and sorts
 /// after `after`, unsorted, in one walk of the folders the prefix can reach.
 fn walk_prefix(layout: &Layout, bucket: &str, prefix: &str, after: Option<&str>, sizes: Sizes) -> Result<Vec<(String, u64)>> {
+    let mut keys = Vec::new();
+    walk_prefix_into(layout, bucket, prefix, after, sizes, &mut |key, size| keys.push((key, size)))?;
+    Ok(keys)
+}
+
+/// [`walk_prefix`], handing each `(key, size)` to `out` instead of
+/// collecting them (counting needs no key kept).
+fn walk_prefix_into(
+    layout: &Layout,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    sizes: Sizes,
+    out: &mut impl FnMut(String, u64),
+) -> Result<()> {
     let bucket_dir = layout.existing_bucket(bucket)?;
     // Start from the folder named by the prefix's complete segments.
     let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
@@ -394,7 +409,7 @@ fn walk_prefix(layout: &Layout, bucket: &str, prefix: &str, after: Option<&str>,
     let mut start_key = String::new();
     for seg in dir_part.split('/').filter(|s| !s.is_empty()) {
         if seg == "." || seg == ".." {
-            return Ok(Vec::new()); // no valid key has such a prefix
+            return Ok(()); // no valid key has such a prefix
         }
         start.push(seg);
         start_key.push_str(seg);
@@ -403,12 +418,10 @@ fn walk_prefix(layout: &Layout, bucket: &str, prefix: &str, after: Option<&str>,
         // below does not either); a missing folder lists nothing.
         match fs::symlink_metadata(&start) {
             Ok(m) if m.is_dir() => {}
-            _ => return Ok(Vec::new()),
+            _ => return Ok(()),
         }
     }
-    let mut keys = Vec::new();
-    walk(bucket, &start, &start_key, prefix, after, sizes, &mut keys)?;
-    Ok(keys)
+    walk(bucket, &start, &start_key, prefix, after, sizes, out)
 }
 
 /// Collects `(key, size)` of the files under `dir` (whose keys start with
@@ -423,7 +436,7 @@ fn walk(
     prefix: &str,
     after: Option<&str>,
     sizes: Sizes,
-    out: &mut Vec<(String, u64)>,
+    out: &mut impl FnMut(String, u64),
 ) -> Result<()> {
     let list_err = |e: io::Error| bucket_err(&format!("list prefix `{dir_key}` of"), bucket, dir, e);
     let entries = match fs::read_dir(dir) {
@@ -464,11 +477,11 @@ fn walk(
             walk(bucket, &entry.path(), &sub, prefix, after, sizes, out)?;
         } else if file_type.is_file() && key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a) {
             if sizes == Sizes::Skip {
-                out.push((key, 0));
+                out(key, 0);
                 continue;
             }
             match entry.metadata() {
-                Ok(m) => out.push((key, m.len())),
+                Ok(m) => out(key, m.len()),
                 Err(e) if is_missing(&e) => {} // deleted since read_dir
                 Err(e) => return Err(list_err(e)),
             }
@@ -525,12 +538,17 @@ impl ObjectStore for FsObjectStore {
         self.blocking(move |l| list_blocking(l, &bucket, &prefix, token, max_keys)).await
     }
 
-    /// One walk of the bucket, without reading sizes (the trait's default
-    /// pages through [`ObjectStore::list`], and each page walks the whole
-    /// bucket here: quadratic in the number of objects).
+    /// One walk of the bucket, without reading sizes or keeping keys (the
+    /// trait's default pages through [`ObjectStore::list`], and each page
+    /// walks the whole bucket here: quadratic in the number of objects).
     async fn count(&self, bucket: &str, prefix: &str) -> Result<u64> {
         let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
-        self.blocking(move |l| walk_prefix(l, &bucket, &prefix, None, Sizes::Skip).map(|keys| keys.len() as u64)).await
+        self.blocking(move |l| {
+            let mut n = 0u64;
+            walk_prefix_into(l, &bucket, &prefix, None, Sizes::Skip, &mut |_, _| n += 1)?;
+            Ok(n)
+        })
+        .await
     }
 
     /// One walk of the bucket, sorted by key (see `count`).

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Deployment;
-use crate::stats::Stats;
+use crate::stats::{ObjectCounts, Stats, OBJECT_COUNT_MIN_AGE};
 
 /// Why the autoscaler cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,9 +132,28 @@ pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, 
 /// tick it triggers.
 const WAKE_DEBOUNCE: Duration = Duration::from_millis(10);
 
-/// How often the autoscaler's table re-counts the objects in the buckets
-/// (a whole-bucket listing, too costly for every tick).
-const OBJECT_COUNT_EVERY: Duration = Duration::from_secs(5);
+/// Keeps `objects` counted beside the control loop, as often as
+/// [`ObjectCounts`] allows (a failed count is tried again after
+/// [`OBJECT_COUNT_MIN_AGE`]), until `stop` fires.
+async fn keep_counting(dep: Deployment, objects: Arc<ObjectCounts>, stop: CancellationToken) {
+    let counting = async {
+        loop {
+            let next = match objects.get(&dep).await {
+                Ok(_) => objects.next_count_at(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting the bucket objects failed");
+                    tokio::time::Instant::now() + OBJECT_COUNT_MIN_AGE
+                }
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    };
+    // A count in progress (a slow listing) is dropped too.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = counting => {}
+    }
+}
 
 /// [`run`], also ticking (after [`WAKE_DEBOUNCE`]) whenever `wake` is
 /// notified, e.g. by a web tier in the same process that just queued a
@@ -156,7 +175,13 @@ pub async fn run_with_wake(
     let mut state = ScalerState::default();
     let mut last_row = String::new();
     let mut last_log = Instant::now();
-    let mut objects: Option<((u64, u64), Instant)> = None;
+    // The table's object counts list both buckets whole, which grow without
+    // bound: they are counted beside the loop, whose ticks never wait for a
+    // count (at 100,000 stored requests one took about a second).
+    let objects = Arc::new(ObjectCounts::new());
+    let counting = stop.child_token();
+    tokio::spawn(keep_counting(dep.clone(), objects.clone(), counting.clone()));
+    let _stop_counting = counting.drop_guard();
     tracing::info!(max = policy.max_instances, per_worker = policy.per_worker, "autoscaler started");
     tracing::info!(target: "facefleet::table", "{}", Stats::header());
     let mut ticker = tokio::time::interval(policy.poll);
@@ -184,17 +209,9 @@ pub async fn run_with_wake(
         let p = plan(&policy, &mut state, depth.total(), &instances, &dep.names, Instant::now());
         apply(fleet.as_ref(), &p).await;
         full = room(&policy, &instances) <= p.launch.len();
-        // The table's object counts list both buckets, which grow without
-        // bound: they are refreshed every OBJECT_COUNT_EVERY, not every tick.
-        if objects.as_ref().is_none_or(|(_, at): &(_, Instant)| at.elapsed() >= OBJECT_COUNT_EVERY) {
-            match Stats::count_objects(&dep).await {
-                Ok(counts) => objects = Some((counts, Instant::now())),
-                Err(e) => tracing::warn!(error = %e, "counting the bucket objects failed"),
-            }
-        }
         match Stats::collect_live(&dep).await {
             Ok(mut s) => {
-                if let Some(((input, output), _)) = objects {
+                if let Some((input, output)) = objects.latest() {
                     (s.input_objects, s.output_objects) = (input, output);
                 }
                 let row = s.row();

@@ -12,7 +12,8 @@ use common::*;
 use facefleet_pipeline::autoscaler::{run, run_with_wake, AutoscalerError, ScalePolicy};
 use facefleet_pipeline::backend::Deployment;
 use facefleet_pipeline::protocol::{Mode, Request};
-use facefleet_ports::Fleet;
+use facefleet_pipeline::stats::ObjectCounts;
+use facefleet_ports::{Fleet, ObjectStore};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -146,4 +147,85 @@ async fn a_wake_up_while_the_fleet_is_full_is_let_go() {
     assert_eq!(fleet.lists.load(Ordering::SeqCst), 4, "a wake-up ticked while the fleet was full");
     assert_eq!(fleet.launches.load(Ordering::SeqCst), 2);
     scaler.finish().await;
+}
+
+/// The object counts of the table's last two columns list both buckets
+/// whole; however long that takes, the loop goes on scaling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_never_waits_for_the_object_counts() {
+    let (mut dep, mem, _queue) = memory_deployment().await;
+    let store = Arc::new(GatedCountStore::new(mem));
+    dep.store = store.clone();
+    let fleet = Arc::new(FakeFleet::new(dep.clone(), Arc::new(FakeEngine::default())));
+    dep.fleet = Some(fleet.clone());
+    let policy = ScalePolicy { max_instances: 2, poll: Duration::from_millis(20), scale_in_delay: Duration::from_secs(3600), per_worker: 1 };
+    let stop = CancellationToken::new();
+    let scaler = tokio::spawn(run(dep.clone(), policy, stop.clone(), Duration::from_secs(5)));
+    // A count has begun, and never ends: its gate stays closed.
+    while store.counts.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let body = serde_json::to_string(&Request::new("r1", "missing.png", Mode::Name)).unwrap();
+    dep.queue.send(&dep.names.req_queue, &body).await.unwrap();
+    // A loop that counted inside its tick would wait here for good.
+    while fleet.launches.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    scaler.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn object_counts_are_reused_while_young_and_shared_by_callers() {
+    let (mut dep, mem, _queue) = memory_deployment().await;
+    let store = Arc::new(GatedCountStore::new(mem.clone()));
+    dep.store = store.clone();
+    let counted = || store.counts.load(Ordering::SeqCst);
+    mem.put(&dep.names.in_bucket, "a.jpg", Bytes::from_static(b"a")).await.unwrap();
+
+    // Reused for an hour: a second look lists nothing.
+    let hour = ObjectCounts::with_reuse(Duration::from_secs(3600), 0);
+    assert_eq!(hour.latest(), None);
+    store.gate.add_permits(2);
+    assert_eq!(hour.get(&dep).await.unwrap(), (1, 0));
+    assert_eq!(counted(), 2, "one count of each bucket");
+    mem.put(&dep.names.in_bucket, "b.jpg", Bytes::from_static(b"b")).await.unwrap();
+    // (Permits for a count that must not happen: a test that fails, not hangs.)
+    store.gate.add_permits(2);
+    assert_eq!(hour.get(&dep).await.unwrap(), (1, 0));
+    assert_eq!((counted(), hour.latest()), (2, Some((1, 0))));
+    store.gate.forget_permits(2);
+
+    // Never reused (no minimum age, no cost factor): every look counts.
+    let never = ObjectCounts::with_reuse(Duration::ZERO, 0);
+    store.gate.add_permits(4);
+    assert_eq!(never.get(&dep).await.unwrap(), (2, 0));
+    assert_eq!(never.get(&dep).await.unwrap(), (2, 0));
+    assert_eq!(counted(), 6);
+
+    // Reused for its cost times the factor: a count that took at least
+    // 10 ms is reused for years.
+    let costly = ObjectCounts::with_reuse(Duration::ZERO, u32::MAX);
+    let (first, ()) = tokio::join!(costly.get(&dep), async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        store.gate.add_permits(2);
+    });
+    assert_eq!(first.unwrap(), (2, 0));
+    mem.put(&dep.names.in_bucket, "c.jpg", Bytes::from_static(b"c")).await.unwrap();
+    store.gate.add_permits(2);
+    assert_eq!(costly.get(&dep).await.unwrap(), (2, 0));
+    assert_eq!(counted(), 8);
+    store.gate.forget_permits(2);
+
+    // Callers asking while a count runs wait for it and share it.
+    let shared = ObjectCounts::with_reuse(Duration::from_secs(3600), 0);
+    let (a, b, ()) = tokio::join!(shared.get(&dep), shared.get(&dep), async {
+        while counted() < 10 {
+            tokio::task::yield_now().await;
+        }
+        // Enough for both callers had each counted: only one does.
+        store.gate.add_permits(4);
+    });
+    assert_eq!((a.unwrap(), b.unwrap()), ((3, 0), (3, 0)));
+    assert_eq!(counted(), 10);
 }

@@ -229,8 +229,10 @@ pub(crate) async fn verify(State(state): State<WebState>, QueryParams(q): QueryP
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
     /// Count the objects in the input and output buckets (default true).
-    /// Counting lists both buckets, so its cost grows with what they hold;
-    /// pass `false` when polling often (queues and instances stay exact;
+    /// Counting lists both buckets, so its cost grows with what they hold:
+    /// a count is reused for at least 5 s, and for 100 times as long as it
+    /// took (the counts may lag then; calls meanwhile share it). Pass
+    /// `false` when polling often (queues and instances stay exact;
     /// `input_objects` and `output_objects` are then left out).
     #[serde(default = "counts_objects")]
     pub objects: bool,
@@ -251,7 +253,7 @@ pub(crate) async fn status(
     QueryParams(params): QueryParams<StatusParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use serde_json::{json, Value};
-    let stats = if params.objects { Stats::collect(&state.dep).await? } else { Stats::collect_live(&state.dep).await? };
+    let stats = if params.objects { Stats::collect(&state.dep, &state.objects).await? } else { Stats::collect_live(&state.dep).await? };
     let mut v = serde_json::to_value(stats).expect("stats serialise");
     if !params.objects {
         let fields = v.as_object_mut().expect("stats are an object");

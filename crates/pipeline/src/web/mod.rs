@@ -108,6 +108,9 @@ pub struct WebState {
     pub(crate) info: Arc<Vec<(String, String)>>,
     /// The last ten minutes, one sample a second (`GET /v1/status/history`).
     pub(crate) history: Arc<history::History>,
+    /// The buckets' object counts of `GET /v1/status` (a recent count is
+    /// reused: counting lists both buckets whole).
+    pub(crate) objects: Arc<crate::stats::ObjectCounts>,
     /// OpenAPI documents of routes merged in by the composition root.
     pub(crate) api_docs: Arc<Vec<utoipa::openapi::OpenApi>>,
 }
@@ -140,6 +143,7 @@ impl WebState {
             intake,
             info: Arc::default(),
             history: Arc::new(history::History::new()),
+            objects: Arc::default(),
             api_docs: Arc::default(),
         }
     }

@@ -184,3 +184,51 @@ impl Fleet for FakeFleet {
         Ok(())
     }
 }
+
+/// A [`MemStore`] whose `count` waits for `gate` (closed until the test
+/// adds permits; one per bucket counted) and says how often it was called.
+pub struct GatedCountStore {
+    pub inner: Arc<MemStore>,
+    pub gate: tokio::sync::Semaphore,
+    pub counts: AtomicUsize,
+}
+
+impl GatedCountStore {
+    /// A closed gate over `inner`.
+    pub fn new(inner: Arc<MemStore>) -> Self {
+        Self { inner, gate: tokio::sync::Semaphore::new(0), counts: AtomicUsize::new(0) }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for GatedCountStore {
+    async fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.inner.create_bucket(bucket).await
+    }
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
+        self.inner.bucket_exists(bucket).await
+    }
+    async fn put(&self, bucket: &str, key: &str, body: bytes::Bytes) -> Result<()> {
+        self.inner.put(bucket, key, body).await
+    }
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: bytes::Bytes) -> Result<bool> {
+        self.inner.put_if_absent(bucket, key, body).await
+    }
+    async fn get(&self, bucket: &str, key: &str) -> Result<bytes::Bytes> {
+        self.inner.get(bucket, key).await
+    }
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        self.inner.head(bucket, key).await
+    }
+    async fn list(&self, bucket: &str, prefix: &str, token: Option<String>, max: usize) -> Result<ListPage> {
+        self.inner.list(bucket, prefix, token, max).await
+    }
+    async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.inner.delete(bucket, key).await
+    }
+    async fn count(&self, bucket: &str, prefix: &str) -> Result<u64> {
+        self.counts.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.expect("the gate is never closed").forget();
+        self.inner.count(bucket, prefix).await
+    }
+}
