@@ -67,7 +67,6 @@ pub async fn up(opts: &UpArgs, stop: CancellationToken) -> anyhow::Result<()> {
         fleet_stop.clone(),
         Duration::from_secs(60),
         state.request_arrivals(),
-        state.object_counts(),
     ));
     let video_task = {
         let (dep, engine, stop) = (dep.clone(), engine.clone(), stop.child_token());

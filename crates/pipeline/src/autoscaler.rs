@@ -125,7 +125,7 @@ pub async fn apply(fleet: &dyn Fleet, plan: &Plan) {
 /// numbers change (and every 10 s). When `stop` fires, stops every worker
 /// gracefully and waits (up to `drain`) for them to exit.
 pub async fn run(dep: Deployment, policy: ScalePolicy, stop: CancellationToken, drain: Duration) -> Result<(), AutoscalerError> {
-    run_with_wake(dep, policy, stop, drain, Arc::new(Notify::new()), Arc::default()).await
+    run_with_wake(dep, policy, stop, drain, Arc::new(Notify::new())).await
 }
 
 /// How long a wake-up waits for the rest of a burst of requests before the
@@ -163,17 +163,13 @@ async fn keep_counting(dep: Deployment, objects: Arc<ObjectCounts>, stop: Cancel
 /// for more workers, which a full fleet cannot launch, and under load a
 /// web tier wakes the loop for every request (up to about a hundred ticks a
 /// second, each reading the queue three times and every worker's
-/// `/proc` entry twice, on the cores the workers need). The table's object
-/// counts are kept in `objects`, which a web tier in the same process can
-/// share ([`crate::web::WebState::object_counts`]) so that its
-/// `GET /v1/status` reuses them instead of counting again.
+/// `/proc` entry twice, on the cores the workers need).
 pub async fn run_with_wake(
     dep: Deployment,
     policy: ScalePolicy,
     stop: CancellationToken,
     drain: Duration,
     wake: Arc<Notify>,
-    objects: Arc<ObjectCounts>,
 ) -> Result<(), AutoscalerError> {
     let fleet = dep.fleet.clone().ok_or(AutoscalerError::NoFleet)?;
     let mut state = ScalerState::default();
@@ -182,6 +178,7 @@ pub async fn run_with_wake(
     // The table's object counts list both buckets whole, which grow without
     // bound: they are counted beside the loop, whose ticks never wait for a
     // count (at 100,000 stored requests one took about a second).
+    let objects = Arc::new(ObjectCounts::new());
     let counting = stop.child_token();
     tokio::spawn(keep_counting(dep.clone(), objects.clone(), counting.clone()));
     let _stop_counting = counting.drop_guard();

@@ -85,7 +85,7 @@ impl WokenScaler {
         let policy = ScalePolicy { max_instances, poll: Duration::from_secs(3600), scale_in_delay: Duration::from_secs(3600), per_worker: 1 };
         let stop = CancellationToken::new();
         let wake = Arc::new(tokio::sync::Notify::new());
-        let scaler = tokio::spawn(run_with_wake(dep.clone(), policy, stop.clone(), Duration::from_secs(5), wake.clone(), Arc::default()));
+        let scaler = tokio::spawn(run_with_wake(dep.clone(), policy, stop.clone(), Duration::from_secs(5), wake.clone()));
         Self { dep, fleet, stop, wake, scaler }
     }
 

@@ -188,13 +188,6 @@ impl WebState {
         self.arrivals.clone()
     }
 
-    /// The buckets' object counts that `GET /v1/status` shows; an
-    /// autoscaler in the same process keeps them fresh when given them
-    /// ([`crate::autoscaler::run_with_wake`]).
-    pub fn object_counts(&self) -> Arc<crate::stats::ObjectCounts> {
-        self.objects.clone()
-    }
-
     /// The response dispatcher; run it with [`Dispatcher::run`].
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         self.dispatcher.clone()
