@@ -1,6 +1,8 @@
 //! Measures SqliteQueue throughput: `C` concurrent senders push `N`
 //! messages while `C` concurrent receivers receive (batches of 10) and
-//! delete them; then one task doing send → receive → delete in sequence.
+//! delete them; then one task doing send → receive → delete in sequence;
+//! then the CPU that `C` long polls on an empty queue cost for 5 s (what
+//! an idle fleet's workers and web tier spend waiting for work).
 //!
 //! `cargo run -p facefleet-embedded --example queue_throughput -- [N] [C] [DIR]`
 //! (defaults 5000 messages, 100 tasks, a temporary folder).
@@ -74,4 +76,36 @@ async fn main() {
     );
     let depth = q.depth("bench").await.unwrap();
     assert_eq!(depth.total(), 0, "messages left: {depth:?}");
+
+    // Long polls on an empty queue: each re-checks the file every
+    // POLL_INTERVAL until its wait ends.
+    let wait = Duration::from_secs(5);
+    let cpu_before = process_cpu();
+    let start = Instant::now();
+    let polls: Vec<_> = (0..c)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move { q.receive("bench", 10, wait, None).await.unwrap() })
+        })
+        .collect();
+    for p in polls {
+        assert!(p.await.unwrap().is_empty());
+    }
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), process_cpu() - cpu_before);
+    println!(
+        "idle: {c} long polls on an empty queue for {secs:.1} s used {cpu:.3} s of CPU = {:.1} µs per poll check",
+        cpu * 1e6 / (c as f64 * secs / facefleet_embedded::sqlite_queue::POLL_INTERVAL.as_secs_f64())
+    );
+}
+
+/// User plus system CPU time of this process so far, in seconds.
+fn process_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

@@ -13,6 +13,8 @@
 //! long-poll checks) use a small pool of read connections, which WAL mode
 //! lets run beside the writer. Long polls wake at once on sends made by the
 //! same handle, and poll the file every [`POLL_INTERVAL`] for the others.
+//! Each connection caches its statements and plans them once: with SQLite's
+//! query-planner stability guarantee on, binding new values never re-plans.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use facefleet_ports::{Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Notify;
 
@@ -58,6 +61,16 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at_ms);
 PRAGMA user_version = 1;
 "#;
+
+/// Whether a queue exists, and when its earliest message is or becomes
+/// visible: the cheap read of every receive attempt and long-poll check.
+const QUEUE_AND_EARLIEST_VISIBLE: &str = "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1),
+    (SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1)";
+
+/// Up to `?3` messages of queue `?1` visible at time `?2`, oldest first.
+const VISIBLE_CANDIDATES: &str = "SELECT seq, id, body, receive_count FROM messages
+    WHERE queue = ?1 AND visible_at_ms <= ?2
+    ORDER BY visible_at_ms, seq LIMIT ?3";
 
 /// Durable message queues in one SQLite database file. Cheap to clone;
 /// clones share connections. Several processes may open the same file.
@@ -138,6 +151,10 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // any process crash (power loss may lose the last commits).
     conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
+    // A plan that never depends on bound values: otherwise SQLite re-plans
+    // a cached statement on `messages` each time it is bound again (every
+    // long-poll check, every receive), several times the cost of running it.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -252,10 +269,7 @@ impl SqliteQueue {
         let q = queue.to_string();
         let (exists, earliest) = self
             .read(move |c| {
-                c.prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1),
-                            (SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1)",
-                )
+                c.prepare_cached(QUEUE_AND_EARLIEST_VISIBLE)
                 .map_err(db_err)?
                 .query_row([&q], |r| Ok((r.get::<_, bool>(0)?, r.get::<_, Option<i64>>(1)?)))
                 .map_err(db_err)
@@ -289,11 +303,7 @@ fn receive_tx(c: &mut Connection, queue: &str, max: usize, visibility: Option<Du
     loop {
         let want = max - messages.len();
         let candidates: Vec<(i64, String, String, u32)> = tx
-            .prepare_cached(
-                "SELECT seq, id, body, receive_count FROM messages
-                 WHERE queue = ?1 AND visible_at_ms <= ?2
-                 ORDER BY visible_at_ms, seq LIMIT ?3",
-            )
+            .prepare_cached(VISIBLE_CANDIDATES)
             .map_err(db_err)?
             .query_map(params![queue, now, want as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(db_err)?
@@ -516,6 +526,7 @@ impl MessageQueue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::StatementStatus;
 
     #[test]
     fn receipts_parse_or_are_invalid() {
@@ -533,6 +544,32 @@ mod tests {
         for bad in ["", "a b", "a.b", "a/b", "é", &"x".repeat(81)] {
             assert!(validate_queue_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn statements_are_planned_once_not_on_every_bind() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(dir.path().join("q.sqlite3")).unwrap();
+        q.create_queue("a", &QueueConfig::default()).await.unwrap();
+        for batch in 1..=3 {
+            for _ in 0..batch {
+                q.send("a", "x").await.unwrap();
+            }
+            // A batch size that changes each time: its LIMIT is bound anew.
+            let got = q.receive("a", batch, Duration::ZERO, None).await.unwrap();
+            assert_eq!(got.len(), batch);
+        }
+        assert!(q.receive("a", 10, Duration::ZERO, None).await.unwrap().is_empty());
+        // Sequential reads reuse the same pooled connection.
+        let poll_replans = q
+            .read(|c| Ok(c.prepare_cached(QUEUE_AND_EARLIEST_VISIBLE).map_err(db_err)?.get_status(StatementStatus::RePrepare)))
+            .await
+            .unwrap();
+        let receive_replans = q
+            .write(|c| Ok(c.prepare_cached(VISIBLE_CANDIDATES).map_err(db_err)?.get_status(StatementStatus::RePrepare)))
+            .await
+            .unwrap();
+        assert_eq!((poll_replans, receive_replans), (0, 0));
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ export function mount(main, ctx) {
         h('div', { class: 'card table-card' }, table),
         h('details', { class: 'card' }, h('summary', {}, 'This stack'), stack)))));
 
-  api('/v1/status').then((st) => {
+  api('/v1/status?objects=false').then((st) => {
     const facts = Object.entries(st.stack || {});
     fill(stack, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }).catch(() => {});

@@ -8,7 +8,7 @@ import { h, note } from './dom.js';
  * saying why it cannot be used.
  */
 export async function checkKey(key) {
-  const resp = await fetch('/v1/status', { headers: { 'x-api-key': key }, cache: 'no-store' }).catch(() => null);
+  const resp = await fetch('/v1/status?objects=false', { headers: { 'x-api-key': key }, cache: 'no-store' }).catch(() => null);
   if (!resp) throw new ApiError(0, 'network', 'The server cannot be reached. Is facefleet still running?');
   if (resp.ok) return { admin: true };
   if (resp.status === 403) return { admin: false };
