@@ -510,10 +510,12 @@ impl ProcessFleet {
                     if let Some(status) = reported {
                         gone.push((id.clone(), status));
                         false
-                    } else if match proc_stat(*pid) {
-                        Some(p) if p.start_time == *start_time => p.state == 'Z' && p.parent != *template,
-                        _ => true,
-                    } {
+                    } else if let Some(p) = proc_stat(*pid).filter(|p| p.start_time == *start_time && !(p.state == 'Z' && p.parent != *template)) {
+                        // Checked against its start time: never a recycled
+                        // pid. A zombie its template has yet to reap is
+                        // no longer running (its report comes next).
+                        p.is_alive()
+                    } else {
                         // Gone without a report. A live template reports
                         // each exit just after reaping it: wait for that a
                         // little. Otherwise (its template died, and the
@@ -526,9 +528,6 @@ impl ProcessFleet {
                             gone.push((id.clone(), ExitStatus::from_raw(255 << 8)));
                         }
                         false
-                    } else {
-                        // Checked against its start time: never a recycled pid.
-                        is_running(*pid, *start_time)
                     }
                 }
             };
