@@ -5,12 +5,12 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use facefleet_ports::{
-    Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result,
+    Message, MessageQueue, PortError, QueueConfig, QueueDepth, Result, MAX_BATCH,
 };
 
-use crate::error::{classify, Failure};
+use crate::error::{classify, Failure, FailureKind};
 
 /// Longest long poll SQS allows.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
@@ -143,6 +143,57 @@ impl SqsQueue {
                 }
             }
         }
+    }
+
+    /// Deletes up to [`MAX_BATCH`] messages with one `DeleteMessageBatch`;
+    /// one result per receipt, in order.
+    async fn delete_chunk(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = receipts
+            .iter()
+            .map(|r| if r.is_empty() { Err(PortError::InvalidReceipt(queue.to_string())) } else { Ok(()) })
+            .collect();
+        // An entry's id is its index in `receipts`.
+        let entries: std::result::Result<Vec<_>, _> = receipts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*r).build())
+            .collect();
+        let sent = match entries {
+            Ok(entries) if entries.is_empty() => return results,
+            Ok(entries) => match self.queue_url(queue).await {
+                Ok(url) => self
+                    .client
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| self.fail(e, queue, "DeleteMessageBatch")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(PortError::InvalidArgument(format!("DeleteMessageBatch on queue `{queue}`: {e}"))),
+        };
+        match sent {
+            Ok(out) => {
+                for failed in out.failed() {
+                    let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) else { continue };
+                    let failure = Failure {
+                        code: Some(failed.code().to_string()),
+                        status: None,
+                        message: failed.message().unwrap_or_default().to_string(),
+                        kind: if failed.sender_fault() { FailureKind::Service } else { FailureKind::Transient },
+                    };
+                    *slot = Err(map_queue(failure, queue, "DeleteMessageBatch"));
+                }
+            }
+            Err(e) => {
+                for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                    *slot = Err(e.clone());
+                }
+            }
+        }
+        results
     }
 
     /// Forgets the cached URL and size of `queue`.
@@ -457,6 +508,15 @@ impl MessageQueue for SqsQueue {
             .await
             .map_err(|e| self.fail(e, queue, "DeleteMessage"))?;
         Ok(())
+    }
+
+    /// One `DeleteMessageBatch` per 10 receipts.
+    async fn delete_batch(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(receipts.len());
+        for chunk in receipts.chunks(MAX_BATCH) {
+            results.extend(self.delete_chunk(queue, chunk).await);
+        }
+        results
     }
 
     async fn change_visibility(&self, queue: &str, receipt: &str, timeout: Duration) -> Result<()> {

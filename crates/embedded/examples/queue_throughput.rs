@@ -1,7 +1,7 @@
 //! Measures SqliteQueue throughput: `C` concurrent senders push `N`
 //! messages while `C` concurrent receivers receive (batches of 10) and
-//! delete them; then one task doing send → receive → delete in sequence;
-//! then the CPU that `C` long polls on an empty queue cost for 5 s (what
+//! delete them (one by one, then each batch at once); then one task doing
+//! send → receive → delete in sequence; then the CPU that `C` long polls on an empty queue cost for 5 s (what
 //! an idle fleet's workers and web tier spend waiting for work).
 //!
 //! `cargo run -p facefleet-embedded --example queue_throughput -- [N] [C] [DIR]`
@@ -26,39 +26,10 @@ async fn main() {
     q.purge("bench").await.unwrap();
     let body = format!("{{\"request\":\"{}\"}}", "x".repeat(200));
 
-    // Concurrent senders and receivers.
-    let start = Instant::now();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (q, sent, body) = (q.clone(), Arc::clone(&sent), body.clone());
-        tasks.push(tokio::spawn(async move {
-            while sent.fetch_add(1, Ordering::Relaxed) < n {
-                q.send("bench", &body).await.unwrap();
-            }
-        }));
-    }
-    for _ in 0..c {
-        let (q, done) = (q.clone(), Arc::clone(&done));
-        tasks.push(tokio::spawn(async move {
-            while done.load(Ordering::Relaxed) < n {
-                let batch = q.receive("bench", 10, Duration::from_millis(200), None).await.unwrap();
-                for m in batch {
-                    q.delete("bench", &m.receipt).await.unwrap();
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "concurrent: {n} messages sent+received+deleted by {c} senders and {c} receivers in {secs:.2} s = {:.0} msg/s",
-        n as f64 / secs
-    );
+    // Concurrent senders and receivers, deleting what they receive one
+    // message at a time, then each received batch at once.
+    concurrent(&q, &body, n, c, false).await;
+    concurrent(&q, &body, n, c, true).await;
 
     // One task, one message at a time.
     let rounds = 500.min(n);
@@ -95,6 +66,51 @@ async fn main() {
     println!(
         "idle: {c} long polls on an empty queue for {secs:.1} s used {cpu:.3} s of CPU = {:.1} µs per poll check",
         cpu * 1e6 / (c as f64 * secs / facefleet_embedded::sqlite_queue::POLL_INTERVAL.as_secs_f64())
+    );
+}
+
+/// `c` senders push `n` messages while `c` receivers receive (batches of
+/// 10) and delete them: one by one, or each batch with one `delete_batch`.
+async fn concurrent(q: &SqliteQueue, body: &str, n: usize, c: usize, batch_delete: bool) {
+    let start = Instant::now();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (q, sent, body) = (q.clone(), Arc::clone(&sent), body.to_string());
+        tasks.push(tokio::spawn(async move {
+            while sent.fetch_add(1, Ordering::Relaxed) < n {
+                q.send("bench", &body).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..c {
+        let (q, done) = (q.clone(), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            while done.load(Ordering::Relaxed) < n {
+                let batch = q.receive("bench", 10, Duration::from_millis(200), None).await.unwrap();
+                if batch_delete {
+                    let receipts: Vec<&str> = batch.iter().map(|m| m.receipt.as_str()).collect();
+                    for r in q.delete_batch("bench", &receipts).await {
+                        r.unwrap();
+                    }
+                } else {
+                    for m in &batch {
+                        q.delete("bench", &m.receipt).await.unwrap();
+                    }
+                }
+                done.fetch_add(batch.len(), Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let how = if batch_delete { "each batch deleted at once" } else { "deleted one by one" };
+    println!(
+        "concurrent: {n} messages sent+received+deleted by {c} senders and {c} receivers ({how}) in {secs:.2} s = {:.0} msg/s",
+        n as f64 / secs
     );
 }
 

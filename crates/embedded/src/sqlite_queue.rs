@@ -345,6 +345,32 @@ fn receive_tx(c: &mut Connection, queue: &str, max: usize, visibility: Option<Du
     Ok(Attempt { messages, next_visible_ms: None })
 }
 
+/// Deletes one received message of `queue` (known to exist) by its receipt:
+/// `Ok` if deleted now or before, `InvalidReceipt` if received again since.
+fn delete_received(c: &Connection, queue: &str, receipt: &str) -> Result<()> {
+    let (seq, token) = parse_receipt(queue, receipt)?;
+    let deleted = c
+        .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")
+        .map_err(db_err)?
+        .execute(params![seq, queue, token])
+        .map_err(db_err)?;
+    if deleted == 1 {
+        return Ok(());
+    }
+    let current: Option<Option<String>> = c
+        .prepare_cached("SELECT receipt FROM messages WHERE seq = ?1 AND queue = ?2")
+        .map_err(db_err)?
+        .query_row(params![seq, queue], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    match current {
+        // Already deleted (or moved away): deleting is idempotent.
+        None => Ok(()),
+        // Received again since: this receipt is stale.
+        Some(_) => Err(PortError::InvalidReceipt(queue.to_string())),
+    }
+}
+
 #[async_trait]
 impl MessageQueue for SqliteQueue {
     async fn create_queue(&self, queue: &str, config: &QueueConfig) -> Result<()> {
@@ -446,29 +472,28 @@ impl MessageQueue for SqliteQueue {
         let (q, receipt) = (queue.to_string(), receipt.to_string());
         self.write(move |c| {
             load_queue(c, &q)?;
-            let (seq, token) = parse_receipt(&q, &receipt)?;
-            let deleted = c
-                .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3")
-                .map_err(db_err)?
-                .execute(params![seq, q, token])
-                .map_err(db_err)?;
-            if deleted == 1 {
-                return Ok(());
-            }
-            let current: Option<Option<String>> = c
-                .prepare_cached("SELECT receipt FROM messages WHERE seq = ?1 AND queue = ?2")
-                .map_err(db_err)?
-                .query_row(params![seq, q], |r| r.get(0))
-                .optional()
-                .map_err(db_err)?;
-            match current {
-                // Already deleted (or moved away): deleting is idempotent.
-                None => Ok(()),
-                // Received again since: this receipt is stale.
-                Some(_) => Err(PortError::InvalidReceipt(q)),
-            }
+            delete_received(c, &q, &receipt)
         })
         .await
+    }
+
+    /// All in one write transaction.
+    async fn delete_batch(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
+        if receipts.is_empty() {
+            return Vec::new();
+        }
+        let q = queue.to_string();
+        let receipts: Vec<String> = receipts.iter().map(|r| r.to_string()).collect();
+        let n = receipts.len();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+            load_queue(&tx, &q)?;
+            let results = receipts.iter().map(|r| delete_received(&tx, &q, r)).collect();
+            tx.commit().map_err(db_err)?;
+            Ok(results)
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(e); n])
     }
 
     async fn change_visibility(&self, queue: &str, receipt: &str, timeout: Duration) -> Result<()> {

@@ -470,6 +470,41 @@ async fn responses_nobody_waits_for_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_web_tier_deletes_the_responses_of_a_receive_together() {
+    use facefleet_pipeline::backend::{ensure_resources, QueueTimings};
+    use facefleet_pipeline::protocol::{now_ms, Outcome, Recognition, Response};
+    let queue = Arc::new(DeleteCountingQueue::default());
+    let dep = Deployment { names: facefleet_ports::Names::new("t"), store: Arc::new(MemStore::default()), queue: queue.clone(), fleet: None };
+    ensure_resources(&dep, QueueTimings { request_visibility: Duration::from_secs(5) }).await.unwrap();
+    // 25 answers nobody waits for (more than two receive batches), then
+    // real requests answered by a worker.
+    for i in 0..25 {
+        let expired = Response {
+            request_id: format!("dead-{i}"),
+            key: "r/x.jpg".into(),
+            result: Outcome::Ok(Recognition { name: "Paul".into(), faces: vec![], threshold: 0.5, model: "fake".into() }),
+            expires_at_ms: Some(now_ms() - 60_000),
+        };
+        dep.queue.send(&dep.names.resp_queue, &serde_json::to_string(&expired).unwrap()).await.unwrap();
+    }
+    let web = start_web(dep.clone(), WebConfig::default()).await;
+    eventually(|| async { queue.inner.bodies(&dep.names.resp_queue).is_empty() }).await;
+    enroll_direct(&dep, "P1", 1).await;
+    spawn_worker(&dep, Arc::new(FakeEngine::default()));
+    let c = reqwest::Client::new();
+    let asked: Vec<_> = (0..12).map(|_| post_photo(&c, &web.url, 1, Some("a.png"))).collect();
+    for answer in futures::future::join_all(asked).await {
+        assert_eq!(answer, (200, "a:P1".to_string()));
+    }
+    eventually(|| async { queue.inner.bodies(&dep.names.resp_queue).is_empty() }).await;
+    let batches = queue.deletes.lock().unwrap().iter().filter(|(q, _, how)| *q == dep.names.resp_queue && *how == "batch").count();
+    assert_eq!(queue.deleted(&dep.names.resp_queue, "delete"), 0, "responses deleted one at a time");
+    assert_eq!(queue.deleted(&dep.names.resp_queue, "batch"), 25 + 12);
+    // The 25 expired take at least 3 batches, the answers at least 1.
+    assert!(batches >= 4, "{batches} batch deletes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_answers_the_requests_in_flight() {
     let (dep, _store, _q) = memory_deployment().await;
     enroll_direct(&dep, "P1", 1).await;

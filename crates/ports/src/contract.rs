@@ -219,6 +219,7 @@ macro_rules! message_queue_contract {
             missing_queue_is_no_such_queue,
             stale_receipt_does_not_delete,
             concurrent_traffic_loses_and_duplicates_nothing,
+            delete_batch_answers_each_receipt,
         ]);
     };
 }

@@ -95,6 +95,17 @@ pub trait MessageQueue: Send + Sync {
     ) -> Result<Vec<Message>>;
     /// Deletes a received message (acknowledges it).
     async fn delete(&self, queue: &str, receipt: &str) -> Result<()>;
+    /// Deletes several received messages: one result per receipt, in their
+    /// order, each as [`MessageQueue::delete`] would answer it. Adapters
+    /// that can do it in fewer round trips or writes do; by default, one
+    /// `delete` after another.
+    async fn delete_batch(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            results.push(self.delete(queue, receipt).await);
+        }
+        results
+    }
     /// Changes the remaining invisibility of a received message (0 makes it
     /// visible again at once).
     async fn change_visibility(&self, queue: &str, receipt: &str, timeout: Duration) -> Result<()>;

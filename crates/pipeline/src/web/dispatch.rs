@@ -9,7 +9,9 @@
 //! belongs to another web tier sharing the queue and is made visible again
 //! at once so that tier gets it, unless it has expired (its request's web
 //! tier stopped waiting, or died): then it is deleted, so responses nobody
-//! waits for never circulate for good.
+//! waits for never circulate for good. The responses of one receive that
+//! are handed over or dropped are deleted together (one batch delete)
+//! before their requests are answered.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -152,12 +154,15 @@ impl Dispatcher {
             };
             let mut foreign = 0usize;
             let total = messages.len();
+            // Handled responses are deleted together, then delivered.
+            let mut handled: Vec<String> = Vec::new();
+            let mut deliveries = Vec::new();
             for m in messages {
                 let resp: Response = match serde_json::from_str(&m.body) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, body = %m.body, "deleting malformed response");
-                        self.delete(&m.receipt).await;
+                        handled.push(m.receipt);
                         continue;
                     }
                 };
@@ -179,20 +184,19 @@ impl Dispatcher {
                 };
                 match fate {
                     Fate::Deliver(tx) => {
-                        // Delete first: the answer is also durable in the output bucket.
-                        self.delete(&m.receipt).await;
-                        let _ = tx.send(resp);
+                        handled.push(m.receipt);
+                        deliveries.push((tx, resp));
                     }
-                    Fate::Duplicate => self.delete(&m.receipt).await,
+                    Fate::Duplicate => handled.push(m.receipt),
                     Fate::Foreign if resp.expires_at_ms.is_some_and(|t| crate::protocol::now_ms() > t + EXPIRY_GRACE_MS) => {
                         tracing::debug!(request_id = %resp.request_id, "deleting an expired response (nobody waits for it)");
                         metrics::counter!("facefleet_responses_expired_total").increment(1);
-                        self.delete(&m.receipt).await;
+                        handled.push(m.receipt);
                         sweep_on = true;
                     }
                     Fate::Foreign if m.receive_count >= ORPHAN_RECEIVES => {
                         tracing::warn!(request_id = %resp.request_id, "deleting orphaned response (no web tier claimed it)");
-                        self.delete(&m.receipt).await;
+                        handled.push(m.receipt);
                     }
                     Fate::Foreign => {
                         foreign += 1;
@@ -202,17 +206,21 @@ impl Dispatcher {
                     }
                 }
             }
+            // Delete first: the answers are also durable in the output bucket.
+            let receipts: Vec<&str> = handled.iter().map(String::as_str).collect();
+            for result in self.queue.delete_batch(&self.resp_queue, &receipts).await {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "deleting a response failed");
+                }
+            }
+            for (tx, resp) in deliveries {
+                let _ = tx.send(resp);
+            }
             if total > 0 && foreign == total {
                 // Everything was someone else's: give the other web tiers a
                 // moment to pick their responses up.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }
-    }
-
-    async fn delete(&self, receipt: &str) {
-        if let Err(e) = self.queue.delete(&self.resp_queue, receipt).await {
-            tracing::debug!(error = %e, "deleting a response failed");
         }
     }
 }

@@ -232,3 +232,49 @@ impl ObjectStore for GatedCountStore {
         self.inner.count(bucket, prefix).await
     }
 }
+
+/// A [`MemQueue`] that counts the messages deleted one at a time and in
+/// batches, per queue.
+#[derive(Default)]
+pub struct DeleteCountingQueue {
+    pub inner: MemQueue,
+    /// `(queue, receipts)` of each `delete` (1 receipt) and `delete_batch`.
+    pub deletes: Mutex<Vec<(String, usize, &'static str)>>,
+}
+
+impl DeleteCountingQueue {
+    /// Receipts deleted from `queue` by `how` (`"delete"` or `"batch"`).
+    pub fn deleted(&self, queue: &str, how: &str) -> usize {
+        self.deletes.lock().unwrap().iter().filter(|(q, _, h)| q == queue && *h == how).map(|(_, n, _)| n).sum()
+    }
+}
+
+#[async_trait]
+impl MessageQueue for DeleteCountingQueue {
+    async fn create_queue(&self, queue: &str, config: &QueueConfig) -> Result<()> {
+        self.inner.create_queue(queue, config).await
+    }
+    async fn send(&self, queue: &str, body: &str) -> Result<String> {
+        self.inner.send(queue, body).await
+    }
+    async fn receive(&self, queue: &str, max: usize, wait: Duration, visibility: Option<Duration>) -> Result<Vec<Message>> {
+        self.inner.receive(queue, max, wait, visibility).await
+    }
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<()> {
+        self.deletes.lock().unwrap().push((queue.to_string(), 1, "delete"));
+        self.inner.delete(queue, receipt).await
+    }
+    async fn delete_batch(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
+        self.deletes.lock().unwrap().push((queue.to_string(), receipts.len(), "batch"));
+        self.inner.delete_batch(queue, receipts).await
+    }
+    async fn change_visibility(&self, queue: &str, receipt: &str, timeout: Duration) -> Result<()> {
+        self.inner.change_visibility(queue, receipt, timeout).await
+    }
+    async fn depth(&self, queue: &str) -> Result<QueueDepth> {
+        self.inner.depth(queue).await
+    }
+    async fn purge(&self, queue: &str) -> Result<()> {
+        self.inner.purge(queue).await
+    }
+}

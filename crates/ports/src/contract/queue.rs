@@ -31,6 +31,7 @@ pub const CASES: &[&str] = &[
     "missing_queue_is_no_such_queue",
     "stale_receipt_does_not_delete",
     "concurrent_traffic_loses_and_duplicates_nothing",
+    "delete_batch_answers_each_receipt",
 ];
 
 /// Runs every case in sequence, each in its own namespace derived from `ns`.
@@ -53,6 +54,7 @@ pub async fn run_all(q: &dyn MessageQueue, ns: &str) {
     missing_queue_is_no_such_queue(q, &format!("{ns}-c16")).await;
     stale_receipt_does_not_delete(q, &format!("{ns}-c17")).await;
     concurrent_traffic_loses_and_duplicates_nothing(q, &format!("{ns}-c18")).await;
+    delete_batch_answers_each_receipt(q, &format!("{ns}-c19")).await;
 }
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
@@ -464,4 +466,36 @@ pub async fn concurrent_traffic_loses_and_duplicates_nothing(q: &dyn MessageQueu
     assert_eq!(unique.len(), received.len(), "a message was delivered twice while invisible");
     assert_eq!(unique, sent, "messages lost or invented");
     wait_depth(q, &queue, QueueDepth::default()).await;
+}
+
+/// A batch delete answers each receipt as `delete` would, in order: the
+/// good receipts delete their messages, a garbage one is `InvalidReceipt`
+/// and deletes nothing; a missing queue is `NoSuchQueue` for every receipt.
+pub async fn delete_batch_answers_each_receipt(q: &dyn MessageQueue, ns: &str) {
+    let queue = default_queue(q, ns).await;
+    for body in ["a", "b", "c"] {
+        q.send(&queue, body).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(q.receive(&queue, 10, Duration::from_secs(5), LONG).await.unwrap());
+    }
+    got.sort_by(|x, y| x.body.cmp(&y.body));
+    assert!(q.delete_batch(&queue, &[]).await.is_empty());
+    let results = q.delete_batch(&queue, &[&got[0].receipt, "not-a-receipt", &got[2].receipt]).await;
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results[0], Ok(()));
+    assert_eq!(results[1], Err(PortError::InvalidReceipt(queue.clone())));
+    assert_eq!(results[2], Ok(()));
+    // b is still there: made visible again, it is the only one received.
+    q.change_visibility(&queue, &got[1].receipt, Duration::ZERO).await.unwrap();
+    let again = receive_one(q, &queue, LONG).await;
+    assert_eq!(again.body, "b");
+    assert_nothing_visible(q, &queue, "messages deleted in a batch").await;
+    assert_eq!(q.delete_batch(&queue, &[&again.receipt]).await, vec![Ok(())]);
+    wait_depth(q, &queue, QueueDepth::default()).await;
+    let missing = format!("{ns}-missing");
+    for r in q.delete_batch(&missing, &[&again.receipt, &again.receipt]).await {
+        assert_eq!(r, Err(PortError::NoSuchQueue(missing.clone())));
+    }
 }
