@@ -510,7 +510,8 @@ impl MessageQueue for SqsQueue {
         Ok(())
     }
 
-    /// One `DeleteMessageBatch` per 10 receipts.
+    /// One `DeleteMessageBatch` per 10 receipts (IAM: `sqs:DeleteMessage`
+    /// allows it; batch actions have no permission of their own).
     async fn delete_batch(&self, queue: &str, receipts: &[&str]) -> Vec<Result<()>> {
         let mut results = Vec::with_capacity(receipts.len());
         for chunk in receipts.chunks(MAX_BATCH) {
